@@ -1,0 +1,141 @@
+#include "lstm_pointwise_cpu.h"
+
+#include <ATen/Parallel.h>
+
+#include <cstring>
+#include <vector>
+
+#include "../lstm_math.h"
+
+namespace fused_lstm {
+namespace cpu {
+namespace {
+
+// Enough elements per task that thread hand-off stays small against the math.
+constexpr int64_t kElementsPerTask = 16384;
+
+int64_t rows_per_task(int64_t hidden) { return std::max<int64_t>(1, kElementsPerTask / std::max<int64_t>(1, hidden)); }
+
+// One row of the forward pass. The inner loop is branch-free so that the compiler vectorizes it.
+template <typename scalar_t>
+inline void forward_row(int64_t H, scalar_t* __restrict gates, const scalar_t* __restrict bias,
+                        scalar_t* __restrict cell, scalar_t* __restrict hidden_out) {
+  for (int64_t j = 0; j < H; ++j) {
+    scalar_t gate_i, gate_f, gate_g, gate_o, cell_next, hidden;
+    math::cell_forward<scalar_t>(gates[j] + bias[j], gates[H + j] + bias[H + j], gates[2 * H + j] + bias[2 * H + j],
+                                 gates[3 * H + j] + bias[3 * H + j], cell[j], gate_i, gate_f, gate_g, gate_o,
+                                 cell_next, hidden);
+    gates[j] = gate_i;
+    gates[H + j] = gate_f;
+    gates[2 * H + j] = gate_g;
+    gates[3 * H + j] = gate_o;
+    cell[j] = cell_next;
+    hidden_out[j] = hidden;
+  }
+}
+
+template <typename scalar_t>
+inline void backward_row(int64_t H, const scalar_t* __restrict gates, const scalar_t* __restrict cell_prev,
+                         const scalar_t* __restrict grad_hidden, const scalar_t* __restrict grad_hidden_2,
+                         scalar_t* __restrict grad_cell, scalar_t* __restrict grad_gates) {
+  for (int64_t j = 0; j < H; ++j) {
+    scalar_t grad_i, grad_f, grad_g, grad_o, grad_cell_prev;
+    math::cell_backward<scalar_t>(gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j], cell_prev[j],
+                                  grad_hidden[j] + grad_hidden_2[j], grad_cell[j], grad_i, grad_f, grad_g, grad_o,
+                                  grad_cell_prev);
+    grad_gates[j] = grad_i;
+    grad_gates[H + j] = grad_f;
+    grad_gates[2 * H + j] = grad_g;
+    grad_gates[3 * H + j] = grad_o;
+    grad_cell[j] = grad_cell_prev;
+  }
+}
+
+// float rows get an AVX2+FMA clone picked at load time on CPUs that have it; the generic clone
+// serves the rest. (float64 exists for gradcheck; its speed does not matter.)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FL_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FL_CPU_CLONES
+#endif
+
+FL_CPU_CLONES void forward_row_float(int64_t H, float* gates, const float* bias, float* cell, float* hidden_out) {
+  forward_row<float>(H, gates, bias, cell, hidden_out);
+}
+
+FL_CPU_CLONES void backward_row_float(int64_t H, const float* gates, const float* cell_prev, const float* grad_hidden,
+                                      const float* grad_hidden_2, float* grad_cell, float* grad_gates) {
+  backward_row<float>(H, gates, cell_prev, grad_hidden, grad_hidden_2, grad_cell, grad_gates);
+}
+
+inline void forward_row_any(int64_t H, float* g, const float* b, float* c, float* h) { forward_row_float(H, g, b, c, h); }
+inline void forward_row_any(int64_t H, double* g, const double* b, double* c, double* h) {
+  forward_row<double>(H, g, b, c, h);
+}
+inline void backward_row_any(int64_t H, const float* g, const float* cp, const float* dh, const float* dh2, float* dc,
+                             float* dg) {
+  backward_row_float(H, g, cp, dh, dh2, dc, dg);
+}
+inline void backward_row_any(int64_t H, const double* g, const double* cp, const double* dh, const double* dh2,
+                             double* dc, double* dg) {
+  backward_row<double>(H, g, cp, dh, dh2, dc, dg);
+}
+
+template <typename scalar_t>
+void forward_typed(const LstmForwardPointwiseParams& p) {
+  const int64_t H = p.hidden;
+  auto* gates = static_cast<scalar_t*>(p.gates);
+  const auto* bias = static_cast<const scalar_t*>(p.bias);
+  auto* cell = static_cast<scalar_t*>(p.cell);
+  auto* cell_prev_saved = static_cast<scalar_t*>(p.cell_prev_saved);
+  auto* hidden_out = static_cast<scalar_t*>(p.hidden_out);
+  auto* hidden_state = static_cast<scalar_t*>(p.hidden_state);
+  at::parallel_for(0, p.rows, rows_per_task(H), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      if (cell_prev_saved) std::memcpy(cell_prev_saved + row * H, cell + row * H, H * sizeof(scalar_t));
+      forward_row_any(H, gates + row * 4 * H, bias, cell + row * H, hidden_out + row * H);
+      if (hidden_state) std::memcpy(hidden_state + row * H, hidden_out + row * H, H * sizeof(scalar_t));
+    }
+  });
+}
+
+template <typename scalar_t>
+void backward_typed(const LstmBackwardPointwiseParams& p) {
+  const int64_t H = p.hidden;
+  const auto* gates = static_cast<const scalar_t*>(p.gates);
+  const auto* cell_prev = static_cast<const scalar_t*>(p.cell_prev);
+  const auto* grad_hidden = static_cast<const scalar_t*>(p.grad_hidden);
+  const auto* grad_hidden_2 = static_cast<const scalar_t*>(p.grad_hidden_2);
+  auto* grad_cell = static_cast<scalar_t*>(p.grad_cell);
+  auto* grad_gates = static_cast<scalar_t*>(p.grad_gates);
+  at::parallel_for(0, p.rows, rows_per_task(H), [&](int64_t begin, int64_t end) {
+    // Without a second gradient term, add zeros: one loop body keeps the inner loop branch-free.
+    std::vector<scalar_t> zeros(grad_hidden_2 ? 0 : H, scalar_t(0));
+    for (int64_t row = begin; row < end; ++row) {
+      const scalar_t* second = grad_hidden_2 ? grad_hidden_2 + row * H : zeros.data();
+      backward_row_any(H, gates + row * 4 * H, cell_prev + row * H, grad_hidden + row * H, second,
+                       grad_cell + row * H, grad_gates + row * 4 * H);
+    }
+  });
+}
+
+}  // namespace
+
+void forward_pointwise(const LstmForwardPointwiseParams& params, at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat: return forward_typed<float>(params);
+    case at::kDouble: return forward_typed<double>(params);
+    default: TORCH_CHECK(false, "fused_lstm: the CPU kernels support float32 and float64, got ", dtype);
+  }
+}
+
+void backward_pointwise(const LstmBackwardPointwiseParams& params, at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat: return backward_typed<float>(params);
+    case at::kDouble: return backward_typed<double>(params);
+    default: TORCH_CHECK(false, "fused_lstm: the CPU kernels support float32 and float64, got ", dtype);
+  }
+}
+
+}  // namespace cpu
+}  // namespace fused_lstm

@@ -1,0 +1,15 @@
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "../lstm_params.h"
+
+namespace fused_lstm {
+namespace cpu {
+
+// The fused pointwise passes on the CPU, parallel over batch rows; float32 and float64.
+void forward_pointwise(const LstmForwardPointwiseParams& params, at::ScalarType dtype);
+void backward_pointwise(const LstmBackwardPointwiseParams& params, at::ScalarType dtype);
+
+}  // namespace cpu
+}  // namespace fused_lstm

@@ -1,0 +1,69 @@
+// The op schemas of fused_lstm and their CPU implementations. The CUDA implementations of the same
+// schemas are registered in cuda/; fake kernels and autograd live in fused_lstm/ops.py.
+#include <Python.h>
+#include <torch/library.h>
+
+#include "checks.h"
+#include "cpu/lstm_pointwise_cpu.h"
+#include "lstm_layer.h"
+
+// Importing fused_lstm._C loads this library, which registers the ops; the module itself is empty.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+
+namespace fused_lstm {
+namespace {
+
+const PointwiseBackend kCpuBackend{&cpu::forward_pointwise, &cpu::backward_pointwise};
+
+void check_cpu_dtype(const at::Tensor& input) {
+  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+              "fused_lstm: the CPU kernels support float32 and float64, got ", input.scalar_type(),
+              " (float16/bfloat16 run on CUDA)");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cpu(
+    const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& weight_ih, const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& weight_hr, bool reverse, bool save_for_backward) {
+  check_cpu_dtype(input);
+  return lstm_layer_forward(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, reverse,
+                            save_for_backward, kCpuBackend);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+                        const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0,
+                        const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                        const std::optional<at::Tensor>& weight_hr, const at::Tensor& output,
+                        const at::Tensor& gates, const at::Tensor& cell_prev, const at::Tensor& proj_input,
+                        bool reverse, bool has_bias) {
+  check_cpu_dtype(input);
+  return lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, weight_ih, weight_hh,
+                             weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias, kCpuBackend);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(fused_lstm, m) {
+  // One layer in one direction over a (packed) sequence. See lstm_layer.h for the shapes.
+  m.def(
+      "lstm_layer_forward(Tensor input, Tensor batch_sizes, Tensor h0, Tensor c0, Tensor weight_ih, "
+      "Tensor weight_hh, Tensor? bias, Tensor? weight_hr, bool reverse, bool save_for_backward) "
+      "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor cell_prev, Tensor proj_input)");
+  m.def(
+      "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
+      "Tensor batch_sizes, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? weight_hr, Tensor output, "
+      "Tensor gates, Tensor cell_prev, Tensor proj_input, bool reverse, bool has_bias) "
+      "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
+      "Tensor grad_bias, Tensor grad_weight_hr)");
+}
+
+TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) {
+  m.impl("lstm_layer_forward", &lstm_layer_forward_cpu);
+  m.impl("lstm_layer_backward", &lstm_layer_backward_cpu);
+}
+
+}  // namespace fused_lstm

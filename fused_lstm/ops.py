@@ -1,0 +1,111 @@
+"""Python side of the fused ops: the wrapper the modules call, fake kernels (shapes for
+torch.compile / meta tensors) and autograd (the backward op, and double backward through the
+reference)."""
+
+import torch
+
+from . import _C  # noqa: F401  (loading the library registers torch.ops.fused_lstm.*)
+from . import reference
+
+
+def _accumulation_dtype(dtype):
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def lstm_layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias=None, weight_hr=None, reverse=False):
+    """One LSTM layer in one direction on the fused kernels, differentiable.
+
+    Same arguments and results as ``reference.lstm_layer``: input [N, C] packed rows, batch_sizes [T]
+    int64 on the CPU, h0 [B, P], c0 [B, H], weight_ih [4H, C], weight_hh [4H, P], bias [4H] (b_ih + b_hh)
+    or None, weight_hr [P, H] or None. Returns (output [N, P], h_n [B, P], c_n [B, H]).
+    """
+    tensors = (input, h0, c0, weight_ih, weight_hh, bias, weight_hr)
+    save_for_backward = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    output, h_n, c_n, _, _, _ = torch.ops.fused_lstm.lstm_layer_forward(
+        input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, reverse, save_for_backward)
+    return output, h_n, c_n
+
+
+@torch.library.register_fake("fused_lstm::lstm_layer_forward")
+def _lstm_layer_forward_fake(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, reverse,
+                             save_for_backward):
+    rows, hidden = input.shape[0], weight_ih.shape[0] // 4
+    batch, output_size = h0.shape
+    output = input.new_empty(rows, output_size)
+    h_n = input.new_empty(batch, output_size)
+    c_n = input.new_empty(batch, hidden)
+    if not save_for_backward:
+        return output, h_n, c_n, input.new_empty(0), input.new_empty(0), input.new_empty(0)
+    gates = input.new_empty(rows, 4 * hidden)
+    cell_prev = input.new_empty(rows, hidden, dtype=_accumulation_dtype(input.dtype))
+    proj_input = input.new_empty(rows, hidden) if weight_hr is not None else input.new_empty(0)
+    return output, h_n, c_n, gates, cell_prev, proj_input
+
+
+@torch.library.register_fake("fused_lstm::lstm_layer_backward")
+def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, weight_ih, weight_hh,
+                              weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias):
+    hidden = weight_ih.shape[0] // 4
+    return (
+        torch.empty_like(input),
+        torch.empty_like(h0),
+        input.new_empty(grad_c_n.shape),
+        torch.empty_like(weight_ih),
+        torch.empty_like(weight_hh),
+        input.new_empty(4 * hidden) if has_bias else input.new_empty(0),
+        torch.empty_like(weight_hr) if weight_hr is not None else input.new_empty(0),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, reverse, save_for_backward = inputs
+    out, _, _, gates, cell_prev, proj_input = output
+    ctx.reverse = reverse
+    ctx.has_bias = bias is not None
+    ctx.saved_for_backward = save_for_backward
+    ctx.mark_non_differentiable(gates, cell_prev, proj_input)
+    ctx.save_for_backward(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, out, gates, cell_prev,
+                          proj_input)
+
+
+def _zeros_if_none(grad, like):
+    return torch.zeros_like(like) if grad is None else grad
+
+
+def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_non_differentiable):
+    (input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, out, gates, cell_prev,
+     proj_input) = ctx.saved_tensors
+    grad_output = _zeros_if_none(grad_output, out)
+    grad_h_n = _zeros_if_none(grad_h_n, h0)
+    grad_c_n = _zeros_if_none(grad_c_n, c0)
+    differentiable = (input, h0, c0, weight_ih, weight_hh, bias, weight_hr)
+
+    if torch.is_grad_enabled():
+        # create_graph=True: the gradient itself must be differentiable. Recompute the layer with the
+        # reference (same math, plain autograd ops) and differentiate that graph instead.
+        needed = (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:8])
+        wanted = [t for t, need in zip(differentiable, needed) if need and t is not None]
+        with torch.enable_grad():
+            ref_out, ref_h_n, ref_c_n = reference.lstm_layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias,
+                                                             weight_hr, ctx.reverse)
+            grads = torch.autograd.grad((ref_out, ref_h_n, ref_c_n), wanted, (grad_output, grad_h_n, grad_c_n),
+                                        create_graph=True, allow_unused=True)
+        by_tensor = dict(zip(map(id, wanted), grads))
+        per_input = [by_tensor.get(id(t)) if t is not None else None for t in differentiable]
+    else:
+        if not ctx.saved_for_backward:
+            raise RuntimeError("fused_lstm: lstm_layer_forward was called with save_for_backward=False, so it "
+                               "saved nothing to differentiate; call it with save_for_backward=True")
+        (grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias,
+         grad_weight_hr) = torch.ops.fused_lstm.lstm_layer_backward(
+            grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, weight_ih, weight_hh, weight_hr, out, gates,
+            cell_prev, proj_input, ctx.reverse, ctx.has_bias)
+        per_input = [grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh,
+                     grad_bias if ctx.has_bias else None, grad_weight_hr if weight_hr is not None else None]
+
+    grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias, grad_weight_hr = per_input
+    return (grad_input, None, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias, grad_weight_hr, None,
+            None)
+
+
+torch.library.register_autograd("fused_lstm::lstm_layer_forward", _backward, setup_context=_setup_context)

@@ -1,0 +1,87 @@
+"""Builds fused_lstm._C: the C++ ops always, the CUDA kernels whenever a CUDA toolkit is found.
+
+Switches (environment variables), printed at build time:
+  FUSED_LSTM_CUDA=0        skip the CUDA sources (quick local CPU rebuilds; CI builds them)
+  TORCH_CUDA_ARCH_LIST     GPU architectures; defaults to "8.0;9.0" when no GPU is visible
+  MAX_JOBS                 parallel compile jobs (ninja)
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import setup
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_ARCH_LIST = "8.0;9.0"
+
+
+def relative_sources(pattern):
+    return sorted(os.path.relpath(path, ROOT) for path in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def nvidia_wheel_include_dirs():
+    """CUDA library headers (cusparse.h, ...) that ATen's CUDA headers include; with pip's CUDA build
+    of torch they come from the nvidia wheels rather than from the toolkit."""
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    found = []
+    for base in nvidia.__path__:
+        found += [d for d in glob.glob(os.path.join(base, "*", "include")) if os.path.isdir(d)]
+    return sorted(found)
+
+
+def build_extension():
+    cuda_requested = os.environ.get("FUSED_LSTM_CUDA", "1") != "0"
+    cuda_home = cpp_extension.CUDA_HOME
+    cuda_sources = relative_sources("csrc/cuda/*.cu") + relative_sources("csrc/cuda/*.cpp")
+    with_cuda = cuda_requested and cuda_home is not None and bool(cuda_sources)
+    if with_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
+
+    sources = relative_sources("csrc/*.cpp") + relative_sources("csrc/cpu/*.cpp")
+    cxx_flags = ["-O3"]  # the C++ standard is the one torch.utils.cpp_extension picks for this torch
+    extra_compile_args = {"cxx": cxx_flags}
+    include_dirs = [os.path.join(ROOT, "csrc")]
+    define_macros = []
+    if with_cuda:
+        sources += cuda_sources
+        include_dirs += nvidia_wheel_include_dirs()
+        define_macros.append(("FUSED_LSTM_WITH_CUDA", None))
+        # -Xptxas -v prints registers and spills of every kernel into the build log.
+        extra_compile_args["nvcc"] = ["-O3", "-Xptxas", "-v", "--expt-relaxed-constexpr", "-lineinfo"]
+
+    print("fused_lstm build switches:", file=sys.stderr)
+    print(f"  CUDA_HOME={cuda_home}  FUSED_LSTM_CUDA={'1' if cuda_requested else '0'}  "
+          f"-> CUDA kernels {'ON' if with_cuda else 'OFF'}", file=sys.stderr)
+    if with_cuda:
+        print(f"  TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')}", file=sys.stderr)
+    print(f"  MAX_JOBS={os.environ.get('MAX_JOBS', '(default)')}  sources={len(sources)}", file=sys.stderr)
+
+    extension_class = cpp_extension.CUDAExtension if with_cuda else cpp_extension.CppExtension
+    return extension_class(
+        name="fused_lstm._C",
+        sources=sources,
+        include_dirs=include_dirs,
+        define_macros=define_macros,
+        extra_compile_args=extra_compile_args,
+        py_limited_api=False,
+    )
+
+
+setup(
+    name="fused_lstm",
+    version="0.1.0",
+    description="A fused LSTM for PyTorch: drop-in nn.LSTM / nn.LSTMCell on fused C++/CUDA kernels",
+    packages=["fused_lstm"],
+    ext_modules=[build_extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    python_requires=">=3.10",
+    install_requires=["torch"],
+)
