@@ -46,7 +46,10 @@ def build_extension():
             os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST
 
     sources = relative_sources("csrc/*.cpp") + relative_sources("csrc/cpu/*.cpp")
-    cxx_flags = ["-O3"]  # the C++ standard is the one torch.utils.cpp_extension picks for this torch
+    # The C++ standard is the one torch.utils.cpp_extension picks for this torch. No trapping math and no
+    # errno from libm (as torch itself builds) let the compiler vectorize the branch-free pointwise loops;
+    # results are unchanged.
+    cxx_flags = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
     extra_compile_args = {"cxx": cxx_flags}
     include_dirs = [os.path.join(ROOT, "csrc")]
     define_macros = []

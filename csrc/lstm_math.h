@@ -19,19 +19,23 @@ namespace math {
 #if !defined(__CUDA_ARCH__)
 // Host float exp as straight-line code so that the compiler vectorizes the pointwise loops (libm's
 // expf is a call the loop cannot vectorize; with it the pointwise pass costs as much as the GEMMs).
-// Cody–Waite range reduction x = n·ln2 + r, then a degree-6 polynomial for e^r on |r| <= ln2/2;
-// error within 2 ulp. NaN propagates (comparisons with NaN are false, so the clamps keep it).
+// Range reduction x = n·ln2 + r with n rounded by the 1.5·2^23 trick (float→int conversions stop
+// gcc's if-conversion), then a degree-6 polynomial for e^r on |r| <= ln2/2: within 2 ulp.
+// NaN propagates (comparisons with NaN are false, so the clamps keep it); +inf saturates at FLT_MAX/1.4.
 inline float host_expf(float x) {
   const float max_arg = 88.3762626647949f;
   const float min_arg = -87.3365447505531f;  // below it the result is under FLT_MIN; flushed to 0
   const bool underflow = x < min_arg;
   x = x > max_arg ? max_arg : x;
   x = x < min_arg ? min_arg : x;
-  const float n_real = x * 1.44269504088896341f + 0.5f;
-  int32_t n = static_cast<int32_t>(n_real);
-  n -= static_cast<float>(n) > n_real ? 1 : 0;  // floor for negative arguments
-  const float n_float = static_cast<float>(n);
-  float r = x - n_float * 0.693359375f;
+  const float round_magic = 12582912.0f;  // adding 1.5·2^23 rounds to an integer kept in the low bits
+  const float shifted = x * 1.44269504088896341f + round_magic;
+  const float n_float = shifted - round_magic;
+  int32_t shifted_bits, magic_bits;
+  std::memcpy(&shifted_bits, &shifted, sizeof(shifted));
+  std::memcpy(&magic_bits, &round_magic, sizeof(round_magic));
+  const int32_t n = shifted_bits - magic_bits;
+  float r = x - n_float * 0.693359375f;  // ln2 in two parts so that r stays exact
   r = r - n_float * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;

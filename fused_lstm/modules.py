@@ -281,7 +281,7 @@ def lstm_stack_forward(module, input, hx, layer):
     if module.batch_first:
         output = output.transpose(0, 1)
     if not is_batched:
-        output = output.squeeze(1 if module.batch_first else 1)
+        output = output.squeeze(batch_dim)
         h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
     return output, (h_n, c_n)
 

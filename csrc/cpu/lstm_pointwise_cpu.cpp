@@ -52,9 +52,10 @@ inline void backward_row(int64_t H, const scalar_t* __restrict gates, const scal
 }
 
 // float rows get an AVX2+FMA clone picked at load time on CPUs that have it; the generic clone
-// serves the rest. (float64 exists for gradcheck; its speed does not matter.)
+// serves the rest; `flatten` inlines the row loop and the math into each clone so both get vectorized.
+// (float64 exists for gradcheck; its speed matters less.)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define FL_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define FL_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
 #else
 #define FL_CPU_CLONES
 #endif

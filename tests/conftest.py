@@ -1,0 +1,24 @@
+import pytest
+import torch
+
+# One tolerance table keyed by dtype: (rtol, atol) for comparisons against PyTorch and the reference.
+TOLERANCES = {
+    torch.float64: (1e-10, 1e-10),
+    torch.float32: (1e-5, 1e-5),
+    torch.bfloat16: (1e-2, 1e-2),
+    torch.float16: (1e-2, 1e-2),
+}
+
+# Every test that takes `device` runs on the CPU here and on CUDA where a GPU is present.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                 reason="needs a CUDA GPU"))]
+
+
+def assert_close(actual, expected, dtype=None, scale=1.0):
+    rtol, atol = TOLERANCES[dtype or expected.dtype]
+    torch.testing.assert_close(actual, expected, rtol=rtol * scale, atol=atol * scale)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(1234)
