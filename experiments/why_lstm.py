@@ -124,6 +124,50 @@ class LibraryRecurrent(nn.Module):
         return outputs[:, -1]
 
 
+class SingleNetworkRecurrence(torch.autograd.Function):
+    """The time loop of SingleNetworkCell with a hand-written backward pass.  Autograd through a
+    Python loop records ~10 graph nodes per step and was 3-4x slower than nn.LSTM here; this keeps
+    the run on a 2-core CPU short.  tests/test_experiments.py checks it against plain autograd.
+
+    cell_from_input, hidden_from_input: [B, T, H], the x_t parts plus biases, precomputed.
+    cell_weight, hidden_weight: [2H, H], act on [h_{t-1}, c_{t-1}] and [h_{t-1}, c_t].
+    Returns the last hidden state h_T."""
+
+    @staticmethod
+    def forward(ctx, cell_from_input, hidden_from_input, cell_weight, hidden_weight):
+        batch, seq_len, hidden_size = cell_from_input.shape
+        hiddens = cell_from_input.new_zeros(seq_len + 1, batch, hidden_size)  # hiddens[t + 1] = h_t
+        cells = cell_from_input.new_zeros(seq_len + 1, batch, hidden_size)
+        for t in range(seq_len):
+            cells[t + 1] = torch.tanh(torch.addmm(cell_from_input[:, t], torch.cat([hiddens[t], cells[t]], 1), cell_weight))
+            hiddens[t + 1] = torch.tanh(torch.addmm(hidden_from_input[:, t], torch.cat([hiddens[t], cells[t + 1]], 1), hidden_weight))
+        ctx.save_for_backward(hiddens, cells, cell_weight, hidden_weight)
+        return hiddens[seq_len].clone()
+
+    @staticmethod
+    def backward(ctx, grad_last_hidden):
+        hiddens, cells, cell_weight, hidden_weight = ctx.saved_tensors
+        seq_len, hidden_size = hiddens.shape[0] - 1, hiddens.shape[2]
+        grad_cell_pre = torch.empty_like(cells[1:])  # dL/d(pre-activation of c_t), [T, B, H]
+        grad_hidden_pre = torch.empty_like(hiddens[1:])
+        grad_hidden = grad_last_hidden.contiguous()
+        grad_cell = torch.zeros_like(grad_hidden)
+        hidden_weight_t, cell_weight_t = hidden_weight.t(), cell_weight.t()
+        for t in reversed(range(seq_len)):
+            grad_hidden_pre[t] = grad_hidden * (1 - hiddens[t + 1] ** 2)
+            from_hidden_layer = grad_hidden_pre[t] @ hidden_weight_t  # d/d[h_{t-1}, c_t]
+            grad_cell_pre[t] = (grad_cell + from_hidden_layer[:, hidden_size:]) * (1 - cells[t + 1] ** 2)
+            from_cell_layer = grad_cell_pre[t] @ cell_weight_t  # d/d[h_{t-1}, c_{t-1}]
+            grad_hidden = from_hidden_layer[:, :hidden_size] + from_cell_layer[:, :hidden_size]
+            grad_cell = from_cell_layer[:, hidden_size:]
+        # Weight gradients summed over all steps in one matmul each.
+        cell_layer_inputs = torch.cat([hiddens[:-1], cells[:-1]], 2).reshape(-1, 2 * hidden_size)
+        hidden_layer_inputs = torch.cat([hiddens[:-1], cells[1:]], 2).reshape(-1, 2 * hidden_size)
+        grad_cell_weight = cell_layer_inputs.t() @ grad_cell_pre.reshape(-1, hidden_size)
+        grad_hidden_weight = hidden_layer_inputs.t() @ grad_hidden_pre.reshape(-1, hidden_size)
+        return grad_cell_pre.transpose(0, 1), grad_hidden_pre.transpose(0, 1), grad_cell_weight, grad_hidden_weight
+
+
 class SingleNetworkCell(nn.Module):
     """The cell the question proposes: one tanh layer computes the new cell state from
     [x_t, h_{t-1}, c_{t-1}], a second computes the new hidden state from [x_t, h_{t-1}, c_t].
@@ -136,26 +180,76 @@ class SingleNetworkCell(nn.Module):
         self.hidden_layer = nn.Linear(input_size + 2 * hidden_size, hidden_size)
         init_uniform_like_torch_rnn(self, hidden_size)
 
-    def forward(self, inputs):
-        batch, seq_len, _ = inputs.shape
+    def split_weights(self):
+        """(input part of both layers, recurrent part of both layers as [2H, H] right factors)."""
         split = self.input_size
+        return ((self.cell_layer.weight[:, :split], self.hidden_layer.weight[:, :split]),
+                (self.cell_layer.weight[:, split:].t(), self.hidden_layer.weight[:, split:].t()))
+
+    def forward(self, inputs, use_autograd_loop=False):
+        (cell_input_weight, hidden_input_weight), (cell_weight, hidden_weight) = self.split_weights()
         # The x_t parts do not depend on the recurrence: one matmul for all time steps.
-        cell_from_input = nn.functional.linear(inputs, self.cell_layer.weight[:, :split], self.cell_layer.bias)
-        hidden_from_input = nn.functional.linear(inputs, self.hidden_layer.weight[:, :split], self.hidden_layer.bias)
-        cell_recurrent_weight = self.cell_layer.weight[:, split:].t()
-        hidden_recurrent_weight = self.hidden_layer.weight[:, split:].t()
-        hidden = inputs.new_zeros(batch, self.hidden_size)
-        cell = inputs.new_zeros(batch, self.hidden_size)
-        for t in range(seq_len):
-            cell = torch.tanh(torch.addmm(cell_from_input[:, t], torch.cat([hidden, cell], 1), cell_recurrent_weight))
-            hidden = torch.tanh(torch.addmm(hidden_from_input[:, t], torch.cat([hidden, cell], 1), hidden_recurrent_weight))
+        cell_from_input = nn.functional.linear(inputs, cell_input_weight, self.cell_layer.bias)
+        hidden_from_input = nn.functional.linear(inputs, hidden_input_weight, self.hidden_layer.bias)
+        if not use_autograd_loop:
+            return SingleNetworkRecurrence.apply(cell_from_input, hidden_from_input, cell_weight, hidden_weight)
+        # Reference: the same recurrence differentiated by autograd (used by the tests).
+        hidden = inputs.new_zeros(inputs.shape[0], self.hidden_size)
+        cell = inputs.new_zeros(inputs.shape[0], self.hidden_size)
+        for t in range(inputs.shape[1]):
+            cell = torch.tanh(torch.addmm(cell_from_input[:, t], torch.cat([hidden, cell], 1), cell_weight))
+            hidden = torch.tanh(torch.addmm(hidden_from_input[:, t], torch.cat([hidden, cell], 1), hidden_weight))
         return hidden
+
+
+class NoForgetGateRecurrence(torch.autograd.Function):
+    """The time loop of NoForgetGateLSTM with a hand-written backward pass (same reason as
+    SingleNetworkRecurrence).  gates_from_input: [B, T, 3H] in gate order i, o, g (the two sigmoid
+    gates adjacent so one sigmoid call covers both); recurrent_weight: [H, 3H].  Returns h_T."""
+
+    @staticmethod
+    def forward(ctx, gates_from_input, recurrent_weight):
+        batch, seq_len, three_hidden = gates_from_input.shape
+        hidden_size = three_hidden // 3
+        hiddens = gates_from_input.new_zeros(seq_len + 1, batch, hidden_size)  # hiddens[t + 1] = h_t
+        cells = gates_from_input.new_zeros(seq_len + 1, batch, hidden_size)
+        activations = gates_from_input.new_empty(seq_len, batch, three_hidden)  # s(i), s(o), tanh(g)
+        for t in range(seq_len):
+            gates = torch.addmm(gates_from_input[:, t], hiddens[t], recurrent_weight)
+            torch.sigmoid(gates[:, :2 * hidden_size], out=activations[t, :, :2 * hidden_size])
+            torch.tanh(gates[:, 2 * hidden_size:], out=activations[t, :, 2 * hidden_size:])
+            input_gate, output_gate, candidate = activations[t].chunk(3, dim=1)
+            torch.addcmul(cells[t], input_gate, candidate, out=cells[t + 1])
+            torch.mul(output_gate, torch.tanh(cells[t + 1]), out=hiddens[t + 1])
+        ctx.save_for_backward(hiddens, cells, activations, recurrent_weight)
+        return hiddens[seq_len].clone()
+
+    @staticmethod
+    def backward(ctx, grad_last_hidden):
+        hiddens, cells, activations, recurrent_weight = ctx.saved_tensors
+        seq_len, hidden_size = activations.shape[0], hiddens.shape[2]
+        grad_gates = torch.empty_like(activations)  # dL/d(gate pre-activations), [T, B, 3H]
+        grad_hidden = grad_last_hidden.contiguous()
+        grad_cell = torch.zeros_like(grad_hidden)
+        recurrent_weight_t = recurrent_weight.t()
+        for t in reversed(range(seq_len)):
+            input_gate, output_gate, candidate = activations[t].chunk(3, dim=1)
+            tanh_cell = torch.tanh(cells[t + 1])
+            # c_t = c_{t-1} + i g: the carried gradient passes to c_{t-1} unchanged (the carousel).
+            grad_cell = grad_cell + grad_hidden * output_gate * (1 - tanh_cell ** 2)
+            grad_input, grad_output, grad_candidate = grad_gates[t].chunk(3, dim=1)
+            torch.mul(grad_cell * candidate, input_gate * (1 - input_gate), out=grad_input)
+            torch.mul(grad_hidden * tanh_cell, output_gate * (1 - output_gate), out=grad_output)
+            torch.mul(grad_cell * input_gate, 1 - candidate ** 2, out=grad_candidate)
+            grad_hidden = grad_gates[t] @ recurrent_weight_t
+        grad_recurrent_weight = hiddens[:-1].reshape(-1, hidden_size).t() @ grad_gates.reshape(-1, 3 * hidden_size)
+        return grad_gates.transpose(0, 1), grad_recurrent_weight
 
 
 class NoForgetGateLSTM(nn.Module):
     """The 1997 LSTM: input gate, candidate and output gate, but no forget gate, so
     c_t = c_{t-1} + s(i_t) * tanh(g_t): the constant error carousel (dc_t/dc_{t-1} = 1 exactly).
-    Gate order in the weights: i, g, o.  (fused_lstm always has f, hence this small loop.)"""
+    Gate order in the weights: i, o, g.  (fused_lstm always has f, hence this small module.)"""
 
     def __init__(self, input_size, hidden_size):
         super().__init__()
@@ -166,15 +260,17 @@ class NoForgetGateLSTM(nn.Module):
         self.bias_hh = nn.Parameter(torch.empty(3 * hidden_size))
         init_uniform_like_torch_rnn(self, hidden_size)
 
-    def forward(self, inputs):
-        batch, seq_len, _ = inputs.shape
+    def forward(self, inputs, use_autograd_loop=False):
         gates_from_input = nn.functional.linear(inputs, self.weight_ih, self.bias_ih + self.bias_hh)
         recurrent_weight = self.weight_hh.t()
-        hidden = inputs.new_zeros(batch, self.hidden_size)
-        cell = inputs.new_zeros(batch, self.hidden_size)
-        for t in range(seq_len):
+        if not use_autograd_loop:
+            return NoForgetGateRecurrence.apply(gates_from_input, recurrent_weight)
+        # Reference: the same recurrence differentiated by autograd (used by the tests).
+        hidden = inputs.new_zeros(inputs.shape[0], self.hidden_size)
+        cell = inputs.new_zeros(inputs.shape[0], self.hidden_size)
+        for t in range(inputs.shape[1]):
             gates = torch.addmm(gates_from_input[:, t], hidden, recurrent_weight)
-            input_gate, candidate, output_gate = gates.chunk(3, dim=1)
+            input_gate, output_gate, candidate = gates.chunk(3, dim=1)
             cell = cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
             hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
         return hidden

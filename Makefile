@@ -1,0 +1,39 @@
+# `make demo` and `make test` work on a fresh machine: they create .venv, install the requirements,
+# build the extension in place (CUDA kernels too when a CUDA toolkit is found), then run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.requirements-installed
+# The nvcc on PATH may be a wrapper; point the build at the real toolkit when it is there.
+CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
+export CUDA_HOME
+
+.PHONY: venv build test demo experiments benchmark clean
+
+$(INSTALLED): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	touch $@
+
+venv: $(INSTALLED)
+
+build: $(INSTALLED)
+	$(PY) setup.py build_ext --inplace 2>&1 | tee build.log | grep -E "fused_lstm build|CUDA kernels|ptxas info|error" || true
+	@test -n "$$(ls fused_lstm/_C*.so 2>/dev/null)" || (echo "build failed, see build.log" && tail -50 build.log && exit 1)
+	@$(PY) -c "import fused_lstm" || (tail -50 build.log && exit 1)
+
+test: build
+	$(PY) -m pytest -q tests
+
+demo: build
+	$(PY) -m benchmarks.run --device cpu --quick
+
+experiments: build
+	$(PY) -m experiments.why_lstm
+
+benchmark: build
+	$(PY) -m benchmarks.run --device cpu
+
+clean:
+	rm -rf build fused_lstm/*.so *.egg-info

@@ -1,0 +1,163 @@
+"""The raw ops: float64 gradcheck and gradgradcheck, opcheck on every sample, torch.compile."""
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import fused_lstm
+from conftest import DEVICES, assert_close
+
+F64 = torch.float64
+
+
+def layer_sample(device, dtype=F64, batch_sizes=(3, 3, 2, 1), input_size=4, hidden=5, proj=None, bias=True,
+                 requires_grad=True):
+    """Random arguments of one layer: packed rows for the given per-step batch sizes."""
+    out_size = proj or hidden
+    batch = batch_sizes[0]
+
+    def rand(*shape):
+        return torch.randn(*shape, device=device, dtype=dtype, requires_grad=requires_grad)
+
+    return dict(
+        input=rand(sum(batch_sizes), input_size),
+        batch_sizes=torch.tensor(batch_sizes, dtype=torch.int64),
+        h0=rand(batch, out_size),
+        c0=rand(batch, hidden),
+        weight_ih=rand(4 * hidden, input_size),
+        weight_hh=rand(4 * hidden, out_size),
+        bias=rand(4 * hidden) if bias else None,
+        weight_hr=rand(out_size, hidden) if proj else None,
+    )
+
+
+SAMPLE_KINDS = [
+    dict(),
+    dict(proj=3),
+    dict(bias=False),
+    dict(batch_sizes=(4, 4, 4)),
+    dict(batch_sizes=(1,)),
+    dict(batch_sizes=(5, 2, 2, 1, 1), proj=2, bias=False),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", SAMPLE_KINDS)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradcheck(device, kind, reverse):
+    sample = layer_sample(device, **kind)
+    names = [k for k, v in sample.items() if torch.is_tensor(v) and v.requires_grad]
+
+    def layer(*tensors):
+        arguments = dict(sample, **dict(zip(names, tensors)))
+        return fused_lstm.ops.lstm_layer(**arguments, reverse=reverse)
+
+    tensors = [sample[k] for k in names]
+    assert torch.autograd.gradcheck(layer, tensors)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", [dict(), dict(proj=3, batch_sizes=(3, 2, 2, 1))])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradgradcheck(device, kind, reverse):
+    """Double backward (create_graph=True) goes through the reference and must be exact."""
+    sample = layer_sample(device, input_size=3, hidden=3 if not kind.get("proj") else 4,
+                          **{k: v for k, v in kind.items() if k != "proj"}, proj=2 if kind.get("proj") else None)
+    names = [k for k, v in sample.items() if torch.is_tensor(v) and v.requires_grad]
+
+    def layer(*tensors):
+        arguments = dict(sample, **dict(zip(names, tensors)))
+        return fused_lstm.ops.lstm_layer(**arguments, reverse=reverse)
+
+    assert torch.autograd.gradgradcheck(layer, [sample[k] for k in names])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_double_backward_through_module(device):
+    """A gradient penalty: d/dθ ‖∂L/∂x‖² must match nn.LSTM's."""
+    torch_lstm = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, device=device, dtype=F64)
+    fused = fused_lstm.LSTM(3, 4, num_layers=2, bidirectional=True, device=device, dtype=F64)
+    fused.load_state_dict(torch_lstm.state_dict())
+    x = torch.randn(5, 2, 3, device=device, dtype=F64, requires_grad=True)
+    results = []
+    for module in (torch_lstm, fused):
+        out, _ = module(x)
+        (grad_x,) = torch.autograd.grad(out.pow(2).sum(), x, create_graph=True)
+        results.append(torch.autograd.grad(grad_x.pow(2).sum(), list(module.parameters())))
+    for a, e in zip(*results):
+        assert_close(a, e)
+
+
+def opcheck_samples(device):
+    for kind in SAMPLE_KINDS:
+        for reverse in (False, True):
+            for save in (False, True):
+                # Saving nothing for backward is the inference mode: only valid without gradients.
+                sample = layer_sample(device, dtype=torch.float32, requires_grad=save, **kind)
+                yield tuple(sample.values()) + (reverse, save)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_forward(device):
+    for arguments in opcheck_samples(device):
+        torch.library.opcheck(torch.ops.fused_lstm.lstm_layer_forward.default, arguments)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_backward(device):
+    for kind in SAMPLE_KINDS:
+        for reverse in (False, True):
+            sample = layer_sample(device, dtype=torch.float32, requires_grad=False, **kind)
+            output, h_n, c_n, gates, cell_prev, proj_input = torch.ops.fused_lstm.lstm_layer_forward(
+                *sample.values(), reverse, True)
+            arguments = (torch.randn_like(output), torch.randn_like(h_n), torch.randn_like(c_n), sample["input"],
+                         sample["batch_sizes"], sample["h0"], sample["weight_ih"], sample["weight_hh"],
+                         sample["weight_hr"], output, gates, cell_prev, proj_input, reverse, sample["bias"] is not None)
+            torch.library.opcheck(torch.ops.fused_lstm.lstm_layer_backward.default, arguments)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_forward_without_saving_returns_same_results(device):
+    sample = layer_sample(device, requires_grad=False, proj=3)
+    saved = torch.ops.fused_lstm.lstm_layer_forward(*sample.values(), False, True)
+    unsaved = torch.ops.fused_lstm.lstm_layer_forward(*sample.values(), False, False)
+    for a, b in zip(saved[:3], unsaved[:3]):
+        assert torch.equal(a, b)
+    assert all(t.numel() == 0 for t in unsaved[3:])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph(device, backend, monkeypatch):
+    """nn.LSTM graph-breaks under dynamo; ours compiles into one graph, forward and backward, and the
+    compiled backward runs the fused backward op (the reference path is only for double backward)."""
+    torch._dynamo.reset()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the compiled graph used the reference instead of the fused backward")
+
+    monkeypatch.setattr(fused_lstm.reference, "lstm_layer", refuse)
+    fused = fused_lstm.LSTM(4, 6, num_layers=2, bidirectional=True, proj_size=3, device=device)
+    compiled = torch.compile(fused, fullgraph=True, backend=backend)
+    x = torch.randn(5, 3, 4, device=device, requires_grad=True)
+    out, (h_n, c_n) = compiled(x)
+    expected, (expected_h, expected_c) = fused(x)
+    for a, e in [(out, expected), (h_n, expected_h), (c_n, expected_c)]:
+        assert_close(a, e)
+    grads = torch.autograd.grad(out.sum() + c_n.sum(), [x, *fused.parameters()])
+    monkeypatch.undo()
+    expected_grads = torch.autograd.grad(expected.sum() + expected_c.sum(), [x, *fused.parameters()])
+    for a, e in zip(grads, expected_grads):
+        assert_close(a, e)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_packed_sequence(device):
+    torch._dynamo.reset()
+    fused = fused_lstm.LSTM(4, 6, device=device)
+    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    packed = pack_padded_sequence(torch.randn(5, 3, 4, device=device), torch.tensor([5, 3, 2]))
+    out, (h_n, _) = compiled(packed)
+    expected, (expected_h, _) = fused(packed)
+    assert_close(out.data, expected.data)
+    assert_close(h_n, expected_h)
