@@ -5,6 +5,7 @@
 
 #include "checks.h"
 #include "cpu/lstm_pointwise_cpu.h"
+#include "gru_layer.h"
 #include "lstm_layer.h"
 
 // Importing fused_lstm._C loads this library, which registers the ops; the module itself is empty.
@@ -17,6 +18,7 @@ namespace fused_lstm {
 namespace {
 
 const PointwiseBackend kCpuBackend{&cpu::forward_pointwise, &cpu::backward_pointwise};
+const GruPointwiseBackend kCpuGruBackend{&cpu::gru_forward_pointwise, &cpu::gru_backward_pointwise};
 
 void check_cpu_dtype(const at::Tensor& input) {
   TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
@@ -45,6 +47,24 @@ lstm_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_
                              weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias, kCpuBackend);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_cpu(
+    const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& weight_ih,
+    const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
+    bool reverse, bool save_for_backward) {
+  check_cpu_dtype(input);
+  return gru_layer_forward(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh, reverse,
+                           save_for_backward, kCpuGruBackend);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input, const at::Tensor& batch_sizes,
+    const at::Tensor& h0, const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& output,
+    const at::Tensor& gates, const at::Tensor& candidate_hidden, bool reverse, bool has_bias) {
+  check_cpu_dtype(input);
+  return gru_layer_backward(grad_output, grad_h_n, input, batch_sizes, h0, weight_ih, weight_hh, output, gates,
+                            candidate_hidden, reverse, has_bias, kCpuGruBackend);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fused_lstm, m) {
@@ -59,11 +79,23 @@ TORCH_LIBRARY(fused_lstm, m) {
       "Tensor gates, Tensor cell_prev, Tensor proj_input, bool reverse, bool has_bias) "
       "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
       "Tensor grad_bias, Tensor grad_weight_hr)");
+  // One GRU layer in one direction. See gru_layer.h for the shapes.
+  m.def(
+      "gru_layer_forward(Tensor input, Tensor batch_sizes, Tensor h0, Tensor weight_ih, Tensor weight_hh, "
+      "Tensor? bias_ih, Tensor? bias_hh, bool reverse, bool save_for_backward) "
+      "-> (Tensor output, Tensor h_n, Tensor gates, Tensor candidate_hidden)");
+  m.def(
+      "gru_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor batch_sizes, Tensor h0, "
+      "Tensor weight_ih, Tensor weight_hh, Tensor output, Tensor gates, Tensor candidate_hidden, bool reverse, "
+      "bool has_bias) -> (Tensor grad_input, Tensor grad_h0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
+      "Tensor grad_bias_ih, Tensor grad_bias_hh)");
 }
 
 TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) {
   m.impl("lstm_layer_forward", &lstm_layer_forward_cpu);
   m.impl("lstm_layer_backward", &lstm_layer_backward_cpu);
+  m.impl("gru_layer_forward", &gru_layer_forward_cpu);
+  m.impl("gru_layer_backward", &gru_layer_backward_cpu);
 }
 
 }  // namespace fused_lstm

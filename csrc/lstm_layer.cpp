@@ -3,132 +3,42 @@
 #include <vector>
 
 #include "checks.h"
+#include "sequence.h"
 
 namespace fused_lstm {
 namespace {
 
-at::ScalarType accumulation_dtype(at::ScalarType dtype) {
-  return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
-}
+constexpr int64_t kLstmGates = 4;
 
-// Sizes shared by forward and backward, derived from the arguments after they were checked.
-struct LayerShape {
-  int64_t steps;        // T
-  int64_t batch;        // B
-  int64_t rows;         // N
-  int64_t input_size;   // C
-  int64_t hidden_size;  // H
-  int64_t output_size;  // P
-  std::vector<int64_t> step_rows;    // b_t
-  std::vector<int64_t> step_offset;  // first packed row of step t
-  bool uniform_batch;   // every b_t == B (padded input): lets whole-sequence copies replace per-step ones
+// Sizes of one LSTM layer after every argument was checked.
+struct LstmShape {
+  SequenceLayout layout;
+  int64_t H;  // hidden size
+  int64_t P;  // output (state) size: proj_size, or H
 };
 
-// Checks every assumption the loops make about the arguments, and derives the shape.
-LayerShape check_layer_arguments(const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0,
-                                 const at::Tensor& c0_or_grad_c, const at::Tensor& weight_ih,
-                                 const at::Tensor& weight_hh, const std::optional<at::Tensor>& weight_hr) {
-  FL_CHECK_DIM(input, 2);
-  const auto dtype = input.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16,
-              "fused_lstm: input must be float32, float64, float16 or bfloat16, got ", dtype);
-  FL_CHECK_DIM(batch_sizes, 1);
-  TORCH_CHECK(batch_sizes.device().is_cpu(), "fused_lstm: batch_sizes must be a CPU tensor (as in PackedSequence), got ",
-              batch_sizes.device());
-  TORCH_CHECK(batch_sizes.scalar_type() == at::kLong, "fused_lstm: batch_sizes must be int64, got ",
-              batch_sizes.scalar_type());
-  TORCH_CHECK(batch_sizes.numel() >= 1, "fused_lstm: the sequence must have at least one step, got 0");
-  FL_CHECK_DIM(h0, 2);
+LstmShape check_lstm_arguments(const char* op, const at::Tensor& input, const at::Tensor& batch_sizes,
+                               const at::Tensor& h0, const at::Tensor& c0_or_grad_c, const at::Tensor& weight_ih,
+                               const at::Tensor& weight_hh, const std::optional<at::Tensor>& weight_hr) {
+  LstmShape shape;
+  shape.layout = check_sequence(op, input, batch_sizes, h0);
+  const LayerSizes sizes = check_weights(op, input, h0, weight_ih, weight_hh, kLstmGates);
+  shape.H = sizes.hidden_size;
+  shape.P = sizes.state_size;
   FL_CHECK_DIM(c0_or_grad_c, 2);
-  FL_CHECK_DIM(weight_ih, 2);
-  FL_CHECK_DIM(weight_hh, 2);
-  FL_CHECK_LIKE_INPUT(h0, input);
-  FL_CHECK_LIKE_INPUT(weight_ih, input);
-  FL_CHECK_LIKE_INPUT(weight_hh, input);
-
-  LayerShape shape;
-  shape.rows = input.size(0);
-  shape.input_size = input.size(1);
-  shape.batch = h0.size(0);
-  shape.output_size = h0.size(1);
-  TORCH_CHECK(weight_ih.size(0) % 4 == 0 && weight_ih.size(0) > 0,
-              "fused_lstm: weight_ih must have 4·hidden_size rows, got ", weight_ih.size(0));
-  shape.hidden_size = weight_ih.size(0) / 4;
-  const int64_t H = shape.hidden_size, P = shape.output_size;
-  FL_CHECK_SHAPE(weight_ih, 4 * H, shape.input_size);
-  FL_CHECK_SHAPE(weight_hh, 4 * H, P);
-  FL_CHECK_SHAPE(c0_or_grad_c, shape.batch, H);
+  FL_CHECK_LIKE_INPUT(c0_or_grad_c, input);
+  FL_CHECK_SHAPE(c0_or_grad_c, shape.layout.batch, shape.H);
   if (weight_hr.has_value()) {
     const auto& w_hr = *weight_hr;
     FL_CHECK_LIKE_INPUT(w_hr, input);
-    FL_CHECK_SHAPE(w_hr, P, H);
-    TORCH_CHECK(P < H, "fused_lstm: the projection size (", P, ") must be smaller than hidden_size (", H, ")");
+    FL_CHECK_SHAPE(w_hr, shape.P, shape.H);
+    TORCH_CHECK(shape.P < shape.H, op, ": the projection size (", shape.P, ") must be smaller than hidden_size (",
+                shape.H, ")");
   } else {
-    TORCH_CHECK(P == H, "fused_lstm: without a projection, h0 must have hidden_size (", H, ") columns, got ", P);
+    TORCH_CHECK(shape.P == shape.H, op, ": without a projection, h0 must have hidden_size (", shape.H,
+                ") columns, got ", shape.P);
   }
-
-  const auto sizes = batch_sizes.contiguous();
-  const int64_t* size_data = sizes.data_ptr<int64_t>();
-  shape.steps = sizes.numel();
-  shape.step_rows.assign(size_data, size_data + shape.steps);
-  shape.step_offset.resize(shape.steps);
-  int64_t offset = 0;
-  shape.uniform_batch = true;
-  TORCH_CHECK(shape.step_rows[0] == shape.batch, "fused_lstm: batch_sizes[0] (", shape.step_rows[0],
-              ") must equal the batch size of h0 (", shape.batch, ")");
-  for (int64_t t = 0; t < shape.steps; ++t) {
-    const int64_t rows = shape.step_rows[t];
-    TORCH_CHECK(rows >= 0 && (t == 0 || rows <= shape.step_rows[t - 1]),
-                "fused_lstm: batch_sizes must be non-negative and non-increasing, got ", batch_sizes);
-    shape.uniform_batch = shape.uniform_batch && rows == shape.batch;
-    shape.step_offset[t] = offset;
-    offset += rows;
-  }
-  TORCH_CHECK(offset == shape.rows, "fused_lstm: input has ", shape.rows, " rows but batch_sizes sum to ", offset);
   return shape;
-}
-
-// Steps in the order the recurrence visits them.
-std::vector<int64_t> step_order(const LayerShape& shape, bool reverse) {
-  std::vector<int64_t> order(shape.steps);
-  for (int64_t k = 0; k < shape.steps; ++k) order[k] = reverse ? shape.steps - 1 - k : k;
-  return order;
-}
-
-void* address_of_row(const at::Tensor& matrix, int64_t row) {
-  return static_cast<char*>(matrix.data_ptr()) + row * matrix.stride(0) * matrix.element_size();
-}
-
-// h_{t-1} for every packed row, as one [N, P] matrix so that dW_hh is a single GEMM after the loop.
-// It is rebuilt from the forward output and h0 instead of being saved.
-at::Tensor previous_hidden(const LayerShape& shape, const at::Tensor& output, const at::Tensor& h0, bool reverse) {
-  const int64_t B = shape.batch, N = shape.rows;
-  auto h_prev = at::empty_like(output);
-  if (shape.uniform_batch) {
-    if (!reverse) {
-      h_prev.narrow(0, 0, B).copy_(h0);
-      h_prev.narrow(0, B, N - B).copy_(output.narrow(0, 0, N - B));
-    } else {
-      h_prev.narrow(0, N - B, B).copy_(h0);
-      h_prev.narrow(0, 0, N - B).copy_(output.narrow(0, B, N - B));
-    }
-    return h_prev;
-  }
-  for (int64_t t = 0; t < shape.steps; ++t) {
-    const int64_t rows = shape.step_rows[t], offset = shape.step_offset[t];
-    if (rows == 0) continue;
-    auto destination = h_prev.narrow(0, offset, rows);
-    const int64_t source_step = reverse ? t + 1 : t - 1;
-    if (source_step < 0 || source_step >= shape.steps) {
-      destination.copy_(h0.narrow(0, 0, rows));
-      continue;
-    }
-    // The neighbouring step carries min(its rows, ours); the rest start from h0 (reverse direction only).
-    const int64_t carried = std::min(rows, shape.step_rows[source_step]);
-    destination.narrow(0, 0, carried).copy_(output.narrow(0, shape.step_offset[source_step], carried));
-    if (carried < rows) destination.narrow(0, carried, rows - carried).copy_(h0.narrow(0, carried, rows - carried));
-  }
-  return h_prev;
 }
 
 }  // namespace
@@ -138,9 +48,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& weight_ih, const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& weight_hr, bool reverse, bool save_for_backward,
     const PointwiseBackend& backend) {
-  const LayerShape shape = check_layer_arguments(input, batch_sizes, h0, c0, weight_ih, weight_hh, weight_hr);
-  FL_CHECK_LIKE_INPUT(c0, input);
-  const int64_t B = shape.batch, N = shape.rows, H = shape.hidden_size, P = shape.output_size;
+  const LstmShape shape =
+      check_lstm_arguments("fused_lstm.lstm_layer_forward", input, batch_sizes, h0, c0, weight_ih, weight_hh, weight_hr);
+  const SequenceLayout& layout = shape.layout;
+  const int64_t B = layout.batch, N = layout.rows, H = shape.H, P = shape.P;
   const bool projected = weight_hr.has_value();
   const auto dtype = input.scalar_type();
   const auto acc_options = input.options().dtype(accumulation_dtype(dtype));
@@ -167,8 +78,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const at::Tensor weight_hh_t = weight_hh.t();
   const at::Tensor weight_hr_t = projected ? weight_hr->t() : at::Tensor();
 
-  for (const int64_t t : step_order(shape, reverse)) {
-    const int64_t rows = shape.step_rows[t], offset = shape.step_offset[t];
+  for (const int64_t t : layout.step_order(reverse)) {
+    const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
     if (rows == 0) continue;
     auto step_gates = gates.narrow(0, offset, rows);
     auto step_hidden = hidden_state.narrow(0, 0, rows);
@@ -180,12 +91,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     params.gates = step_gates.data_ptr();
     params.bias = combined_bias.data_ptr();
     params.cell = cell_state.data_ptr();
-    params.cell_prev_saved = save_for_backward ? address_of_row(cell_prev_saved, offset) : nullptr;
+    params.cell_prev_saved = save_for_backward ? row_address(cell_prev_saved, offset) : nullptr;
     if (projected) {
-      params.hidden_out = address_of_row(proj_input, save_for_backward ? offset : 0);
+      params.hidden_out = row_address(proj_input, save_for_backward ? offset : 0);
       params.hidden_state = nullptr;
     } else {
-      params.hidden_out = address_of_row(output, offset);
+      params.hidden_out = row_address(output, offset);
       params.hidden_state = hidden_state.data_ptr();
     }
     backend.forward(params, dtype);
@@ -209,14 +120,15 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
                     const std::optional<at::Tensor>& weight_hr, const at::Tensor& output, const at::Tensor& gates,
                     const at::Tensor& cell_prev, const at::Tensor& proj_input, bool reverse, bool has_bias,
                     const PointwiseBackend& backend) {
-  const LayerShape shape = check_layer_arguments(input, batch_sizes, h0, grad_c_n, weight_ih, weight_hh, weight_hr);
-  const int64_t B = shape.batch, N = shape.rows, H = shape.hidden_size, P = shape.output_size;
+  const LstmShape shape = check_lstm_arguments("fused_lstm.lstm_layer_backward", input, batch_sizes, h0, grad_c_n,
+                                               weight_ih, weight_hh, weight_hr);
+  const SequenceLayout& layout = shape.layout;
+  const int64_t B = layout.batch, N = layout.rows, H = shape.H, P = shape.P;
   const bool projected = weight_hr.has_value();
   const auto dtype = input.scalar_type();
   const auto acc_dtype = accumulation_dtype(dtype);
   FL_CHECK_LIKE_INPUT(grad_output, input);
   FL_CHECK_LIKE_INPUT(grad_h_n, input);
-  FL_CHECK_LIKE_INPUT(grad_c_n, input);
   FL_CHECK_LIKE_INPUT(output, input);
   FL_CHECK_LIKE_INPUT(gates, input);
   FL_CHECK_DEVICE(cell_prev, input.device());
@@ -241,10 +153,10 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
   at::Tensor grad_hidden_total = projected ? at::empty({N, P}, input.options()) : at::Tensor();
   at::Tensor grad_proj_input = projected ? at::empty({B, H}, input.options()) : at::Tensor();
 
-  auto order = step_order(shape, reverse);
+  auto order = layout.step_order(reverse);
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     const int64_t t = *it;
-    const int64_t rows = shape.step_rows[t], offset = shape.step_offset[t];
+    const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
     if (rows == 0) continue;
     auto step_grad_hidden = grad_hidden_state.narrow(0, 0, rows);
     auto step_grad_gates = grad_gates.narrow(0, offset, rows);
@@ -252,8 +164,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
     LstmBackwardPointwiseParams params;
     params.rows = rows;
     params.hidden = H;
-    params.gates = address_of_row(gates_c, offset);
-    params.cell_prev = address_of_row(cell_prev_c, offset);
+    params.gates = row_address(gates_c, offset);
+    params.cell_prev = row_address(cell_prev_c, offset);
     params.grad_cell = grad_cell_state.data_ptr();
     params.grad_gates = step_grad_gates.data_ptr();
     if (projected) {
@@ -264,7 +176,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
       params.grad_hidden = step_grad_proj_input.data_ptr();
       params.grad_hidden_2 = nullptr;
     } else {
-      params.grad_hidden = address_of_row(grad_output_c, offset);
+      params.grad_hidden = row_address(grad_output_c, offset);
       params.grad_hidden_2 = step_grad_hidden.data_ptr();
     }
     backend.backward(params, dtype);
@@ -274,7 +186,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
   // Everything that does not feed the recurrence is one large GEMM or reduction over all rows.
   auto grad_input = at::mm(grad_gates, weight_ih);
   auto grad_weight_ih = at::mm(grad_gates.t(), input);
-  auto grad_weight_hh = at::mm(grad_gates.t(), previous_hidden(shape, output, h0, reverse));
+  auto grad_weight_hh = at::mm(grad_gates.t(), previous_hidden(layout, output, h0, reverse));
   auto grad_bias = has_bias ? grad_gates.sum(0) : at::empty({0}, input.options());
   auto grad_weight_hr = projected ? at::mm(grad_hidden_total.t(), proj_input) : at::empty({0}, input.options());
   return {grad_input, grad_hidden_state, grad_cell_state.to(dtype), grad_weight_ih, grad_weight_hh, grad_bias,

@@ -34,3 +34,35 @@ struct LstmBackwardPointwiseParams {
 };
 
 }  // namespace fused_lstm
+
+namespace fused_lstm {
+
+// GRU forward of one step (gate order r, z, n as in PyTorch):
+//   r = σ(x_r + h_r + b_ir + b_hr), z = σ(x_z + h_z + b_iz + b_hz),
+//   n = tanh(x_n + b_in + r·(h_n + b_hn)), h_t = (1 − z)·n + z·h_{t-1}
+struct GruForwardPointwiseParams {
+  int64_t rows;                  // N: active batch rows at this step
+  int64_t hidden;                // H
+  void* gates;                   // [N, 3H] scalar; in: x·W_ihᵀ (no bias), out: r, z, n
+  const void* hidden_gates;      // [N, 3H] scalar; h_{t-1}·W_hhᵀ (no bias)
+  const void* bias_ih;           // [3H] scalar (zeros when the layer has no bias)
+  const void* bias_hh;           // [3H] scalar (zeros when the layer has no bias)
+  void* hidden_state;            // [N, H] scalar; in: h_{t-1}, out: h_t (in place)
+  void* hidden_out;              // [N, H] scalar; h_t, the layer output rows of this step
+  void* candidate_hidden_saved;  // [N, H] scalar; receives h_n + b_hn for backward; nullptr at inference
+};
+
+// GRU backward of one step.
+struct GruBackwardPointwiseParams {
+  int64_t rows;                  // N: active batch rows at this step
+  int64_t hidden;                // H
+  const void* gates;             // [N, 3H] scalar; r, z, n saved by forward
+  const void* candidate_hidden;  // [N, H] scalar; h_n + b_hn saved by forward
+  const void* hidden_prev;       // [N, H] scalar; h_{t-1}
+  const void* grad_output;       // [N, H] scalar; dL/dh_t from the layer output
+  void* grad_hidden;             // [N, H] scalar; in: dL/dh_t through the recurrence, out: z·dL/dh_t (in place)
+  void* grad_gates;              // [N, 3H] scalar; out: dL/d(input pre-activations x·W_ihᵀ + b_ih)
+  void* grad_hidden_gates;       // [N, 3H] scalar; out: dL/d(h·W_hhᵀ + b_hh)
+};
+
+}  // namespace fused_lstm

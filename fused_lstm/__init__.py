@@ -1,10 +1,10 @@
 """fused_lstm: the fastest and most trustworthy LSTM for PyTorch.
 
-``fused_lstm.LSTM`` and ``fused_lstm.LSTMCell`` replace ``torch.nn.LSTM`` and ``torch.nn.LSTMCell``;
-their recurrences run on the fused C++/CUDA ops in ``torch.ops.fused_lstm``.
+``fused_lstm.LSTM``, ``LSTMCell``, ``GRU`` and ``GRUCell`` replace their ``torch.nn`` namesakes; their
+recurrences run on the fused C++/CUDA ops in ``torch.ops.fused_lstm``.
 """
 
 from . import ops, reference
-from .modules import LSTM, LSTMCell
+from .modules import GRU, LSTM, GRUCell, LSTMCell
 
-__all__ = ["LSTM", "LSTMCell", "ops", "reference"]
+__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "ops", "reference"]

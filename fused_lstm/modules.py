@@ -17,8 +17,8 @@ from torch.nn.utils.rnn import PackedSequence
 from . import ops
 
 
-def _check_lstm_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size):
-    """The constructor checks of nn.LSTM, with its exception types and messages."""
+def _check_constructor_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size):
+    """The constructor checks of nn.RNNBase, with its exception types and messages."""
     if not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1 or isinstance(dropout, bool):
         raise ValueError("dropout should be a number in range [0, 1] representing the probability of an "
                          "element being zeroed")
@@ -46,15 +46,15 @@ def _check_lstm_arguments(input_size, hidden_size, num_layers, bias, batch_first
         raise ValueError("proj_size has to be smaller than hidden_size")
 
 
-class LSTM(nn.Module):
-    """Multi-layer LSTM on fused kernels; a drop-in replacement for ``torch.nn.LSTM`` (same arguments,
-    parameters and results; see its documentation)."""
+class _RecurrentBase(nn.Module):
+    """Constructor, parameters and helpers shared by LSTM and GRU: nn.RNNBase's parameter layout
+    (names, shapes, order, initialisation) without deriving from it."""
 
-    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-                 bidirectional=False, proj_size=0, device=None, dtype=None):
+    def __init__(self, mode, gate_count, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                 bidirectional, proj_size, device, dtype):
         super().__init__()
-        _check_lstm_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
-        self.mode = "LSTM"
+        _check_constructor_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
+        self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -72,10 +72,10 @@ class LSTM(nn.Module):
             for direction in range(num_directions):
                 layer_input_size = input_size if layer == 0 else real_hidden_size * num_directions
                 suffix = "_reverse" if direction == 1 else ""
-                shapes = [("weight_ih", (4 * hidden_size, layer_input_size)),
-                          ("weight_hh", (4 * hidden_size, real_hidden_size))]
+                shapes = [("weight_ih", (gate_count * hidden_size, layer_input_size)),
+                          ("weight_hh", (gate_count * hidden_size, real_hidden_size))]
                 if bias:
-                    shapes += [("bias_ih", (4 * hidden_size,)), ("bias_hh", (4 * hidden_size,))]
+                    shapes += [("bias_ih", (gate_count * hidden_size,)), ("bias_hh", (gate_count * hidden_size,))]
                 if proj_size > 0:
                     shapes += [("weight_hr", (proj_size, hidden_size))]
                 names = []
@@ -88,13 +88,13 @@ class LSTM(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        """nn.LSTM's initialisation: every parameter uniform in ±1/sqrt(hidden_size)."""
+        """PyTorch's initialisation: every parameter uniform in ±1/sqrt(hidden_size)."""
         stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
         for weight in self.parameters():
             nn.init.uniform_(weight, -stdv, stdv)
 
     def flatten_parameters(self):
-        """Kept for code written for nn.LSTM; the fused kernels need no flat weight buffer."""
+        """Kept for code written for nn.LSTM/nn.GRU; the fused kernels need no flat weight buffer."""
 
     @property
     def _flat_weights(self):
@@ -120,24 +120,44 @@ class LSTM(nn.Module):
             text += ", bidirectional={bidirectional}"
         return text.format(**self.__dict__)
 
+
+class LSTM(_RecurrentBase):
+    """Multi-layer LSTM on fused kernels; a drop-in replacement for ``torch.nn.LSTM`` (same arguments,
+    parameters and results; see its documentation)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, proj_size=0, device=None, dtype=None):
+        super().__init__("LSTM", 4, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         proj_size, device, dtype)
+
     def forward(self, input, hx=None):
         return lstm_stack_forward(self, input, hx, ops.lstm_layer)
 
 
-class LSTMCell(nn.Module):
-    """One LSTM step on the fused kernels; a drop-in replacement for ``torch.nn.LSTMCell``."""
+class GRU(_RecurrentBase):
+    """Multi-layer GRU on fused kernels; a drop-in replacement for ``torch.nn.GRU``."""
 
-    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+                 bidirectional=False, device=None, dtype=None):
+        super().__init__("GRU", 3, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0,
+                         device, dtype)
+
+    def forward(self, input, hx=None):
+        return gru_stack_forward(self, input, hx, ops.gru_layer)
+
+
+class _CellBase(nn.Module):
+    def __init__(self, gate_count, input_size, hidden_size, bias, device, dtype):
         super().__init__()
         factory_kwargs = {"device": device, "dtype": dtype}
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
-        self.weight_ih = nn.Parameter(torch.empty((4 * hidden_size, input_size), **factory_kwargs))
-        self.weight_hh = nn.Parameter(torch.empty((4 * hidden_size, hidden_size), **factory_kwargs))
+        self.weight_ih = nn.Parameter(torch.empty((gate_count * hidden_size, input_size), **factory_kwargs))
+        self.weight_hh = nn.Parameter(torch.empty((gate_count * hidden_size, hidden_size), **factory_kwargs))
         if bias:
-            self.bias_ih = nn.Parameter(torch.empty(4 * hidden_size, **factory_kwargs))
-            self.bias_hh = nn.Parameter(torch.empty(4 * hidden_size, **factory_kwargs))
+            self.bias_ih = nn.Parameter(torch.empty(gate_count * hidden_size, **factory_kwargs))
+            self.bias_hh = nn.Parameter(torch.empty(gate_count * hidden_size, **factory_kwargs))
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
@@ -154,14 +174,32 @@ class LSTMCell(nn.Module):
             text += ", bias={bias}"
         return text.format(**self.__dict__)
 
+
+class LSTMCell(_CellBase):
+    """One LSTM step on the fused kernels; a drop-in replacement for ``torch.nn.LSTMCell``."""
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__(4, input_size, hidden_size, bias, device, dtype)
+
     def forward(self, input, hx=None):
         return lstm_cell_forward(self, input, hx, ops.lstm_layer)
 
 
+class GRUCell(_CellBase):
+    """One GRU step on the fused kernels; a drop-in replacement for ``torch.nn.GRUCell``."""
+
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__(3, input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input, hx=None):
+        return gru_cell_forward(self, input, hx, ops.gru_layer)
+
+
 # ---------------------------------------------------------------------------------------------------
-# The sequence handling shared by the fused modules and the reference: argument checks, packing,
-# layers, directions, dropout. `layer` runs one layer in one direction (ops.lstm_layer or
-# reference.lstm_layer). `module` is anything with nn.LSTM's attributes and parameter names.
+# The sequence handling shared by LSTM and GRU, fused and reference alike: argument checks, packing,
+# layers, directions, dropout. `module` is anything with nn.LSTM's / nn.GRU's attributes and parameter
+# names; `layer` runs one layer in one direction (ops.lstm_layer / reference.lstm_layer for the LSTM,
+# ops.gru_layer / reference.gru_layer for the GRU).
 
 
 def _compute_dtype(module, input):
@@ -176,13 +214,10 @@ def _compute_dtype(module, input):
     return weight.dtype
 
 
-def _check_hidden_size(hx, expected, message):
-    if hx.size() != expected:
-        raise RuntimeError(message.format(expected, list(hx.size())))
-
-
 def _check_state(state, input, which):
-    # nn.LSTM's kernels raise these for states on another device or of another dtype.
+    # PyTorch's RNN kernels raise these for states on another device or of another dtype.
+    if torch.is_autocast_enabled("cuda"):
+        return
     if state.device != input.device:
         raise RuntimeError(f"Input and {which} tensors are not at the same device, found input tensor at "
                            f"{input.device} and {which} tensor at {state.device}")
@@ -191,109 +226,151 @@ def _check_state(state, input, which):
                            f"input {input.dtype}")
 
 
-def lstm_stack_forward(module, input, hx, layer):
-    """nn.LSTM.forward's contract: returns (output, (h_n, c_n)), output a PackedSequence if input is one."""
-    num_directions = 2 if module.bidirectional else 1
-    real_hidden_size = module.proj_size if module.proj_size > 0 else module.hidden_size
-    state_rows = module.num_layers * num_directions
+def _layer_weights(module, layer_index, direction, dtype):
+    suffix = "_reverse" if direction == 1 else ""
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+    return {name: getattr(module, f"{name}_l{layer_index}{suffix}").to(dtype)
+            for name in names if hasattr(module, f"{name}_l{layer_index}{suffix}")}
 
+
+def _stack_forward(module, input, states, state_sizes, check_hx_dims, run_layer):
+    """nn.RNNBase.forward's contract for a stack of layers.
+
+    states: None, or the per-kind initial states ((h0, c0) for the LSTM, (h0,) for the GRU), each
+    [layers·directions, B, size] ([layers·directions, size] for unbatched input); state_sizes: their last
+    dimension; check_hx_dims(states, is_batched) raises nn's errors for states of the wrong rank;
+    run_layer(input, batch_sizes, layer_states, weights, reverse) -> (output, final_states).
+    Returns (output, final states as a tuple), output a PackedSequence if input is one.
+    """
+    num_directions = 2 if module.bidirectional else 1
+    state_rows = module.num_layers * num_directions
     packed = isinstance(input, PackedSequence)
     if packed:
         data, batch_sizes, sorted_indices, unsorted_indices = input
         is_batched = True
         if data.dim() != 2:
             raise RuntimeError(f"input must have 2 dimensions, got {data.dim()}")
-        batch = int(batch_sizes[0])
-        steps = batch_sizes.numel()
+        batch, steps = int(batch_sizes[0]), batch_sizes.numel()
     else:
         if input.dim() not in (2, 3):
-            raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            raise ValueError(f"{module.mode}: Expected input to be 2D or 3D, got {input.dim()}D instead")
         is_batched = input.dim() == 3
         batch_dim = 0 if module.batch_first else 1
         if not is_batched:
             input = input.unsqueeze(batch_dim)
         sorted_indices = unsorted_indices = None
-        time_major = input.transpose(0, 1) if module.batch_first else input
-        steps, batch = time_major.shape[0], time_major.shape[1]
-        data = time_major
+        data = input.transpose(0, 1) if module.batch_first else input
+        steps, batch = data.shape[0], data.shape[1]
     if data.size(-1) != module.input_size:
         raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {module.input_size}, "
                            f"got {data.size(-1)}")
     dtype = _compute_dtype(module, data)
 
-    if hx is None:
-        h0 = torch.zeros(state_rows, batch, real_hidden_size, dtype=dtype, device=data.device)
-        c0 = torch.zeros(state_rows, batch, module.hidden_size, dtype=dtype, device=data.device)
+    if states is None:
+        states = tuple(torch.zeros(state_rows, batch, size, dtype=dtype, device=data.device) for size in state_sizes)
     else:
-        h0, c0 = hx
         if not packed:
-            expected_dim = 3 if is_batched else 2
-            if h0.dim() != expected_dim or c0.dim() != expected_dim:
-                kind = "batched 3-D" if is_batched else "unbatched 2-D"
-                raise RuntimeError(f"For {kind} input, hx and cx should also be {expected_dim}-D but got "
-                                   f"({h0.dim()}-D, {c0.dim()}-D) tensors")
+            check_hx_dims(states, is_batched)
             if not is_batched:
-                h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
-        _check_hidden_size(h0, (state_rows, batch, real_hidden_size), "Expected hidden[0] size {}, got {}")
-        _check_hidden_size(c0, (state_rows, batch, module.hidden_size), "Expected hidden[1] size {}, got {}")
+                states = tuple(state.unsqueeze(1) for state in states)
+        for index, (state, size) in enumerate(zip(states, state_sizes)):
+            expected = (state_rows, batch, size)
+            if state.size() != expected:
+                which = "hidden" if len(states) == 1 else f"hidden[{index}]"
+                raise RuntimeError(f"Expected {which} size {expected}, got {list(state.size())}")
         if sorted_indices is not None:
-            h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
-        if not torch.is_autocast_enabled("cuda"):
-            _check_state(h0, data, "hidden")
-            _check_state(c0, data, "cell")
+            states = tuple(state.index_select(1, sorted_indices) for state in states)
+        for state, which in zip(states, ("hidden", "cell")):
+            _check_state(state, data, which)
     if steps == 0:
-        raise RuntimeError("fused_lstm: the input sequence is empty (length 0); an LSTM needs at least one step")
+        raise RuntimeError(f"fused_lstm: the input sequence is empty (length 0); an {module.mode} needs at least "
+                           "one step")
 
-    data, h0, c0 = data.to(dtype), h0.to(dtype), c0.to(dtype)
+    data = data.to(dtype)
+    states = tuple(state.to(dtype) for state in states)
     if not packed:
         batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
         data = data.reshape(steps * batch, module.input_size)
 
-    h_n, c_n = [], []
+    final_states = [[] for _ in states]
     layer_input = data
     for layer_index in range(module.num_layers):
         direction_outputs = []
         for direction in range(num_directions):
-            suffix = "_reverse" if direction == 1 else ""
-            weight_ih = getattr(module, f"weight_ih_l{layer_index}{suffix}").to(dtype)
-            weight_hh = getattr(module, f"weight_hh_l{layer_index}{suffix}").to(dtype)
-            bias = None
-            if module.bias:
-                bias = (getattr(module, f"bias_ih_l{layer_index}{suffix}")
-                        + getattr(module, f"bias_hh_l{layer_index}{suffix}")).to(dtype)
-            weight_hr = getattr(module, f"weight_hr_l{layer_index}{suffix}").to(dtype) if module.proj_size else None
-            state_index = layer_index * num_directions + direction
-            output, h_last, c_last = layer(layer_input, batch_sizes, h0[state_index], c0[state_index], weight_ih,
-                                           weight_hh, bias, weight_hr, direction == 1)
+            index = layer_index * num_directions + direction
+            output, layer_final = run_layer(layer_input, batch_sizes, tuple(state[index] for state in states),
+                                            _layer_weights(module, layer_index, direction, dtype), direction == 1)
             direction_outputs.append(output)
-            h_n.append(h_last)
-            c_n.append(c_last)
+            for collected, state in zip(final_states, layer_final):
+                collected.append(state)
         layer_input = direction_outputs[0] if num_directions == 1 else torch.cat(direction_outputs, dim=1)
         if module.dropout > 0 and module.training and layer_index < module.num_layers - 1:
             layer_input = nn.functional.dropout(layer_input, p=module.dropout, training=True)
 
-    h_n, c_n = torch.stack(h_n), torch.stack(c_n)
+    final_states = tuple(torch.stack(collected) for collected in final_states)
     if packed:
         if unsorted_indices is not None:
-            h_n, c_n = h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices)
-        return PackedSequence(layer_input, batch_sizes, sorted_indices, unsorted_indices), (h_n, c_n)
-    output = layer_input.reshape(steps, batch, num_directions * real_hidden_size)
+            final_states = tuple(state.index_select(1, unsorted_indices) for state in final_states)
+        return PackedSequence(layer_input, batch_sizes, sorted_indices, unsorted_indices), final_states
+    output = layer_input.reshape(steps, batch, layer_input.size(-1))
     if module.batch_first:
         output = output.transpose(0, 1)
     if not is_batched:
         output = output.squeeze(batch_dim)
-        h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
-    return output, (h_n, c_n)
+        final_states = tuple(state.squeeze(1) for state in final_states)
+    return output, final_states
 
 
-def lstm_cell_forward(module, input, hx, layer):
-    """nn.LSTMCell.forward's contract: returns (h_1, c_1); one step of `layer`."""
+def lstm_stack_forward(module, input, hx, layer):
+    """nn.LSTM.forward's contract: returns (output, (h_n, c_n))."""
+    def check_hx_dims(states, is_batched):
+        h0, c0 = states
+        expected_dim = 3 if is_batched else 2
+        if h0.dim() != expected_dim or c0.dim() != expected_dim:
+            kind = "batched 3-D" if is_batched else "unbatched 2-D"
+            raise RuntimeError(f"For {kind} input, hx and cx should also be {expected_dim}-D but got "
+                               f"({h0.dim()}-D, {c0.dim()}-D) tensors")
+
+    def run_layer(layer_input, batch_sizes, layer_states, weights, reverse):
+        bias = weights["bias_ih"] + weights["bias_hh"] if "bias_ih" in weights else None
+        output, h_n, c_n = layer(layer_input, batch_sizes, *layer_states, weights["weight_ih"],
+                                 weights["weight_hh"], bias, weights.get("weight_hr"), reverse)
+        return output, (h_n, c_n)
+
+    state_sizes = (module.proj_size or module.hidden_size, module.hidden_size)
+    output, states = _stack_forward(module, input, None if hx is None else tuple(hx), state_sizes, check_hx_dims,
+                                    run_layer)
+    return output, states
+
+
+def gru_stack_forward(module, input, hx, layer):
+    """nn.GRU.forward's contract: returns (output, h_n)."""
+    def check_hx_dims(states, is_batched):
+        (h0,) = states
+        expected_dim = 3 if is_batched else 2
+        if h0.dim() != expected_dim:
+            kind = "batched 3-D" if is_batched else "unbatched 2-D"
+            raise RuntimeError(f"For {kind} input, hx should also be {expected_dim}-D but got {h0.dim()}-D tensor")
+
+    def run_layer(layer_input, batch_sizes, layer_states, weights, reverse):
+        output, h_n = layer(layer_input, batch_sizes, *layer_states, weights["weight_ih"], weights["weight_hh"],
+                            weights.get("bias_ih"), weights.get("bias_hh"), reverse)
+        return output, (h_n,)
+
+    output, (h_n,) = _stack_forward(module, input, None if hx is None else (hx,), (module.hidden_size,),
+                                    check_hx_dims, run_layer)
+    return output, h_n
+
+
+def _cell_states(module, name, input, hx, state_count):
+    """nn.*Cell's argument checks; returns (batched input, states as [B, H] tensors, is_batched, dtype)."""
     if input.dim() not in (1, 2):
-        raise ValueError(f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
     if hx is not None:
         for index, state in enumerate(hx):
             if state.dim() not in (1, 2):
-                raise ValueError(f"LSTMCell: Expected hx[{index}] to be 1D or 2D, got {state.dim()}D instead")
+                which = f"hx[{index}]" if state_count > 1 else "hidden"
+                raise ValueError(f"{name}: Expected {which} to be 1D or 2D, got {state.dim()}D instead")
     is_batched = input.dim() == 2
     if not is_batched:
         input = input.unsqueeze(0)
@@ -302,24 +379,36 @@ def lstm_cell_forward(module, input, hx, layer):
     dtype = _compute_dtype(module, input)
     batch = input.size(0)
     if hx is None:
-        h0 = torch.zeros(batch, module.hidden_size, dtype=dtype, device=input.device)
-        c0 = torch.zeros(batch, module.hidden_size, dtype=dtype, device=input.device)
+        states = tuple(torch.zeros(batch, module.hidden_size, dtype=dtype, device=input.device)
+                       for _ in range(state_count))
     else:
-        h0, c0 = (hx[0].unsqueeze(0), hx[1].unsqueeze(0)) if not is_batched else hx
-        for index, state in enumerate((h0, c0)):
+        states = tuple(state if is_batched else state.unsqueeze(0) for state in hx)
+        for index, state in enumerate(states):
             if state.size(0) != batch:
-                raise RuntimeError(f"Input batch size {batch} doesn't match hidden{index} batch size "
-                                   f"{state.size(0)}")
+                raise RuntimeError(f"Input batch size {batch} doesn't match hidden{index} batch size {state.size(0)}")
             if state.size(1) != module.hidden_size:
                 raise RuntimeError(f"hidden{index} has inconsistent hidden_size: got {state.size(1)}, expected "
                                    f"{module.hidden_size}")
-        if not torch.is_autocast_enabled("cuda"):
-            _check_state(h0, input, "hidden")
-            _check_state(c0, input, "cell")
+        for state, which in zip(states, ("hidden", "cell")):
+            _check_state(state, input, which)
+    states = tuple(state.to(dtype) for state in states)
+    return input.to(dtype), states, is_batched, dtype
+
+
+def lstm_cell_forward(module, input, hx, layer):
+    """nn.LSTMCell.forward's contract: returns (h_1, c_1); one step of `layer`."""
+    input, (h0, c0), is_batched, dtype = _cell_states(module, "LSTMCell", input, hx, 2)
     bias = (module.bias_ih + module.bias_hh).to(dtype) if module.bias else None
-    batch_sizes = torch.full((1,), batch, dtype=torch.int64)
-    _, h_1, c_1 = layer(input.to(dtype), batch_sizes, h0.to(dtype), c0.to(dtype), module.weight_ih.to(dtype),
-                        module.weight_hh.to(dtype), bias, None, False)
-    if not is_batched:
-        h_1, c_1 = h_1.squeeze(0), c_1.squeeze(0)
-    return h_1, c_1
+    batch_sizes = torch.full((1,), input.size(0), dtype=torch.int64)
+    _, h_1, c_1 = layer(input, batch_sizes, h0, c0, module.weight_ih.to(dtype), module.weight_hh.to(dtype), bias,
+                        None, False)
+    return (h_1, c_1) if is_batched else (h_1.squeeze(0), c_1.squeeze(0))
+
+
+def gru_cell_forward(module, input, hx, layer):
+    """nn.GRUCell.forward's contract: returns h_1; one step of `layer`."""
+    input, (h0,), is_batched, dtype = _cell_states(module, "GRUCell", input, None if hx is None else (hx,), 1)
+    biases = (module.bias_ih.to(dtype), module.bias_hh.to(dtype)) if module.bias else (None, None)
+    batch_sizes = torch.full((1,), input.size(0), dtype=torch.int64)
+    _, h_1 = layer(input, batch_sizes, h0, module.weight_ih.to(dtype), module.weight_hh.to(dtype), *biases, False)
+    return h_1 if is_batched else h_1.squeeze(0)

@@ -72,6 +72,23 @@ def _zeros_if_none(grad, like):
     return torch.zeros_like(like) if grad is None else grad
 
 
+def _check_saved(ctx):
+    if not ctx.saved_for_backward:
+        raise RuntimeError("fused_lstm: the forward op was called with save_for_backward=False, so it saved "
+                           "nothing to differentiate; call it with save_for_backward=True")
+
+
+def _reference_gradients(recompute, grad_outputs, differentiable, needed):
+    """Double backward: gradients of the reference's recomputed graph with create_graph=True, so that
+    they are differentiable themselves. Returns one entry per `differentiable` tensor (None where not needed)."""
+    wanted = [t for t, need in zip(differentiable, needed) if need and t is not None]
+    with torch.enable_grad():
+        outputs = recompute()
+        grads = torch.autograd.grad(outputs, wanted, grad_outputs, create_graph=True, allow_unused=True)
+    by_tensor = dict(zip(map(id, wanted), grads))
+    return [by_tensor.get(id(t)) if t is not None else None for t in differentiable]
+
+
 def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_non_differentiable):
     (input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, out, gates, cell_prev,
      proj_input) = ctx.saved_tensors
@@ -84,18 +101,12 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_non_differentiable):
         # create_graph=True: the gradient itself must be differentiable. Recompute the layer with the
         # reference (same math, plain autograd ops) and differentiate that graph instead.
         needed = (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:8])
-        wanted = [t for t, need in zip(differentiable, needed) if need and t is not None]
-        with torch.enable_grad():
-            ref_out, ref_h_n, ref_c_n = reference.lstm_layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias,
-                                                             weight_hr, ctx.reverse)
-            grads = torch.autograd.grad((ref_out, ref_h_n, ref_c_n), wanted, (grad_output, grad_h_n, grad_c_n),
-                                        create_graph=True, allow_unused=True)
-        by_tensor = dict(zip(map(id, wanted), grads))
-        per_input = [by_tensor.get(id(t)) if t is not None else None for t in differentiable]
+        per_input = _reference_gradients(
+            lambda: reference.lstm_layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr,
+                                         ctx.reverse),
+            (grad_output, grad_h_n, grad_c_n), differentiable, needed)
     else:
-        if not ctx.saved_for_backward:
-            raise RuntimeError("fused_lstm: lstm_layer_forward was called with save_for_backward=False, so it "
-                               "saved nothing to differentiate; call it with save_for_backward=True")
+        _check_saved(ctx)
         (grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias,
          grad_weight_hr) = torch.ops.fused_lstm.lstm_layer_backward(
             grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, weight_ih, weight_hh, weight_hr, out, gates,
@@ -109,3 +120,74 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_non_differentiable):
 
 
 torch.library.register_autograd("fused_lstm::lstm_layer_forward", _backward, setup_context=_setup_context)
+
+
+def gru_layer(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, reverse=False):
+    """One GRU layer in one direction on the fused kernels, differentiable.
+
+    Same arguments and results as ``reference.gru_layer``: input [N, C] packed rows, batch_sizes [T] int64
+    on the CPU, h0 [B, H], weight_ih [3H, C], weight_hh [3H, H], biases [3H] or None.
+    Returns (output [N, H], h_n [B, H]).
+    """
+    tensors = (input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
+    save_for_backward = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    output, h_n, _, _ = torch.ops.fused_lstm.gru_layer_forward(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih,
+                                                              bias_hh, reverse, save_for_backward)
+    return output, h_n
+
+
+@torch.library.register_fake("fused_lstm::gru_layer_forward")
+def _gru_layer_forward_fake(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh, reverse,
+                            save_for_backward):
+    rows, hidden = input.shape[0], weight_ih.shape[0] // 3
+    output = input.new_empty(rows, hidden)
+    h_n = input.new_empty(h0.shape)
+    if not save_for_backward:
+        return output, h_n, input.new_empty(0), input.new_empty(0)
+    return output, h_n, input.new_empty(rows, 3 * hidden), input.new_empty(rows, hidden)
+
+
+@torch.library.register_fake("fused_lstm::gru_layer_backward")
+def _gru_layer_backward_fake(grad_output, grad_h_n, input, batch_sizes, h0, weight_ih, weight_hh, output, gates,
+                             candidate_hidden, reverse, has_bias):
+    bias_shape = (weight_ih.shape[0],) if has_bias else (0,)
+    return (torch.empty_like(input), torch.empty_like(h0), torch.empty_like(weight_ih), torch.empty_like(weight_hh),
+            input.new_empty(bias_shape), input.new_empty(bias_shape))
+
+
+def _gru_setup_context(ctx, inputs, output):
+    input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh, reverse, save_for_backward = inputs
+    out, _, gates, candidate_hidden = output
+    ctx.reverse = reverse
+    ctx.has_bias = bias_ih is not None
+    ctx.saved_for_backward = save_for_backward
+    ctx.mark_non_differentiable(gates, candidate_hidden)
+    ctx.save_for_backward(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh, out, gates,
+                          candidate_hidden)
+
+
+def _gru_backward(ctx, grad_output, grad_h_n, *_non_differentiable):
+    (input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh, out, gates,
+     candidate_hidden) = ctx.saved_tensors
+    grad_output = _zeros_if_none(grad_output, out)
+    grad_h_n = _zeros_if_none(grad_h_n, h0)
+    differentiable = (input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
+    if torch.is_grad_enabled():
+        # create_graph=True: differentiate the reference's graph (see _backward).
+        needed = (ctx.needs_input_grad[0], *ctx.needs_input_grad[2:7])
+        per_input = _reference_gradients(
+            lambda: reference.gru_layer(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh, ctx.reverse),
+            (grad_output, grad_h_n), differentiable, needed)
+    else:
+        _check_saved(ctx)
+        (grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih,
+         grad_bias_hh) = torch.ops.fused_lstm.gru_layer_backward(
+            grad_output, grad_h_n, input, batch_sizes, h0, weight_ih, weight_hh, out, gates, candidate_hidden,
+            ctx.reverse, ctx.has_bias)
+        biases = (grad_bias_ih, grad_bias_hh) if ctx.has_bias else (None, None)
+        per_input = [grad_input, grad_h0, grad_weight_ih, grad_weight_hh, *biases]
+    grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh = per_input
+    return grad_input, None, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh, None, None
+
+
+torch.library.register_autograd("fused_lstm::gru_layer_forward", _gru_backward, setup_context=_gru_setup_context)

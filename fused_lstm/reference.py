@@ -1,4 +1,4 @@
-"""A small, readable pure-PyTorch LSTM: the reference the fused kernels are tested against, and the
+"""A small, readable pure-PyTorch LSTM (and GRU): the reference the fused kernels are tested against, and the
 differentiable path that double backward (``create_graph=True``) takes.
 
 It computes exactly what the fused ops compute, one step at a time with plain tensor operations:
@@ -6,6 +6,11 @@ It computes exactly what the fused ops compute, one step at a time with plain te
     gates = x_t·W_ihᵀ + h_{t-1}·W_hhᵀ + b          (four gates at once, order i, f, g, o)
     c_t   = σ(f)·c_{t-1} + σ(i)·tanh(g)
     h_t   = σ(o)·tanh(c_t)                          (then h_t·W_hrᵀ when there is a projection)
+
+The GRU (gate order r, z, n, as PyTorch defines it):
+
+    r = σ(x_t·W_irᵀ + b_ir + h_{t-1}·W_hrᵀ + b_hr),   z = σ(... same with W_iz, W_hz ...)
+    n = tanh(x_t·W_inᵀ + b_in + r·(h_{t-1}·W_hnᵀ + b_hn)),   h_t = (1 − z)·n + z·h_{t-1}
 
 Sequences are time-major packed rows, as in ``PackedSequence``: step t owns ``batch_sizes[t]`` rows,
 and shorter sequences simply drop out of the batch (their state stops changing).
@@ -47,6 +52,34 @@ def lstm_layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias=None, weig
     return torch.cat(outputs), h, c
 
 
+def gru_layer(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, reverse=False):
+    """One GRU layer in one direction. input: [N, C]; h0: [B, H]; weight_ih: [3H, C]; weight_hh: [3H, H];
+    biases [3H] or None. Returns (output [N, H], h_n [B, H])."""
+    rows_per_step = [int(n) for n in batch_sizes.tolist()]
+    offsets = [0]
+    for rows in rows_per_step[:-1]:
+        offsets.append(offsets[-1] + rows)
+    steps = range(len(rows_per_step) - 1, -1, -1) if reverse else range(len(rows_per_step))
+
+    h = h0
+    outputs = [None] * len(rows_per_step)
+    for t in steps:
+        rows, offset = rows_per_step[t], offsets[t]
+        input_part = input[offset:offset + rows] @ weight_ih.t()
+        hidden_part = h[:rows] @ weight_hh.t()
+        if bias_ih is not None:
+            input_part, hidden_part = input_part + bias_ih, hidden_part + bias_hh
+        input_r, input_z, input_n = input_part.chunk(3, dim=1)
+        hidden_r, hidden_z, hidden_n = hidden_part.chunk(3, dim=1)
+        reset = torch.sigmoid(input_r + hidden_r)
+        update = torch.sigmoid(input_z + hidden_z)
+        candidate = torch.tanh(input_n + reset * hidden_n)
+        h_t = (1 - update) * candidate + update * h[:rows]
+        outputs[t] = h_t
+        h = torch.cat([h_t, h[rows:]])
+    return torch.cat(outputs), h
+
+
 def lstm(module, input, hx=None):
     """Runs an LSTM module (``fused_lstm.LSTM`` or ``torch.nn.LSTM``: same parameters) with the
     reference layer above, through the same argument handling as ``fused_lstm.LSTM``."""
@@ -60,3 +93,17 @@ def lstm_cell(module, input, hx=None):
     from .modules import lstm_cell_forward
 
     return lstm_cell_forward(module, input, hx, lstm_layer)
+
+
+def gru(module, input, hx=None):
+    """Runs a GRU module (``fused_lstm.GRU`` or ``torch.nn.GRU``) with the reference layer."""
+    from .modules import gru_stack_forward
+
+    return gru_stack_forward(module, input, hx, gru_layer)
+
+
+def gru_cell(module, input, hx=None):
+    """Runs a GRU cell module (``fused_lstm.GRUCell`` or ``torch.nn.GRUCell``) with the reference."""
+    from .modules import gru_cell_forward
+
+    return gru_cell_forward(module, input, hx, gru_layer)

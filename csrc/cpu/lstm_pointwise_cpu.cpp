@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../gru_math.h"
 #include "../lstm_math.h"
 
 namespace fused_lstm {
@@ -51,6 +52,47 @@ inline void backward_row(int64_t H, const scalar_t* __restrict gates, const scal
   }
 }
 
+template <typename scalar_t>
+inline void gru_forward_row(int64_t H, scalar_t* __restrict gates, const scalar_t* __restrict hidden_gates,
+                            const scalar_t* __restrict bias_ih, const scalar_t* __restrict bias_hh,
+                            scalar_t* __restrict hidden_state, scalar_t* __restrict hidden_out,
+                            scalar_t* __restrict candidate_saved) {
+  for (int64_t j = 0; j < H; ++j) {
+    const scalar_t candidate = hidden_gates[2 * H + j] + bias_hh[2 * H + j];
+    scalar_t gate_r, gate_z, gate_n, hidden;
+    math::gru_cell_forward<scalar_t>(gates[j] + hidden_gates[j] + bias_ih[j] + bias_hh[j],
+                                     gates[H + j] + hidden_gates[H + j] + bias_ih[H + j] + bias_hh[H + j],
+                                     gates[2 * H + j] + bias_ih[2 * H + j], candidate, hidden_state[j], gate_r,
+                                     gate_z, gate_n, hidden);
+    gates[j] = gate_r;
+    gates[H + j] = gate_z;
+    gates[2 * H + j] = gate_n;
+    hidden_state[j] = hidden;
+    hidden_out[j] = hidden;
+    candidate_saved[j] = candidate;
+  }
+}
+
+template <typename scalar_t>
+inline void gru_backward_row(int64_t H, const scalar_t* __restrict gates, const scalar_t* __restrict candidate,
+                             const scalar_t* __restrict hidden_prev, const scalar_t* __restrict grad_output,
+                             scalar_t* __restrict grad_hidden, scalar_t* __restrict grad_gates,
+                             scalar_t* __restrict grad_hidden_gates) {
+  for (int64_t j = 0; j < H; ++j) {
+    scalar_t grad_r, grad_z, grad_input_n, grad_candidate, grad_hidden_prev;
+    math::gru_cell_backward<scalar_t>(gates[j], gates[H + j], gates[2 * H + j], candidate[j], hidden_prev[j],
+                                      grad_output[j] + grad_hidden[j], grad_r, grad_z, grad_input_n,
+                                      grad_candidate, grad_hidden_prev);
+    grad_gates[j] = grad_r;
+    grad_gates[H + j] = grad_z;
+    grad_gates[2 * H + j] = grad_input_n;
+    grad_hidden_gates[j] = grad_r;
+    grad_hidden_gates[H + j] = grad_z;
+    grad_hidden_gates[2 * H + j] = grad_candidate;
+    grad_hidden[j] = grad_hidden_prev;
+  }
+}
+
 // float rows get an AVX2+FMA clone picked at load time on CPUs that have it; the generic clone
 // serves the rest; `flatten` inlines the row loop and the math into each clone so both get vectorized.
 // (float64 exists for gradcheck; its speed matters less.)
@@ -67,6 +109,35 @@ FL_CPU_CLONES void forward_row_float(int64_t H, float* gates, const float* bias,
 FL_CPU_CLONES void backward_row_float(int64_t H, const float* gates, const float* cell_prev, const float* grad_hidden,
                                       const float* grad_hidden_2, float* grad_cell, float* grad_gates) {
   backward_row<float>(H, gates, cell_prev, grad_hidden, grad_hidden_2, grad_cell, grad_gates);
+}
+
+FL_CPU_CLONES void gru_forward_row_float(int64_t H, float* gates, const float* hidden_gates, const float* bias_ih,
+                                         const float* bias_hh, float* hidden_state, float* hidden_out,
+                                         float* candidate_saved) {
+  gru_forward_row<float>(H, gates, hidden_gates, bias_ih, bias_hh, hidden_state, hidden_out, candidate_saved);
+}
+
+FL_CPU_CLONES void gru_backward_row_float(int64_t H, const float* gates, const float* candidate,
+                                          const float* hidden_prev, const float* grad_output, float* grad_hidden,
+                                          float* grad_gates, float* grad_hidden_gates) {
+  gru_backward_row<float>(H, gates, candidate, hidden_prev, grad_output, grad_hidden, grad_gates, grad_hidden_gates);
+}
+
+inline void gru_forward_row_any(int64_t H, float* g, const float* hg, const float* bi, const float* bh, float* h,
+                                float* out, float* cand) {
+  gru_forward_row_float(H, g, hg, bi, bh, h, out, cand);
+}
+inline void gru_forward_row_any(int64_t H, double* g, const double* hg, const double* bi, const double* bh, double* h,
+                                double* out, double* cand) {
+  gru_forward_row<double>(H, g, hg, bi, bh, h, out, cand);
+}
+inline void gru_backward_row_any(int64_t H, const float* g, const float* cand, const float* hp, const float* dout,
+                                 float* dh, float* dg, float* dhg) {
+  gru_backward_row_float(H, g, cand, hp, dout, dh, dg, dhg);
+}
+inline void gru_backward_row_any(int64_t H, const double* g, const double* cand, const double* hp,
+                                 const double* dout, double* dh, double* dg, double* dhg) {
+  gru_backward_row<double>(H, g, cand, hp, dout, dh, dg, dhg);
 }
 
 inline void forward_row_any(int64_t H, float* g, const float* b, float* c, float* h) { forward_row_float(H, g, b, c, h); }
@@ -120,6 +191,46 @@ void backward_typed(const LstmBackwardPointwiseParams& p) {
   });
 }
 
+template <typename scalar_t>
+void gru_forward_typed(const GruForwardPointwiseParams& p) {
+  const int64_t H = p.hidden;
+  auto* gates = static_cast<scalar_t*>(p.gates);
+  const auto* hidden_gates = static_cast<const scalar_t*>(p.hidden_gates);
+  const auto* bias_ih = static_cast<const scalar_t*>(p.bias_ih);
+  const auto* bias_hh = static_cast<const scalar_t*>(p.bias_hh);
+  auto* hidden_state = static_cast<scalar_t*>(p.hidden_state);
+  auto* hidden_out = static_cast<scalar_t*>(p.hidden_out);
+  auto* candidate_saved = static_cast<scalar_t*>(p.candidate_hidden_saved);
+  at::parallel_for(0, p.rows, rows_per_task(H), [&](int64_t begin, int64_t end) {
+    // At inference nothing is saved: write into a scratch row so the inner loop stays branch-free.
+    std::vector<scalar_t> scratch(candidate_saved ? 0 : H);
+    for (int64_t row = begin; row < end; ++row) {
+      scalar_t* candidate_row = candidate_saved ? candidate_saved + row * H : scratch.data();
+      gru_forward_row_any(H, gates + row * 3 * H, hidden_gates + row * 3 * H, bias_ih, bias_hh,
+                          hidden_state + row * H, hidden_out + row * H, candidate_row);
+    }
+  });
+}
+
+template <typename scalar_t>
+void gru_backward_typed(const GruBackwardPointwiseParams& p) {
+  const int64_t H = p.hidden;
+  const auto* gates = static_cast<const scalar_t*>(p.gates);
+  const auto* candidate = static_cast<const scalar_t*>(p.candidate_hidden);
+  const auto* hidden_prev = static_cast<const scalar_t*>(p.hidden_prev);
+  const auto* grad_output = static_cast<const scalar_t*>(p.grad_output);
+  auto* grad_hidden = static_cast<scalar_t*>(p.grad_hidden);
+  auto* grad_gates = static_cast<scalar_t*>(p.grad_gates);
+  auto* grad_hidden_gates = static_cast<scalar_t*>(p.grad_hidden_gates);
+  at::parallel_for(0, p.rows, rows_per_task(H), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      gru_backward_row_any(H, gates + row * 3 * H, candidate + row * H, hidden_prev + row * H,
+                           grad_output + row * H, grad_hidden + row * H, grad_gates + row * 3 * H,
+                           grad_hidden_gates + row * 3 * H);
+    }
+  });
+}
+
 }  // namespace
 
 void forward_pointwise(const LstmForwardPointwiseParams& params, at::ScalarType dtype) {
@@ -134,6 +245,22 @@ void backward_pointwise(const LstmBackwardPointwiseParams& params, at::ScalarTyp
   switch (dtype) {
     case at::kFloat: return backward_typed<float>(params);
     case at::kDouble: return backward_typed<double>(params);
+    default: TORCH_CHECK(false, "fused_lstm: the CPU kernels support float32 and float64, got ", dtype);
+  }
+}
+
+void gru_forward_pointwise(const GruForwardPointwiseParams& params, at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat: return gru_forward_typed<float>(params);
+    case at::kDouble: return gru_forward_typed<double>(params);
+    default: TORCH_CHECK(false, "fused_lstm: the CPU kernels support float32 and float64, got ", dtype);
+  }
+}
+
+void gru_backward_pointwise(const GruBackwardPointwiseParams& params, at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat: return gru_backward_typed<float>(params);
+    case at::kDouble: return gru_backward_typed<double>(params);
     default: TORCH_CHECK(false, "fused_lstm: the CPU kernels support float32 and float64, got ", dtype);
   }
 }

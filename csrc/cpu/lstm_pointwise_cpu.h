@@ -7,9 +7,11 @@
 namespace fused_lstm {
 namespace cpu {
 
-// The fused pointwise passes on the CPU, parallel over batch rows; float32 and float64.
+// The fused pointwise passes (LSTM and GRU) on the CPU, parallel over batch rows; float32 and float64.
 void forward_pointwise(const LstmForwardPointwiseParams& params, at::ScalarType dtype);
 void backward_pointwise(const LstmBackwardPointwiseParams& params, at::ScalarType dtype);
+void gru_forward_pointwise(const GruForwardPointwiseParams& params, at::ScalarType dtype);
+void gru_backward_pointwise(const GruBackwardPointwiseParams& params, at::ScalarType dtype);
 
 }  // namespace cpu
 }  // namespace fused_lstm

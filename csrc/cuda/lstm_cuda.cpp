@@ -1,0 +1,92 @@
+// The CUDA implementations of the fused_lstm ops (schemas in ../fused_lstm.cpp): the shared sequence
+// loop of lstm_layer.h with the CUDA pointwise passes. The GEMMs run through ATen on the current
+// stream of input's device; so do the pointwise kernels.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <initializer_list>
+
+#include "../checks.h"
+#include "../lstm_layer.h"
+#include "lstm_pointwise_cuda.h"
+
+namespace fused_lstm {
+namespace {
+
+const PointwiseBackend kCudaBackend{&cuda::forward_pointwise, &cuda::backward_pointwise};
+
+// A tensor argument and its name for messages; `tensor` is nullptr for an absent optional argument.
+struct NamedTensor {
+  const char* name;
+  const at::Tensor* tensor;
+};
+
+const at::Tensor* optional_address(const std::optional<at::Tensor>& tensor) {
+  return tensor.has_value() ? &*tensor : nullptr;
+}
+
+// The kernels and GEMMs run on input's device, so every tensor must be there: a tensor elsewhere is a
+// RuntimeError here, never a kernel reading another device's (or host) memory. batch_sizes is read
+// by the host loop and stays on the CPU, as in PackedSequence.
+void check_devices(const char* op, const at::Tensor& input, const at::Tensor& batch_sizes,
+                   std::initializer_list<NamedTensor> tensors) {
+  TORCH_CHECK(input.is_cuda(), op, ": input is on ", input.device(),
+              " while other arguments are on CUDA; every tensor but batch_sizes must be on input's device");
+  TORCH_CHECK(batch_sizes.device().is_cpu(), op, ": batch_sizes must be a CPU tensor (as in PackedSequence), got ",
+              batch_sizes.device());
+  for (const NamedTensor& argument : tensors) {
+    if (argument.tensor == nullptr) continue;
+    TORCH_CHECK(argument.tensor->device() == input.device(), op, ": ", argument.name, " must be on device ",
+                input.device(), " (the device of input), got ", argument.tensor->device());
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward_cuda(
+    const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& weight_ih, const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& weight_hr, bool reverse, bool save_for_backward) {
+  check_devices("fused_lstm.lstm_layer_forward", input, batch_sizes,
+                {{"h0", &h0},
+                 {"c0", &c0},
+                 {"weight_ih", &weight_ih},
+                 {"weight_hh", &weight_hh},
+                 {"bias", optional_address(bias)},
+                 {"weight_hr", optional_address(weight_hr)}});
+  const at::cuda::OptionalCUDAGuard device_guard(input.device());
+  return lstm_layer_forward(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, reverse,
+                            save_for_backward, kCudaBackend);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& grad_c_n,
+                         const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0,
+                         const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                         const std::optional<at::Tensor>& weight_hr, const at::Tensor& output,
+                         const at::Tensor& gates, const at::Tensor& cell_prev, const at::Tensor& proj_input,
+                         bool reverse, bool has_bias) {
+  check_devices("fused_lstm.lstm_layer_backward", input, batch_sizes,
+                {{"grad_output", &grad_output},
+                 {"grad_h_n", &grad_h_n},
+                 {"grad_c_n", &grad_c_n},
+                 {"h0", &h0},
+                 {"weight_ih", &weight_ih},
+                 {"weight_hh", &weight_hh},
+                 {"weight_hr", optional_address(weight_hr)},
+                 {"output", &output},
+                 {"gates", &gates},
+                 {"cell_prev", &cell_prev},
+                 {"proj_input", &proj_input}});
+  const at::cuda::OptionalCUDAGuard device_guard(input.device());
+  return lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, weight_ih, weight_hh,
+                             weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias, kCudaBackend);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fused_lstm, CUDA, m) {
+  m.impl("lstm_layer_forward", &lstm_layer_forward_cuda);
+  m.impl("lstm_layer_backward", &lstm_layer_backward_cuda);
+}
+
+}  // namespace fused_lstm

@@ -1,0 +1,134 @@
+#include "gru_layer.h"
+
+#include "checks.h"
+#include "sequence.h"
+
+namespace fused_lstm {
+namespace {
+
+constexpr int64_t kGruGates = 3;
+
+struct GruShape {
+  SequenceLayout layout;
+  int64_t H;
+};
+
+GruShape check_gru_arguments(const char* op, const at::Tensor& input, const at::Tensor& batch_sizes,
+                             const at::Tensor& h0, const at::Tensor& weight_ih, const at::Tensor& weight_hh) {
+  GruShape shape;
+  shape.layout = check_sequence(op, input, batch_sizes, h0);
+  const LayerSizes sizes = check_weights(op, input, h0, weight_ih, weight_hh, kGruGates);
+  shape.H = sizes.hidden_size;
+  TORCH_CHECK(sizes.state_size == shape.H, op, ": h0 must have hidden_size (", shape.H, ") columns, got ",
+              sizes.state_size);
+  return shape;
+}
+
+at::Tensor bias_or_zeros(const std::optional<at::Tensor>& bias, const at::Tensor& input, int64_t size) {
+  if (!bias.has_value()) return at::zeros({size}, input.options());
+  FL_CHECK_LIKE_INPUT(*bias, input);
+  FL_CHECK_SHAPE(*bias, size);
+  return bias->contiguous();
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
+    const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& weight_ih,
+    const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
+    bool reverse, bool save_for_backward, const GruPointwiseBackend& backend) {
+  const char* op = "fused_lstm.gru_layer_forward";
+  const GruShape shape = check_gru_arguments(op, input, batch_sizes, h0, weight_ih, weight_hh);
+  TORCH_CHECK(bias_ih.has_value() == bias_hh.has_value(), op, ": give both biases or neither");
+  const SequenceLayout& layout = shape.layout;
+  const int64_t B = layout.batch, N = layout.rows, H = shape.H;
+  const auto bias_input = bias_or_zeros(bias_ih, input, kGruGates * H);
+  const auto bias_hidden = bias_or_zeros(bias_hh, input, kGruGates * H);
+
+  auto gates = at::mm(input, weight_ih.t());  // the input projection of every step at once
+  auto hidden_state = h0.contiguous().clone();
+  auto hidden_gates = at::empty({B, kGruGates * H}, input.options());
+  auto output = at::empty({N, H}, input.options());
+  auto candidate_hidden = save_for_backward ? at::empty({N, H}, input.options()) : at::Tensor();
+  const at::Tensor weight_hh_t = weight_hh.t();
+
+  for (const int64_t t : layout.step_order(reverse)) {
+    const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
+    if (rows == 0) continue;
+    auto step_hidden_gates = hidden_gates.narrow(0, 0, rows);
+    at::mm_out(step_hidden_gates, hidden_state.narrow(0, 0, rows), weight_hh_t);
+
+    GruForwardPointwiseParams params;
+    params.rows = rows;
+    params.hidden = H;
+    params.gates = row_address(gates, offset);
+    params.hidden_gates = step_hidden_gates.data_ptr();
+    params.bias_ih = bias_input.data_ptr();
+    params.bias_hh = bias_hidden.data_ptr();
+    params.hidden_state = hidden_state.data_ptr();
+    params.hidden_out = row_address(output, offset);
+    params.candidate_hidden_saved = save_for_backward ? row_address(candidate_hidden, offset) : nullptr;
+    backend.forward(params, input.scalar_type());
+  }
+  // Absent outputs are distinct empty tensors: outputs of an op must not alias one another.
+  if (!save_for_backward) return {output, hidden_state, at::empty({0}, input.options()), at::empty({0}, input.options())};
+  return {output, hidden_state, gates, candidate_hidden};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input, const at::Tensor& batch_sizes,
+    const at::Tensor& h0, const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& output,
+    const at::Tensor& gates, const at::Tensor& candidate_hidden, bool reverse, bool has_bias,
+    const GruPointwiseBackend& backend) {
+  const char* op = "fused_lstm.gru_layer_backward";
+  const GruShape shape = check_gru_arguments(op, input, batch_sizes, h0, weight_ih, weight_hh);
+  const SequenceLayout& layout = shape.layout;
+  const int64_t B = layout.batch, N = layout.rows, H = shape.H;
+  FL_CHECK_LIKE_INPUT(grad_output, input);
+  FL_CHECK_LIKE_INPUT(grad_h_n, input);
+  FL_CHECK_LIKE_INPUT(output, input);
+  FL_CHECK_LIKE_INPUT(gates, input);
+  FL_CHECK_LIKE_INPUT(candidate_hidden, input);
+  FL_CHECK_SHAPE(grad_output, N, H);
+  FL_CHECK_SHAPE(grad_h_n, B, H);
+  FL_CHECK_SHAPE(output, N, H);
+  FL_CHECK_SHAPE(gates, N, kGruGates * H);
+  FL_CHECK_SHAPE(candidate_hidden, N, H);
+
+  const auto gates_c = gates.contiguous();
+  const auto candidate_c = candidate_hidden.contiguous();
+  const auto grad_output_c = grad_output.contiguous();
+  const auto hidden_prev = previous_hidden(layout, output, h0, reverse);
+  auto grad_gates = at::empty({N, kGruGates * H}, input.options());
+  auto grad_hidden_gates = at::empty({N, kGruGates * H}, input.options());
+  auto grad_hidden_state = grad_h_n.contiguous().clone();
+
+  auto order = layout.step_order(reverse);
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    const int64_t t = *it;
+    const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
+    if (rows == 0) continue;
+    GruBackwardPointwiseParams params;
+    params.rows = rows;
+    params.hidden = H;
+    params.gates = row_address(gates_c, offset);
+    params.candidate_hidden = row_address(candidate_c, offset);
+    params.hidden_prev = row_address(hidden_prev, offset);
+    params.grad_output = row_address(grad_output_c, offset);
+    params.grad_hidden = grad_hidden_state.data_ptr();
+    params.grad_gates = row_address(grad_gates, offset);
+    params.grad_hidden_gates = row_address(grad_hidden_gates, offset);
+    backend.backward(params, input.scalar_type());
+    grad_hidden_state.narrow(0, 0, rows).addmm_(grad_hidden_gates.narrow(0, offset, rows), weight_hh);
+  }
+
+  // Everything that does not feed the recurrence is one large GEMM or reduction over all rows.
+  auto grad_input = at::mm(grad_gates, weight_ih);
+  auto grad_weight_ih = at::mm(grad_gates.t(), input);
+  auto grad_weight_hh = at::mm(grad_hidden_gates.t(), hidden_prev);
+  auto grad_bias_ih = has_bias ? grad_gates.sum(0) : at::empty({0}, input.options());
+  auto grad_bias_hh = has_bias ? grad_hidden_gates.sum(0) : at::empty({0}, input.options());
+  return {grad_input, grad_hidden_state, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh};
+}
+
+}  // namespace fused_lstm

@@ -1,0 +1,103 @@
+#include "sequence.h"
+
+#include "checks.h"
+
+namespace fused_lstm {
+
+at::ScalarType accumulation_dtype(at::ScalarType dtype) {
+  return (dtype == at::kHalf || dtype == at::kBFloat16) ? at::kFloat : dtype;
+}
+
+std::vector<int64_t> SequenceLayout::step_order(bool reverse) const {
+  std::vector<int64_t> order(steps);
+  for (int64_t k = 0; k < steps; ++k) order[k] = reverse ? steps - 1 - k : k;
+  return order;
+}
+
+SequenceLayout check_sequence(const char* op, const at::Tensor& input, const at::Tensor& batch_sizes,
+                              const at::Tensor& h0) {
+  FL_CHECK_DIM(input, 2);
+  const auto dtype = input.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op,
+              ": input must be float32, float64, float16 or bfloat16, got ", dtype);
+  FL_CHECK_DIM(batch_sizes, 1);
+  TORCH_CHECK(batch_sizes.device().is_cpu(), op, ": batch_sizes must be a CPU tensor (as in PackedSequence), got ",
+              batch_sizes.device());
+  TORCH_CHECK(batch_sizes.scalar_type() == at::kLong, op, ": batch_sizes must be int64, got ",
+              batch_sizes.scalar_type());
+  TORCH_CHECK(batch_sizes.numel() >= 1, op, ": the sequence must have at least one step, got 0");
+  FL_CHECK_DIM(h0, 2);
+  FL_CHECK_LIKE_INPUT(h0, input);
+
+  SequenceLayout layout;
+  layout.rows = input.size(0);
+  layout.batch = h0.size(0);
+  const auto sizes = batch_sizes.contiguous();
+  const int64_t* size_data = sizes.data_ptr<int64_t>();
+  layout.steps = sizes.numel();
+  layout.step_rows.assign(size_data, size_data + layout.steps);
+  layout.step_offset.resize(layout.steps);
+  TORCH_CHECK(layout.step_rows[0] == layout.batch, op, ": batch_sizes[0] (", layout.step_rows[0],
+              ") must equal the batch size of h0 (", layout.batch, ")");
+  int64_t offset = 0;
+  for (int64_t t = 0; t < layout.steps; ++t) {
+    const int64_t rows = layout.step_rows[t];
+    TORCH_CHECK(rows >= 0 && (t == 0 || rows <= layout.step_rows[t - 1]), op,
+                ": batch_sizes must be non-negative and non-increasing, got ", batch_sizes);
+    layout.uniform_batch = layout.uniform_batch && rows == layout.batch;
+    layout.step_offset[t] = offset;
+    offset += rows;
+  }
+  TORCH_CHECK(offset == layout.rows, op, ": input has ", layout.rows, " rows but batch_sizes sum to ", offset);
+  return layout;
+}
+
+LayerSizes check_weights(const char* op, const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_ih,
+                         const at::Tensor& weight_hh, int64_t gate_count) {
+  FL_CHECK_DIM(weight_ih, 2);
+  FL_CHECK_DIM(weight_hh, 2);
+  FL_CHECK_LIKE_INPUT(weight_ih, input);
+  FL_CHECK_LIKE_INPUT(weight_hh, input);
+  TORCH_CHECK(weight_ih.size(0) % gate_count == 0 && weight_ih.size(0) > 0, op, ": weight_ih must have ",
+              gate_count, "·hidden_size rows, got ", weight_ih.size(0));
+  LayerSizes sizes;
+  sizes.input_size = input.size(1);
+  sizes.hidden_size = weight_ih.size(0) / gate_count;
+  sizes.state_size = h0.size(1);
+  FL_CHECK_SHAPE(weight_ih, gate_count * sizes.hidden_size, sizes.input_size);
+  FL_CHECK_SHAPE(weight_hh, gate_count * sizes.hidden_size, sizes.state_size);
+  return sizes;
+}
+
+void* row_address(const at::Tensor& matrix, int64_t row) {
+  return static_cast<char*>(matrix.data_ptr()) + row * matrix.stride(0) * matrix.element_size();
+}
+
+at::Tensor previous_hidden(const SequenceLayout& layout, const at::Tensor& output, const at::Tensor& h0,
+                           bool reverse) {
+  const int64_t B = layout.batch, N = layout.rows;
+  auto h_prev = at::empty_like(output, at::MemoryFormat::Contiguous);
+  if (layout.uniform_batch) {
+    const int64_t carried_rows = N - B;  // every row but the first step's comes from the previous step
+    h_prev.narrow(0, reverse ? carried_rows : 0, B).copy_(h0);
+    h_prev.narrow(0, reverse ? 0 : B, carried_rows).copy_(output.narrow(0, reverse ? B : 0, carried_rows));
+    return h_prev;
+  }
+  for (int64_t t = 0; t < layout.steps; ++t) {
+    const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
+    if (rows == 0) continue;
+    auto destination = h_prev.narrow(0, offset, rows);
+    const int64_t source_step = reverse ? t + 1 : t - 1;
+    if (source_step < 0 || source_step >= layout.steps) {
+      destination.copy_(h0.narrow(0, 0, rows));
+      continue;
+    }
+    // The neighbouring step carries min(its rows, ours); the rest start from h0 (reverse direction only).
+    const int64_t carried = std::min(rows, layout.step_rows[source_step]);
+    destination.narrow(0, 0, carried).copy_(output.narrow(0, layout.step_offset[source_step], carried));
+    if (carried < rows) destination.narrow(0, carried, rows - carried).copy_(h0.narrow(0, carried, rows - carried));
+  }
+  return h_prev;
+}
+
+}  // namespace fused_lstm
