@@ -19,9 +19,8 @@ $(INSTALLED): requirements.txt
 venv: $(INSTALLED)
 
 build: $(INSTALLED)
-	$(PY) setup.py build_ext --inplace 2>&1 | tee build.log | grep -E "fused_lstm build|CUDA kernels|ptxas info|error" || true
-	@test -n "$$(ls fused_lstm/_C*.so 2>/dev/null)" || (echo "build failed, see build.log" && tail -50 build.log && exit 1)
-	@$(PY) -c "import fused_lstm" || (tail -50 build.log && exit 1)
+	$(PY) setup.py build_ext --inplace > build.log 2>&1 || (tail -60 build.log; echo "build failed: see build.log"; exit 1)
+	@grep -E "fused_lstm build|CUDA kernels|TORCH_CUDA_ARCH_LIST|ptxas info *: Used|spill" build.log | grep -v " 0 bytes spill" | head -40 || true
 
 test: build
 	$(PY) -m pytest -q tests
