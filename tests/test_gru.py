@@ -1,0 +1,246 @@
+"""fused_lstm.GRU / GRUCell against torch.nn.GRU / GRUCell and the reference: outputs and every gradient."""
+
+import itertools
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import fused_lstm
+from conftest import DEVICES, assert_close
+from test_errors import assert_same_error
+
+INPUT_SIZE, HIDDEN_SIZE = 5, 7
+F64 = torch.float64
+
+
+def make_pair(device, dtype=torch.float32, **kwargs):
+    torch_gru = torch.nn.GRU(INPUT_SIZE, HIDDEN_SIZE, device=device, dtype=dtype, **kwargs)
+    fused = fused_lstm.GRU(INPUT_SIZE, HIDDEN_SIZE, device=device, dtype=dtype, **kwargs)
+    fused.load_state_dict(torch_gru.state_dict())
+    return torch_gru, fused
+
+
+def random_h0(module, batch, device, dtype=torch.float32):
+    rows = module.num_layers * (2 if module.bidirectional else 1)
+    return torch.randn(rows, batch, HIDDEN_SIZE, device=device, dtype=dtype, requires_grad=True)
+
+
+def output_and_grads(module, inputs, h0, weights):
+    output, h_n = module(inputs, h0)
+    data = output.data if hasattr(output, "batch_sizes") else output
+    leaves = ([inputs] if torch.is_tensor(inputs) else []) + ([h0] if h0 is not None else []) + list(module.parameters())
+    grads = torch.autograd.grad((data * weights[0]).sum() + (h_n * weights[1]).sum(), leaves)
+    return (data, h_n), grads
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("num_layers,bidirectional,batch_first,bias",
+                         list(itertools.product([1, 2, 3], [False, True], [False, True], [True, False])))
+def test_matches_nn_gru(device, num_layers, bidirectional, batch_first, bias):
+    torch_gru, fused = make_pair(device, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first,
+                                 bias=bias)
+    x = torch.randn((4, 6, INPUT_SIZE) if batch_first else (6, 4, INPUT_SIZE), device=device, requires_grad=True)
+    h0 = random_h0(torch_gru, 4, device)
+    expected_out, expected_h = torch_gru(x, h0)
+    weights = [torch.randn_like(expected_out), torch.randn_like(expected_h)]
+    expected, expected_grads = output_and_grads(torch_gru, x, h0, weights)
+    actual, actual_grads = output_and_grads(fused, x, h0, weights)
+    for a, e in zip(actual + actual_grads, expected + expected_grads):
+        assert_close(a, e)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+@pytest.mark.parametrize("bidirectional,num_layers", [(False, 1), (True, 2)])
+def test_packed_sequence(device, enforce_sorted, bidirectional, num_layers):
+    torch_gru, fused = make_pair(device, num_layers=num_layers, bidirectional=bidirectional)
+    lengths = [6, 6, 4, 2, 1] if enforce_sorted else [2, 6, 1, 4, 6]
+    x = torch.randn(6, 5, INPUT_SIZE, device=device, requires_grad=True)
+    h0 = random_h0(torch_gru, 5, device)
+    results = []
+    weights = None
+    for module in (torch_gru, fused):
+        packed = pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=enforce_sorted)
+        output, h_n = module(packed, h0)
+        padded, _ = pad_packed_sequence(output)
+        if weights is None:
+            weights = [torch.randn_like(padded), torch.randn_like(h_n)]
+        loss = (padded * weights[0]).sum() + (h_n * weights[1]).sum()
+        results.append([padded, h_n, *torch.autograd.grad(loss, [x, h0, *module.parameters()])])
+    for a, e in zip(results[1], results[0]):
+        assert_close(a, e)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_unbatched(device, with_hx):
+    torch_gru, fused = make_pair(device, num_layers=2, bidirectional=True)
+    x = torch.randn(5, INPUT_SIZE, device=device)
+    hx = torch.randn(4, HIDDEN_SIZE, device=device) if with_hx else None
+    expected, expected_h = torch_gru(x, hx)
+    actual, h_n = fused(x, hx)
+    assert actual.shape == expected.shape and h_n.shape == expected_h.shape
+    assert_close(actual, expected)
+    assert_close(h_n, expected_h)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("with_hx", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_gru_cell(device, batched, with_hx, bias):
+    torch_cell = torch.nn.GRUCell(INPUT_SIZE, HIDDEN_SIZE, bias=bias, device=device)
+    fused_cell = fused_lstm.GRUCell(INPUT_SIZE, HIDDEN_SIZE, bias=bias, device=device)
+    fused_cell.load_state_dict(torch_cell.state_dict())
+    batch_shape = (3,) if batched else ()
+    x = torch.randn(*batch_shape, INPUT_SIZE, device=device, requires_grad=True)
+    hx = torch.randn(*batch_shape, HIDDEN_SIZE, device=device, requires_grad=True) if with_hx else None
+    weights = torch.randn(*batch_shape, HIDDEN_SIZE, device=device)
+    results = []
+    for cell in (torch_cell, fused_cell):
+        h = cell(x, hx)
+        leaves = [x, *([hx] if with_hx else []), *cell.parameters()]
+        results.append([h, *torch.autograd.grad((h * weights).sum(), leaves)])
+    for a, e in zip(results[1], results[0]):
+        assert a.shape == e.shape
+        assert_close(a, e)
+    assert_close(results[1][0], fused_lstm.reference.gru_cell(fused_cell, x, hx))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_reference_float64(device):
+    fused = fused_lstm.GRU(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True, device=device, dtype=F64)
+    x = torch.randn(8, 3, INPUT_SIZE, device=device, dtype=F64)
+    h0 = random_h0(fused, 3, device, F64)
+    out, h_n = fused(x, h0)
+    ref_out, ref_h = fused_lstm.reference.gru(fused, x, h0)
+    assert_close(out, ref_out)
+    assert_close(h_n, ref_h)
+
+
+def gru_sample(device, batch_sizes=(3, 3, 2, 1), bias=True, hidden=4):
+    def rand(*shape):
+        return torch.randn(*shape, device=device, dtype=F64, requires_grad=True)
+
+    return dict(input=rand(sum(batch_sizes), 3), batch_sizes=torch.tensor(batch_sizes), h0=rand(batch_sizes[0], hidden),
+                weight_ih=rand(3 * hidden, 3), weight_hh=rand(3 * hidden, hidden),
+                bias_ih=rand(3 * hidden) if bias else None, bias_hh=rand(3 * hidden) if bias else None)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", [dict(), dict(bias=False), dict(batch_sizes=(2, 2, 2)), dict(batch_sizes=(5, 2, 1))])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradcheck_and_gradgradcheck(device, kind, reverse):
+    sample = gru_sample(device, **kind)
+    names = [k for k, v in sample.items() if torch.is_tensor(v) and v.requires_grad]
+
+    def layer(*tensors):
+        return fused_lstm.ops.gru_layer(**dict(sample, **dict(zip(names, tensors))), reverse=reverse)
+
+    tensors = [sample[k] for k in names]
+    assert torch.autograd.gradcheck(layer, tensors)
+    assert torch.autograd.gradgradcheck(layer, tensors)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    for kind in [dict(), dict(bias=False), dict(batch_sizes=(4,)), dict(batch_sizes=(5, 3, 3, 1))]:
+        for reverse in (False, True):
+            for save in (False, True):
+                sample = gru_sample(device, **kind)
+                if not save:
+                    sample = {k: v.detach() if torch.is_tensor(v) else v for k, v in sample.items()}
+                torch.library.opcheck(torch.ops.fused_lstm.gru_layer_forward.default,
+                                      tuple(sample.values()) + (reverse, save))
+            plain = {k: v.detach() if torch.is_tensor(v) else v for k, v in gru_sample(device, **kind).items()}
+            output, h_n, gates, candidate = torch.ops.fused_lstm.gru_layer_forward(*plain.values(), reverse, True)
+            arguments = (torch.randn_like(output), torch.randn_like(h_n), plain["input"], plain["batch_sizes"],
+                         plain["h0"], plain["weight_ih"], plain["weight_hh"], output, gates, candidate, reverse,
+                         plain["bias_ih"] is not None)
+            torch.library.opcheck(torch.ops.fused_lstm.gru_layer_backward.default, arguments)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    torch._dynamo.reset()
+    fused = fused_lstm.GRU(4, 6, num_layers=2, bidirectional=True, device=device)
+    compiled = torch.compile(fused, fullgraph=True, backend="aot_eager")
+    x = torch.randn(5, 3, 4, device=device, requires_grad=True)
+    out, h_n = compiled(x)
+    expected, expected_h = fused(x)
+    assert_close(out, expected)
+    assert_close(h_n, expected_h)
+    grads = torch.autograd.grad(out.sum() + h_n.sum(), [x, *fused.parameters()])
+    expected_grads = torch.autograd.grad(expected.sum() + expected_h.sum(), [x, *fused.parameters()])
+    for a, e in zip(grads, expected_grads):
+        assert_close(a, e)
+
+
+def test_state_dict_both_ways_and_repr():
+    torch_gru = torch.nn.GRU(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True)
+    fused = fused_lstm.GRU(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True)
+    assert list(fused.state_dict()) == list(torch_gru.state_dict())
+    fused.load_state_dict(torch_gru.state_dict(), strict=True)
+    torch_gru.load_state_dict(fused.state_dict(), strict=True)
+    assert repr(fused).replace("fused_lstm.modules.", "") == repr(torch_gru)
+    torch.nn.GRUCell(INPUT_SIZE, HIDDEN_SIZE).load_state_dict(fused_lstm.GRUCell(INPUT_SIZE, HIDDEN_SIZE).state_dict())
+
+
+def test_dropout_between_layers():
+    torch_gru, fused = make_pair("cpu", num_layers=2, dropout=1.0)
+    x = torch.randn(5, 3, INPUT_SIZE)
+    assert_close(fused(x)[0], torch_gru(x)[0])
+
+
+BAD_GRU_CALLS = {
+    "1-D input": lambda: (torch.randn(INPUT_SIZE), None),
+    "wrong feature size": lambda: (torch.randn(3, 2, INPUT_SIZE + 1), None),
+    "h0 wrong batch": lambda: (torch.randn(3, 2, INPUT_SIZE), torch.randn(1, 3, HIDDEN_SIZE)),
+    "2-D h0 with batched input": lambda: (torch.randn(3, 2, INPUT_SIZE), torch.randn(2, HIDDEN_SIZE)),
+    "3-D h0 with unbatched input": lambda: (torch.randn(3, INPUT_SIZE), torch.randn(1, 1, HIDDEN_SIZE)),
+    "input dtype mismatch": lambda: (torch.randn(3, 2, INPUT_SIZE, dtype=F64), None),
+    "sequence length 0": lambda: (torch.randn(0, 2, INPUT_SIZE), None),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_GRU_CALLS))
+def test_errors_match_nn_gru(case):
+    torch_gru, fused = make_pair("cpu")
+    x, hx = BAD_GRU_CALLS[case]()
+    assert_same_error(lambda: torch_gru(x, hx), lambda: fused(x, hx))
+
+
+@pytest.mark.parametrize("case", ["3-D input", "hx wrong batch", "hx wrong hidden", "3-D hx"])
+def test_cell_errors_match_nn_gru_cell(case):
+    calls = {
+        "3-D input": (torch.randn(2, 3, INPUT_SIZE), None),
+        "hx wrong batch": (torch.randn(3, INPUT_SIZE), torch.randn(2, HIDDEN_SIZE)),
+        "hx wrong hidden": (torch.randn(3, INPUT_SIZE), torch.randn(3, HIDDEN_SIZE + 1)),
+        "3-D hx": (torch.randn(3, INPUT_SIZE), torch.randn(1, 3, HIDDEN_SIZE)),
+    }
+    x, hx = calls[case]
+    torch_cell, fused_cell = torch.nn.GRUCell(INPUT_SIZE, HIDDEN_SIZE), fused_lstm.GRUCell(INPUT_SIZE, HIDDEN_SIZE)
+    assert_same_error(lambda: torch_cell(x, hx), lambda: fused_cell(x, hx))
+
+
+def test_gru_runs_on_fused_ops(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch's own GRU kernel was called")
+
+    monkeypatch.setattr(torch._VF, "gru", refuse)
+    monkeypatch.setattr(torch._VF, "gru_cell", refuse)
+    fused = fused_lstm.GRU(INPUT_SIZE, HIDDEN_SIZE, num_layers=2)
+    out, _ = fused(torch.randn(3, 2, INPUT_SIZE))
+    out.sum().backward()
+    fused_lstm.GRUCell(INPUT_SIZE, HIDDEN_SIZE)(torch.randn(2, INPUT_SIZE))
+
+
+def test_raw_gru_op_raises_on_bad_arguments():
+    sample = {k: v.detach() if torch.is_tensor(v) else v for k, v in gru_sample("cpu").items()}
+    mistakes = [dict(weight_ih=torch.randn(13, 3, dtype=F64)), dict(h0=torch.randn(3, 5, dtype=F64)),
+                dict(bias_ih=None), dict(bias_hh=torch.randn(5, dtype=F64)), dict(input=torch.randn(8, 3)),
+                dict(batch_sizes=torch.tensor([3, 3, 2]))]
+    for mistake in mistakes:
+        with pytest.raises(RuntimeError, match="fused_lstm"):
+            torch.ops.fused_lstm.gru_layer_forward(*dict(sample, **mistake).values(), False, False)
