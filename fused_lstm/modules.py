@@ -46,6 +46,13 @@ def _check_constructor_arguments(input_size, hidden_size, num_layers, bias, batc
         raise ValueError("proj_size has to be smaller than hidden_size")
 
 
+def _reset_uniform(module):
+    """PyTorch's RNN initialisation: every parameter uniform in ±1/sqrt(hidden_size)."""
+    stdv = 1.0 / math.sqrt(module.hidden_size) if module.hidden_size > 0 else 0
+    for weight in module.parameters():
+        nn.init.uniform_(weight, -stdv, stdv)
+
+
 class _RecurrentBase(nn.Module):
     """Constructor, parameters and helpers shared by LSTM and GRU: nn.RNNBase's parameter layout
     (names, shapes, order, initialisation) without deriving from it."""
@@ -88,10 +95,7 @@ class _RecurrentBase(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        """PyTorch's initialisation: every parameter uniform in ±1/sqrt(hidden_size)."""
-        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
+        _reset_uniform(self)
 
     def flatten_parameters(self):
         """Kept for code written for nn.LSTM/nn.GRU; the fused kernels need no flat weight buffer."""
@@ -164,9 +168,7 @@ class _CellBase(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -stdv, stdv)
+        _reset_uniform(self)
 
     def extra_repr(self):
         text = "{input_size}, {hidden_size}"
