@@ -1,0 +1,151 @@
+"""What is benchmarked: LSTM shapes, their FLOP counts, and the sweeps over them."""
+
+from dataclasses import dataclass, field, replace
+
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+# The shape of PyTorch's fastrnns LSTM benchmark: T=100, B=64, I=H=512, one layer.
+FASTRNNS_DEFAULT = dict(seq_len=100, batch=64, input_size=512, hidden_size=512)
+
+
+@dataclass(frozen=True)
+class LstmCase:
+    seq_len: int
+    batch: int
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    proj_size: int = 0
+    dtype: str = "float32"
+    # The sweep axes this shape belongs to; a shape shared by several sweeps is run once.
+    sweeps: tuple = field(default=(), compare=False)
+
+    @property
+    def directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self):
+        return self.proj_size or self.hidden_size
+
+    @property
+    def tokens(self):
+        return self.seq_len * self.batch
+
+    @property
+    def sequential_steps(self):
+        """Steps a step-by-step implementation walks through one after the other."""
+        return self.seq_len * self.num_layers * self.directions
+
+    def forward_flops(self):
+        """FLOPs of the forward GEMMs (a multiply-add counts 2); the pointwise gate math is left out.
+
+        Per layer and direction: x·W_ihᵀ and h·W_hhᵀ are 2·T·B·(I_layer + P)·4H, and the projection
+        h·W_hrᵀ adds 2·T·B·H·P, where P is proj_size or H and I_layer is the layer's input width."""
+        total = 0
+        for layer in range(self.num_layers):
+            layer_input = self.input_size if layer == 0 else self.directions * self.output_size
+            per_direction = 2 * self.tokens * (layer_input + self.output_size) * 4 * self.hidden_size
+            if self.proj_size:
+                per_direction += 2 * self.tokens * self.hidden_size * self.proj_size
+            total += self.directions * per_direction
+        return total
+
+    def flops(self, mode):
+        # Backward runs two GEMMs (gradient of the input and of the weights) per forward GEMM, each
+        # as large, so forward + backward is 3× the forward.
+        return self.forward_flops() * (3 if mode == "training" else 1)
+
+    def label(self):
+        text = (f"T={self.seq_len} B={self.batch} I={self.input_size} H={self.hidden_size} "
+                f"L={self.num_layers}")
+        if self.bidirectional:
+            text += " bi"
+        if self.proj_size:
+            text += f" P={self.proj_size}"
+        return text
+
+
+def parse_sizes(text, dtypes):
+    """Parses ``TxBxIxHxL[xbi][xpP],...`` (e.g. ``100x64x512x512x1,50x8x128x128x2xbi,100x8x256x512x1xp128``)
+    into one case per size and dtype."""
+    cases = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        fields = item.lower().split("x")
+        if len(fields) < 5:
+            raise ValueError(f"size {item!r} is not TxBxIxHxLayers[xbi][xpP]")
+        seq_len, batch, input_size, hidden_size, num_layers = (int(value) for value in fields[:5])
+        bidirectional, proj_size = False, 0
+        for flag in fields[5:]:
+            if flag == "bi":
+                bidirectional = True
+            elif flag.startswith("p") and flag[1:].isdigit():
+                proj_size = int(flag[1:])
+            else:
+                raise ValueError(f"size {item!r}: unknown suffix {flag!r} (expected 'bi' or 'p<proj_size>')")
+        base = LstmCase(seq_len, batch, input_size, hidden_size, num_layers, bidirectional, proj_size,
+                        sweeps=("custom",))
+        cases += [replace(base, dtype=dtype) for dtype in dtypes]
+    return cases
+
+
+def _merge(sweeps):
+    """Flattens {sweep name: [cases]} into a list in first-seen order, running a shape once and
+    recording every sweep it belongs to."""
+    merged = {}
+    for sweep_name, cases in sweeps.items():
+        for case in cases:
+            key = replace(case, sweeps=())
+            merged[key] = merged.get(key, ()) + (sweep_name,)
+    return [replace(case, sweeps=names) for case, names in merged.items()]
+
+
+def _dtype_sweep(shapes, dtypes):
+    return [replace(shape, dtype=dtype) for shape in shapes for dtype in dtypes]
+
+
+def full_sweep(device, dtypes):
+    """Every axis of the issue; CPU gets fewer and smaller points so the sweep stays near 15 minutes
+    on a small machine. The size sweeps run in the first dtype, the dtype sweep in all of them."""
+    dtype = dtypes[0]
+    default = LstmCase(**FASTRNNS_DEFAULT, dtype=dtype)
+    if device == "cpu":
+        small = dict(seq_len=100, batch=16, input_size=256, hidden_size=256, dtype=dtype)
+        sweeps = {
+            "default": [default],
+            "batch": [LstmCase(100, batch, 256, 256, dtype=dtype) for batch in (1, 8, 32, 128, 256)],
+            "hidden": [LstmCase(100, 16, hidden, hidden, dtype=dtype) for hidden in (128, 256, 512, 1024)],
+            "seq_len": [LstmCase(seq_len, 16, 256, 256, dtype=dtype) for seq_len in (10, 100, 1000)],
+            "layers": [LstmCase(**small, num_layers=layers) for layers in (1, 2, 4)],
+            "bidirectional": [LstmCase(**small, num_layers=layers, bidirectional=True) for layers in (1, 2)],
+            "projection": [LstmCase(100, 16, 256, 512, proj_size=128, dtype=dtype)],
+            "dtype": _dtype_sweep([default], dtypes),
+        }
+    else:
+        medium = dict(seq_len=100, batch=64, input_size=512, hidden_size=512, dtype=dtype)
+        sweeps = {
+            "default": [default],
+            "batch": [LstmCase(100, batch, 512, 512, dtype=dtype) for batch in (1, 2, 4, 8, 16, 32, 64, 128, 256)],
+            "hidden": [LstmCase(100, 64, hidden, hidden, dtype=dtype) for hidden in (128, 256, 512, 768, 1024)],
+            "seq_len": [LstmCase(seq_len, 64, 512, 512, dtype=dtype) for seq_len in (10, 50, 100, 250, 500, 1000)],
+            "layers": [LstmCase(**medium, num_layers=layers) for layers in (1, 2, 3, 4)],
+            "bidirectional": [LstmCase(**medium, num_layers=layers, bidirectional=True) for layers in (1, 2, 4)],
+            "projection": [LstmCase(100, 64, 1024, 1024, proj_size=256, dtype=dtype)],
+            "dtype": _dtype_sweep([default, LstmCase(100, 256, 1024, 1024)], dtypes),
+        }
+    return _merge(sweeps)
+
+
+def quick_sweep(device, dtypes):
+    """A handful of sizes: under a minute on a 2-core CPU, under two minutes on an H100."""
+    dtype = dtypes[0]
+    if device == "cpu":
+        sizes = [(50, 8, 128, 128, 1), (100, 32, 256, 256, 1), (100, 64, 512, 512, 1), (64, 16, 256, 256, 2)]
+        return _merge({"quick": [LstmCase(t, b, i, h, layers, dtype=dtype) for t, b, i, h, layers in sizes]})
+    return _merge({
+        "dtype": _dtype_sweep([LstmCase(**FASTRNNS_DEFAULT), LstmCase(100, 256, 1024, 1024)], dtypes),
+        # Small batches are where one fused kernel per step matters most: latency, not FLOPs.
+        "small_batch": [LstmCase(seq_len, batch, hidden, hidden, dtype=dtype)
+                        for hidden in (512, 1024) for seq_len in (100, 1000) for batch in (1, 8, 16, 64)],
+    })

@@ -1,0 +1,118 @@
+"""Clocks, peak memory, the GEMM peak and the machine description."""
+
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+# Square matmul size for the GEMM peak: large enough to reach the BLAS's top speed, small enough to
+# take about a second on a small CPU.
+GEMM_PEAK_SIZE = {"cpu": 2048, "cuda": 8192}
+GEMM_PEAK_REPEATS = 5
+
+
+def time_call_ms(fn, device):
+    """Milliseconds of one call of fn: CUDA events around it on a GPU, the wall clock on a CPU.
+
+    On a GPU the queue is drained first so that earlier work does not land inside this measurement,
+    and the end event is waited for before its time is read."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def measure_gemm_peak_gflops(device, dtype):
+    """The machine's achievable matmul rate in this dtype: the median of a few N×N products."""
+    size = GEMM_PEAK_SIZE[device.type]
+    left = torch.randn(size, size, device=device, dtype=dtype)
+    right = torch.randn(size, size, device=device, dtype=dtype)
+    time_call_ms(lambda: torch.mm(left, right), device)  # warm-up: BLAS handles, kernel selection
+    times_ms = [time_call_ms(lambda: torch.mm(left, right), device) for _ in range(GEMM_PEAK_REPEATS)]
+    return 2 * size**3 / statistics.median(times_ms) / 1e6
+
+
+class PeakMemoryProbe:
+    """Peak memory a call adds on top of what is allocated before it, in bytes.
+
+    CUDA: growth of torch.cuda.max_memory_allocated over memory_allocated before the call (tensors,
+    not the caching allocator's reserve). CPU: growth of the process's peak resident set (VmHWM in
+    /proc/self/status), which is first reset to the current RSS by writing 5 to /proc/self/clear_refs;
+    where that reset is not allowed, CPU memory is not measured (NaN) rather than misreported."""
+
+    def __init__(self, device):
+        self.device = device
+        self.cpu_reset_works = device.type == "cpu" and self._reset_cpu_peak()
+
+    def description(self):
+        if self.device.type == "cuda":
+            return "CUDA max_memory_allocated growth during the call"
+        if self.cpu_reset_works:
+            return ("growth of the process peak RSS (VmHWM, reset via /proc/self/clear_refs) during the call; "
+                    "memory the C allocator already held from earlier calls does not show, so small sizes may read 0")
+        return "not measured (/proc/self/clear_refs cannot reset the peak RSS here)"
+
+    def measure(self, fn):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            fn()
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) - before
+        if not self.cpu_reset_works:
+            fn()
+            return float("nan")
+        self._reset_cpu_peak()
+        before = self._cpu_peak_rss_bytes()
+        fn()
+        # The kernel's RSS counters are synced lazily per thread, so they are approximate to a fraction
+        # of a MB and can dip below the reset value: no growth reads as 0, not as a negative number.
+        return max(0, self._cpu_peak_rss_bytes() - before)
+
+    @staticmethod
+    def _reset_cpu_peak():
+        try:
+            with open("/proc/self/clear_refs", "w") as clear_refs:
+                clear_refs.write("5")
+            return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def _cpu_peak_rss_bytes():
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def cpu_model_name():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def describe_machine(device):
+    """One line: CPU model, cores, torch threads, torch version, and the GPU when benchmarking CUDA."""
+    parts = [f"{cpu_model_name()}, {os.cpu_count()} cores (torch uses {torch.get_num_threads()} threads)",
+             f"torch {torch.__version__}"]
+    if device.type == "cuda":
+        parts.append(f"GPU {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}, "
+                     f"cuDNN {torch.backends.cudnn.version()})")
+    return ", ".join(parts)
