@@ -1,6 +1,6 @@
 // The CUDA implementations of the fused_lstm ops (schemas in ../fused_lstm.cpp): the shared sequence
-// loop of lstm_layer.h with the CUDA pointwise passes. The GEMMs run through ATen on the current
-// stream of input's device; so do the pointwise kernels.
+// loops of lstm_layer.h and gru_layer.h with the CUDA pointwise passes. The GEMMs run through ATen on
+// the current stream of input's device; so do the pointwise kernels.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -8,6 +8,7 @@
 #include <initializer_list>
 
 #include "../checks.h"
+#include "../gru_layer.h"
 #include "../lstm_layer.h"
 #include "lstm_pointwise_cuda.h"
 
@@ -15,6 +16,7 @@ namespace fused_lstm {
 namespace {
 
 const PointwiseBackend kCudaBackend{&cuda::forward_pointwise, &cuda::backward_pointwise};
+const GruPointwiseBackend kCudaGruBackend{&cuda::gru_forward_pointwise, &cuda::gru_backward_pointwise};
 
 // A tensor argument and its name for messages; `tensor` is nullptr for an absent optional argument.
 struct NamedTensor {
@@ -82,11 +84,46 @@ lstm_layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_h
                              weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias, kCudaBackend);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_cuda(
+    const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& weight_ih,
+    const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
+    bool reverse, bool save_for_backward) {
+  check_devices("fused_lstm.gru_layer_forward", input, batch_sizes,
+                {{"h0", &h0},
+                 {"weight_ih", &weight_ih},
+                 {"weight_hh", &weight_hh},
+                 {"bias_ih", optional_address(bias_ih)},
+                 {"bias_hh", optional_address(bias_hh)}});
+  const at::cuda::OptionalCUDAGuard device_guard(input.device());
+  return gru_layer_forward(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh, reverse,
+                           save_for_backward, kCudaGruBackend);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input, const at::Tensor& batch_sizes,
+    const at::Tensor& h0, const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& output,
+    const at::Tensor& gates, const at::Tensor& candidate_hidden, bool reverse, bool has_bias) {
+  check_devices("fused_lstm.gru_layer_backward", input, batch_sizes,
+                {{"grad_output", &grad_output},
+                 {"grad_h_n", &grad_h_n},
+                 {"h0", &h0},
+                 {"weight_ih", &weight_ih},
+                 {"weight_hh", &weight_hh},
+                 {"output", &output},
+                 {"gates", &gates},
+                 {"candidate_hidden", &candidate_hidden}});
+  const at::cuda::OptionalCUDAGuard device_guard(input.device());
+  return gru_layer_backward(grad_output, grad_h_n, input, batch_sizes, h0, weight_ih, weight_hh, output, gates,
+                            candidate_hidden, reverse, has_bias, kCudaGruBackend);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fused_lstm, CUDA, m) {
   m.impl("lstm_layer_forward", &lstm_layer_forward_cuda);
   m.impl("lstm_layer_backward", &lstm_layer_backward_cuda);
+  m.impl("gru_layer_forward", &gru_layer_forward_cuda);
+  m.impl("gru_layer_backward", &gru_layer_backward_cuda);
 }
 
 }  // namespace fused_lstm

@@ -7,25 +7,36 @@
 
 namespace fused_lstm {
 namespace cuda {
+namespace {
 
-void forward_pointwise(const LstmForwardPointwiseParams& params, at::ScalarType dtype) {
+// Calls visit(scalar_t{}) with the element type of `dtype`.
+template <typename Visitor>
+void dispatch_dtype(at::ScalarType dtype, const Visitor& visit) {
   switch (dtype) {
-    case at::kFloat: return launch_forward_pointwise<float>(params);
-    case at::kDouble: return launch_forward_pointwise<double>(params);
-    case at::kHalf: return launch_forward_pointwise<c10::Half>(params);
-    case at::kBFloat16: return launch_forward_pointwise<c10::BFloat16>(params);
+    case at::kFloat: return visit(float{});
+    case at::kDouble: return visit(double{});
+    case at::kHalf: return visit(c10::Half{});
+    case at::kBFloat16: return visit(c10::BFloat16{});
     default: TORCH_CHECK(false, "fused_lstm: the CUDA kernels support float32, float64, float16 and bfloat16, got ", dtype);
   }
 }
 
+}  // namespace
+
+void forward_pointwise(const LstmForwardPointwiseParams& params, at::ScalarType dtype) {
+  dispatch_dtype(dtype, [&](auto element) { launch_forward_pointwise<decltype(element)>(params); });
+}
+
 void backward_pointwise(const LstmBackwardPointwiseParams& params, at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat: return launch_backward_pointwise<float>(params);
-    case at::kDouble: return launch_backward_pointwise<double>(params);
-    case at::kHalf: return launch_backward_pointwise<c10::Half>(params);
-    case at::kBFloat16: return launch_backward_pointwise<c10::BFloat16>(params);
-    default: TORCH_CHECK(false, "fused_lstm: the CUDA kernels support float32, float64, float16 and bfloat16, got ", dtype);
-  }
+  dispatch_dtype(dtype, [&](auto element) { launch_backward_pointwise<decltype(element)>(params); });
+}
+
+void gru_forward_pointwise(const GruForwardPointwiseParams& params, at::ScalarType dtype) {
+  dispatch_dtype(dtype, [&](auto element) { launch_gru_forward_pointwise<decltype(element)>(params); });
+}
+
+void gru_backward_pointwise(const GruBackwardPointwiseParams& params, at::ScalarType dtype) {
+  dispatch_dtype(dtype, [&](auto element) { launch_gru_backward_pointwise<decltype(element)>(params); });
 }
 
 }  // namespace cuda

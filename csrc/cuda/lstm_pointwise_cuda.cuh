@@ -2,54 +2,21 @@
 // by the per-dtype lstm_pointwise_<dtype>.cu files, which instantiate the launchers.
 // Letters: N rows active at this step, H hidden size, V elements per thread (kVec).
 //
-// Each thread owns V consecutive hidden units of a row and does all four gates of each of them, so a
-// step touches every element once: 4 gate reads and writes, the cell read and written, h written.
-// Threads along x sweep the columns of a row (coalesced), threads along y take rows; both loops
-// stride over the grid, so any N and H fit in one launch. All math runs in acc_t (float for
-// fp16/bf16) through lstm_math.h, the same functions the CPU pass uses.
+// A thread does all four gates of its V hidden units: 4 gate reads and writes, the cell read and
+// written, h written (layout and launch shape in pointwise_cuda_common.cuh). All math runs in acc_t
+// (float for fp16/bf16) through lstm_math.h, the same functions the CPU pass uses.
 #pragma once
-
-#include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
-#include <algorithm>
-#include <cstdint>
-#include <initializer_list>
 
 #include "../lstm_math.h"
 #include "../lstm_params.h"
 #include "lstm_pointwise_cuda.h"
+#include "pointwise_cuda_common.cuh"
 
 namespace fused_lstm {
 namespace cuda {
 namespace detail {
 
-constexpr int kGates = 4;
-constexpr int kVectorBytes = 16;       // the widest global load/store of sm_80/sm_90
-constexpr int kThreadsPerBlock = 128;  // small blocks spread a step's few rows over more SMs
-constexpr int64_t kMaxGridY = 65535;   // gridDim.y limit; the row loop strides over the rest
-
-// kCount consecutive elements held in registers. When they span whole 16-byte words the pack is
-// 16-byte aligned, so copying it from an aligned address compiles to 128-bit loads and stores.
-template <typename T, int kCount>
-struct Pack {
-  static constexpr bool kWordwise = (kCount * sizeof(T)) % kVectorBytes == 0;
-  alignas(kWordwise ? kVectorBytes : alignof(T)) T value[kCount];
-};
-
-// `source` must be 16-byte aligned when the pack is wordwise (the launcher checks it).
-template <int kCount, typename T>
-__device__ __forceinline__ Pack<T, kCount> load_pack(const T* source) {
-  return *reinterpret_cast<const Pack<T, kCount>*>(source);
-}
-
-template <int kCount, typename T>
-__device__ __forceinline__ void store_pack(T* destination, const Pack<T, kCount>& pack) {
-  *reinterpret_cast<Pack<T, kCount>*>(destination) = pack;
-}
+constexpr int kLstmGates = 4;
 
 template <typename scalar_t, typename acc_t, int kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock) lstm_forward_pointwise_kernel(
@@ -62,22 +29,22 @@ __global__ void __launch_bounds__(kThreadsPerBlock) lstm_forward_pointwise_kerne
     scalar_t* __restrict__ hidden_out,      // [N, H] out: h_t = o·tanh(c_t)
     scalar_t* __restrict__ hidden_state) {  // [N, H] out: h_t again; nullptr when not wanted
   const int64_t packs_per_row = hidden / kVec;
-  const int64_t gate_row_stride = kGates * hidden;
+  const int64_t gate_row_stride = kLstmGates * hidden;
   for (int64_t pack = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; pack < packs_per_row;
        pack += int64_t(gridDim.x) * blockDim.x) {
     const int64_t column = pack * kVec;
-    // The bias of these columns serves every row this thread visits.
-    Pack<scalar_t, kVec> gate_bias[kGates];
-#pragma unroll
-    for (int gate = 0; gate < kGates; ++gate) gate_bias[gate] = load_pack<kVec>(bias + gate * hidden + column);
-
     for (int64_t row = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; row < rows;
          row += int64_t(gridDim.y) * blockDim.y) {
       scalar_t* row_gates = gates + row * gate_row_stride + column;
       const int64_t state_offset = row * hidden + column;
-      Pack<scalar_t, kVec> gate_values[kGates];  // pre-activations in, activations out
+      Pack<scalar_t, kVec> gate_values[kLstmGates];  // pre-activations in, activations out
+      // The bias is reloaded per row (from L1): held across rows it would cost registers and occupancy.
+      Pack<scalar_t, kVec> gate_bias[kLstmGates];
 #pragma unroll
-      for (int gate = 0; gate < kGates; ++gate) gate_values[gate] = load_pack<kVec>(row_gates + gate * hidden);
+      for (int gate = 0; gate < kLstmGates; ++gate) {
+        gate_values[gate] = load_pack<kVec>(row_gates + gate * hidden);
+        gate_bias[gate] = load_pack<kVec>(bias + gate * hidden + column);
+      }
       const Pack<acc_t, kVec> cell_prev = load_pack<kVec>(cell + state_offset);
       if (cell_prev_saved != nullptr) store_pack(cell_prev_saved + state_offset, cell_prev);
 
@@ -85,20 +52,20 @@ __global__ void __launch_bounds__(kThreadsPerBlock) lstm_forward_pointwise_kerne
       Pack<scalar_t, kVec> hidden_next;
 #pragma unroll
       for (int k = 0; k < kVec; ++k) {
-        acc_t pre[kGates], activation[kGates], hidden_value;
+        acc_t pre[kLstmGates], activation[kLstmGates], hidden_value;
 #pragma unroll
-        for (int gate = 0; gate < kGates; ++gate) {
+        for (int gate = 0; gate < kLstmGates; ++gate) {
           pre[gate] = static_cast<acc_t>(gate_values[gate].value[k]) + static_cast<acc_t>(gate_bias[gate].value[k]);
         }
         math::cell_forward<acc_t>(pre[0], pre[1], pre[2], pre[3], cell_prev.value[k], activation[0], activation[1],
                                   activation[2], activation[3], cell_next.value[k], hidden_value);
 #pragma unroll
-        for (int gate = 0; gate < kGates; ++gate) gate_values[gate].value[k] = static_cast<scalar_t>(activation[gate]);
+        for (int gate = 0; gate < kLstmGates; ++gate) gate_values[gate].value[k] = static_cast<scalar_t>(activation[gate]);
         hidden_next.value[k] = static_cast<scalar_t>(hidden_value);
       }
 
 #pragma unroll
-      for (int gate = 0; gate < kGates; ++gate) store_pack(row_gates + gate * hidden, gate_values[gate]);
+      for (int gate = 0; gate < kLstmGates; ++gate) store_pack(row_gates + gate * hidden, gate_values[gate]);
       store_pack(cell + state_offset, cell_next);
       store_pack(hidden_out + state_offset, hidden_next);
       if (hidden_state != nullptr) store_pack(hidden_state + state_offset, hidden_next);
@@ -117,7 +84,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) lstm_backward_pointwise_kern
     acc_t* __restrict__ grad_cell,               // [N, H] in: dL/dc_t; out: dL/dc_{t-1}
     scalar_t* __restrict__ grad_gates) {         // [N, 4H] out: dL/d(pre-activations)
   const int64_t packs_per_row = hidden / kVec;
-  const int64_t gate_row_stride = kGates * hidden;
+  const int64_t gate_row_stride = kLstmGates * hidden;
   for (int64_t pack = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; pack < packs_per_row;
        pack += int64_t(gridDim.x) * blockDim.x) {
     const int64_t column = pack * kVec;
@@ -125,9 +92,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock) lstm_backward_pointwise_kern
          row += int64_t(gridDim.y) * blockDim.y) {
       const int64_t gate_offset = row * gate_row_stride + column;
       const int64_t state_offset = row * hidden + column;
-      Pack<scalar_t, kVec> gate_values[kGates];  // saved activations in, gradients out
+      Pack<scalar_t, kVec> gate_values[kLstmGates];  // saved activations in, gradients out
 #pragma unroll
-      for (int gate = 0; gate < kGates; ++gate) gate_values[gate] = load_pack<kVec>(gates + gate_offset + gate * hidden);
+      for (int gate = 0; gate < kLstmGates; ++gate) gate_values[gate] = load_pack<kVec>(gates + gate_offset + gate * hidden);
       const Pack<acc_t, kVec> cell_prev_values = load_pack<kVec>(cell_prev + state_offset);
       const Pack<scalar_t, kVec> grad_hidden_values = load_pack<kVec>(grad_hidden + state_offset);
       Pack<scalar_t, kVec> grad_hidden_2_values;
@@ -136,20 +103,20 @@ __global__ void __launch_bounds__(kThreadsPerBlock) lstm_backward_pointwise_kern
 
 #pragma unroll
       for (int k = 0; k < kVec; ++k) {
-        acc_t activation[kGates], grad_pre[kGates];
+        acc_t activation[kLstmGates], grad_pre[kLstmGates];
 #pragma unroll
-        for (int gate = 0; gate < kGates; ++gate) activation[gate] = static_cast<acc_t>(gate_values[gate].value[k]);
+        for (int gate = 0; gate < kLstmGates; ++gate) activation[gate] = static_cast<acc_t>(gate_values[gate].value[k]);
         acc_t total_grad_hidden = static_cast<acc_t>(grad_hidden_values.value[k]);
         if (grad_hidden_2 != nullptr) total_grad_hidden += static_cast<acc_t>(grad_hidden_2_values.value[k]);
         math::cell_backward<acc_t>(activation[0], activation[1], activation[2], activation[3],
                                    cell_prev_values.value[k], total_grad_hidden, grad_cell_values.value[k],
                                    grad_pre[0], grad_pre[1], grad_pre[2], grad_pre[3], grad_cell_values.value[k]);
 #pragma unroll
-        for (int gate = 0; gate < kGates; ++gate) gate_values[gate].value[k] = static_cast<scalar_t>(grad_pre[gate]);
+        for (int gate = 0; gate < kLstmGates; ++gate) gate_values[gate].value[k] = static_cast<scalar_t>(grad_pre[gate]);
       }
 
 #pragma unroll
-      for (int gate = 0; gate < kGates; ++gate) {
+      for (int gate = 0; gate < kLstmGates; ++gate) {
         store_pack(grad_gates + gate_offset + gate * hidden, gate_values[gate]);
       }
       store_pack(grad_cell + state_offset, grad_cell_values);
@@ -157,36 +124,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock) lstm_backward_pointwise_kern
   }
 }
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-struct LaunchShape {
-  dim3 grid;
-  dim3 block;
-};
-
-// Threads along x cover a row's packs; when a row has fewer packs than a block has threads, the
-// remaining threads of the block take further rows (y), so small H does not leave most lanes idle.
-inline LaunchShape launch_shape(int64_t rows, int64_t packs_per_row) {
-  int64_t threads_x = 32;
-  while (threads_x < kThreadsPerBlock && threads_x < packs_per_row) threads_x *= 2;
-  const int64_t threads_y = kThreadsPerBlock / threads_x;
-  const int64_t blocks_x = ceil_div(packs_per_row, threads_x);  // packs_per_row <= H: within gridDim.x
-  const int64_t blocks_y = std::min(ceil_div(rows, threads_y), kMaxGridY);
-  return {dim3(static_cast<unsigned>(blocks_x), static_cast<unsigned>(blocks_y)),
-          dim3(static_cast<unsigned>(threads_x), static_cast<unsigned>(threads_y))};
-}
-
-// Vector accesses need every row of every tensor to start on a 16-byte boundary: H a multiple of V
-// (rows of H and 4H elements) and 16-byte aligned base pointers. nullptr counts as aligned.
-inline bool vector_aligned(std::initializer_list<const void*> pointers) {
-  for (const void* pointer : pointers) {
-    if (reinterpret_cast<std::uintptr_t>(pointer) % kVectorBytes != 0) return false;
-  }
-  return true;
-}
-
 template <typename scalar_t, int kVec>
-void launch_forward_kernel(const LstmForwardPointwiseParams& p) {
+void launch_lstm_forward_kernel(const LstmForwardPointwiseParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
   const LaunchShape shape = launch_shape(p.rows, p.hidden / kVec);
   lstm_forward_pointwise_kernel<scalar_t, acc_t, kVec><<<shape.grid, shape.block, 0, at::cuda::getCurrentCUDAStream()>>>(
@@ -197,7 +136,7 @@ void launch_forward_kernel(const LstmForwardPointwiseParams& p) {
 }
 
 template <typename scalar_t, int kVec>
-void launch_backward_kernel(const LstmBackwardPointwiseParams& p) {
+void launch_lstm_backward_kernel(const LstmBackwardPointwiseParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
   const LaunchShape shape = launch_shape(p.rows, p.hidden / kVec);
   lstm_backward_pointwise_kernel<scalar_t, acc_t, kVec><<<shape.grid, shape.block, 0, at::cuda::getCurrentCUDAStream()>>>(
@@ -211,29 +150,29 @@ void launch_backward_kernel(const LstmBackwardPointwiseParams& p) {
 
 template <typename scalar_t>
 void launch_forward_pointwise(const LstmForwardPointwiseParams& params) {
-  constexpr int kVec = detail::kVectorBytes / sizeof(scalar_t);
+  constexpr int kVec = detail::vector_width<scalar_t>();
   if (params.rows == 0 || params.hidden == 0) return;
   const bool vectorized = params.hidden % kVec == 0 &&
                           detail::vector_aligned({params.gates, params.bias, params.cell, params.cell_prev_saved,
                                                   params.hidden_out, params.hidden_state});
   if (vectorized) {
-    detail::launch_forward_kernel<scalar_t, kVec>(params);
+    detail::launch_lstm_forward_kernel<scalar_t, kVec>(params);
   } else {
-    detail::launch_forward_kernel<scalar_t, 1>(params);
+    detail::launch_lstm_forward_kernel<scalar_t, 1>(params);
   }
 }
 
 template <typename scalar_t>
 void launch_backward_pointwise(const LstmBackwardPointwiseParams& params) {
-  constexpr int kVec = detail::kVectorBytes / sizeof(scalar_t);
+  constexpr int kVec = detail::vector_width<scalar_t>();
   if (params.rows == 0 || params.hidden == 0) return;
   const bool vectorized = params.hidden % kVec == 0 &&
                           detail::vector_aligned({params.gates, params.cell_prev, params.grad_hidden,
                                                   params.grad_hidden_2, params.grad_cell, params.grad_gates});
   if (vectorized) {
-    detail::launch_backward_kernel<scalar_t, kVec>(params);
+    detail::launch_lstm_backward_kernel<scalar_t, kVec>(params);
   } else {
-    detail::launch_backward_kernel<scalar_t, 1>(params);
+    detail::launch_lstm_backward_kernel<scalar_t, 1>(params);
   }
 }
 
