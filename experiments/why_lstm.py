@@ -58,10 +58,10 @@ class Config:
     seeds: list = field(default_factory=lambda: [0, 1])
     hidden_size: int = 64
     batch_size: int = 64
-    learning_rate: float = 3e-3
+    learning_rate: float = 1e-2
     train_steps: int = 1000
-    eval_every: int = 25
-    test_batch_size: int = 512
+    eval_every: int = 40
+    test_batch_size: int = 256
     gradient_batch_size: int = 128
     grad_clip_norm: float = 1.0
     cells: list = field(default_factory=lambda: list(CELLS))
@@ -126,8 +126,8 @@ class LibraryRecurrent(nn.Module):
 
 class SingleNetworkRecurrence(torch.autograd.Function):
     """The time loop of SingleNetworkCell with a hand-written backward pass.  Autograd through a
-    Python loop records ~10 graph nodes per step and was 3-4x slower than nn.LSTM here; this keeps
-    the run on a 2-core CPU short.  tests/test_experiments.py checks it against plain autograd.
+    Python loop records ~10 graph nodes per step and made this cell 3-4x slower than nn.LSTM; this
+    keeps the full run short on a 2-core CPU.  tests/test_experiments.py checks it against autograd.
 
     cell_from_input, hidden_from_input: [B, T, H], the x_t parts plus biases, precomputed.
     cell_weight, hidden_weight: [2H, H], act on [h_{t-1}, c_{t-1}] and [h_{t-1}, c_t].
@@ -136,34 +136,38 @@ class SingleNetworkRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cell_from_input, hidden_from_input, cell_weight, hidden_weight):
         batch, seq_len, hidden_size = cell_from_input.shape
-        hiddens = cell_from_input.new_zeros(seq_len + 1, batch, hidden_size)  # hiddens[t + 1] = h_t
-        cells = cell_from_input.new_zeros(seq_len + 1, batch, hidden_size)
+        # states[t] = [h_{t-1}, c_{t-1}] (zeros at t = 0): the cell layer's recurrent input as is.
+        states = cell_from_input.new_zeros(seq_len + 1, batch, 2 * hidden_size)
         for t in range(seq_len):
-            cells[t + 1] = torch.tanh(torch.addmm(cell_from_input[:, t], torch.cat([hiddens[t], cells[t]], 1), cell_weight))
-            hiddens[t + 1] = torch.tanh(torch.addmm(hidden_from_input[:, t], torch.cat([hiddens[t], cells[t + 1]], 1), hidden_weight))
-        ctx.save_for_backward(hiddens, cells, cell_weight, hidden_weight)
-        return hiddens[seq_len].clone()
+            cell = torch.tanh(torch.addmm(cell_from_input[:, t], states[t], cell_weight))
+            states[t + 1, :, hidden_size:] = cell
+            hidden = torch.tanh(torch.addmm(hidden_from_input[:, t], torch.cat([states[t, :, :hidden_size], cell], 1), hidden_weight))
+            states[t + 1, :, :hidden_size] = hidden
+        ctx.save_for_backward(states, cell_weight, hidden_weight)
+        return states[seq_len, :, :hidden_size].clone()
 
     @staticmethod
     def backward(ctx, grad_last_hidden):
-        hiddens, cells, cell_weight, hidden_weight = ctx.saved_tensors
-        seq_len, hidden_size = hiddens.shape[0] - 1, hiddens.shape[2]
-        grad_cell_pre = torch.empty_like(cells[1:])  # dL/d(pre-activation of c_t), [T, B, H]
-        grad_hidden_pre = torch.empty_like(hiddens[1:])
+        states, cell_weight, hidden_weight = ctx.saved_tensors
+        seq_len, hidden_size = states.shape[0] - 1, states.shape[2] // 2
+        hiddens, cells = states[1:, :, :hidden_size], states[1:, :, hidden_size:]
+        # tanh' for all steps at once, outside the sequential loop.
+        hidden_tanh_grad, cell_tanh_grad = 1 - hiddens ** 2, 1 - cells ** 2
+        grad_cell_pre = torch.empty_like(cells)  # dL/d(pre-activation of c_t), [T, B, H]
+        grad_hidden_pre = torch.empty_like(hiddens)
         grad_hidden = grad_last_hidden.contiguous()
         grad_cell = torch.zeros_like(grad_hidden)
         hidden_weight_t, cell_weight_t = hidden_weight.t(), cell_weight.t()
         for t in reversed(range(seq_len)):
-            grad_hidden_pre[t] = grad_hidden * (1 - hiddens[t + 1] ** 2)
+            torch.mul(grad_hidden, hidden_tanh_grad[t], out=grad_hidden_pre[t])
             from_hidden_layer = grad_hidden_pre[t] @ hidden_weight_t  # d/d[h_{t-1}, c_t]
-            grad_cell_pre[t] = (grad_cell + from_hidden_layer[:, hidden_size:]) * (1 - cells[t + 1] ** 2)
+            torch.mul(grad_cell + from_hidden_layer[:, hidden_size:], cell_tanh_grad[t], out=grad_cell_pre[t])
             from_cell_layer = grad_cell_pre[t] @ cell_weight_t  # d/d[h_{t-1}, c_{t-1}]
             grad_hidden = from_hidden_layer[:, :hidden_size] + from_cell_layer[:, :hidden_size]
             grad_cell = from_cell_layer[:, hidden_size:]
         # Weight gradients summed over all steps in one matmul each.
-        cell_layer_inputs = torch.cat([hiddens[:-1], cells[:-1]], 2).reshape(-1, 2 * hidden_size)
-        hidden_layer_inputs = torch.cat([hiddens[:-1], cells[1:]], 2).reshape(-1, 2 * hidden_size)
-        grad_cell_weight = cell_layer_inputs.t() @ grad_cell_pre.reshape(-1, hidden_size)
+        hidden_layer_inputs = torch.cat([states[:-1, :, :hidden_size], cells], 2).reshape(-1, 2 * hidden_size)
+        grad_cell_weight = states[:-1].reshape(-1, 2 * hidden_size).t() @ grad_cell_pre.reshape(-1, hidden_size)
         grad_hidden_weight = hidden_layer_inputs.t() @ grad_hidden_pre.reshape(-1, hidden_size)
         return grad_cell_pre.transpose(0, 1), grad_hidden_pre.transpose(0, 1), grad_cell_weight, grad_hidden_weight
 
@@ -204,8 +208,9 @@ class SingleNetworkCell(nn.Module):
 
 class NoForgetGateRecurrence(torch.autograd.Function):
     """The time loop of NoForgetGateLSTM with a hand-written backward pass (same reason as
-    SingleNetworkRecurrence).  gates_from_input: [B, T, 3H] in gate order i, o, g (the two sigmoid
-    gates adjacent so one sigmoid call covers both); recurrent_weight: [H, 3H].  Returns h_T."""
+    SingleNetworkRecurrence).  gates_from_input: [B, T, 3H] in gate order o, i, g (sigmoid gates
+    adjacent so one sigmoid call covers both; i and g adjacent because both get dL/dc_t);
+    recurrent_weight: [H, 3H].  Returns h_T."""
 
     @staticmethod
     def forward(ctx, gates_from_input, recurrent_weight):
@@ -213,34 +218,38 @@ class NoForgetGateRecurrence(torch.autograd.Function):
         hidden_size = three_hidden // 3
         hiddens = gates_from_input.new_zeros(seq_len + 1, batch, hidden_size)  # hiddens[t + 1] = h_t
         cells = gates_from_input.new_zeros(seq_len + 1, batch, hidden_size)
-        activations = gates_from_input.new_empty(seq_len, batch, three_hidden)  # s(i), s(o), tanh(g)
+        tanh_cells = gates_from_input.new_empty(seq_len, batch, hidden_size)
+        activations = gates_from_input.new_empty(seq_len, batch, three_hidden)  # s(o), s(i), tanh(g)
         for t in range(seq_len):
             gates = torch.addmm(gates_from_input[:, t], hiddens[t], recurrent_weight)
             torch.sigmoid(gates[:, :2 * hidden_size], out=activations[t, :, :2 * hidden_size])
             torch.tanh(gates[:, 2 * hidden_size:], out=activations[t, :, 2 * hidden_size:])
-            input_gate, output_gate, candidate = activations[t].chunk(3, dim=1)
+            output_gate, input_gate, candidate = activations[t].chunk(3, dim=1)
             torch.addcmul(cells[t], input_gate, candidate, out=cells[t + 1])
-            torch.mul(output_gate, torch.tanh(cells[t + 1]), out=hiddens[t + 1])
-        ctx.save_for_backward(hiddens, cells, activations, recurrent_weight)
+            torch.tanh(cells[t + 1], out=tanh_cells[t])
+            torch.mul(output_gate, tanh_cells[t], out=hiddens[t + 1])
+        ctx.save_for_backward(hiddens, activations, tanh_cells, recurrent_weight)
         return hiddens[seq_len].clone()
 
     @staticmethod
     def backward(ctx, grad_last_hidden):
-        hiddens, cells, activations, recurrent_weight = ctx.saved_tensors
+        hiddens, activations, tanh_cells, recurrent_weight = ctx.saved_tensors
         seq_len, hidden_size = activations.shape[0], hiddens.shape[2]
+        output_gate, input_gate, candidate = activations.chunk(3, dim=2)
+        # Local derivatives for all steps at once, outside the sequential loop.
+        hidden_to_cell = output_gate * (1 - tanh_cells ** 2)  # dh_t/dc_t
+        output_factor = tanh_cells * output_gate * (1 - output_gate)  # dh_t/d(o pre-activation)
+        input_candidate_factor = torch.cat([candidate * input_gate * (1 - input_gate),  # dc_t/d(i pre)
+                                            input_gate * (1 - candidate ** 2)], 2)  # dc_t/d(g pre)
         grad_gates = torch.empty_like(activations)  # dL/d(gate pre-activations), [T, B, 3H]
         grad_hidden = grad_last_hidden.contiguous()
         grad_cell = torch.zeros_like(grad_hidden)
         recurrent_weight_t = recurrent_weight.t()
         for t in reversed(range(seq_len)):
-            input_gate, output_gate, candidate = activations[t].chunk(3, dim=1)
-            tanh_cell = torch.tanh(cells[t + 1])
             # c_t = c_{t-1} + i g: the carried gradient passes to c_{t-1} unchanged (the carousel).
-            grad_cell = grad_cell + grad_hidden * output_gate * (1 - tanh_cell ** 2)
-            grad_input, grad_output, grad_candidate = grad_gates[t].chunk(3, dim=1)
-            torch.mul(grad_cell * candidate, input_gate * (1 - input_gate), out=grad_input)
-            torch.mul(grad_hidden * tanh_cell, output_gate * (1 - output_gate), out=grad_output)
-            torch.mul(grad_cell * input_gate, 1 - candidate ** 2, out=grad_candidate)
+            grad_cell = torch.addcmul(grad_cell, grad_hidden, hidden_to_cell[t])
+            torch.mul(grad_hidden, output_factor[t], out=grad_gates[t, :, :hidden_size])
+            torch.mul(grad_cell.repeat(1, 2), input_candidate_factor[t], out=grad_gates[t, :, hidden_size:])
             grad_hidden = grad_gates[t] @ recurrent_weight_t
         grad_recurrent_weight = hiddens[:-1].reshape(-1, hidden_size).t() @ grad_gates.reshape(-1, 3 * hidden_size)
         return grad_gates.transpose(0, 1), grad_recurrent_weight
@@ -249,7 +258,7 @@ class NoForgetGateRecurrence(torch.autograd.Function):
 class NoForgetGateLSTM(nn.Module):
     """The 1997 LSTM: input gate, candidate and output gate, but no forget gate, so
     c_t = c_{t-1} + s(i_t) * tanh(g_t): the constant error carousel (dc_t/dc_{t-1} = 1 exactly).
-    Gate order in the weights: i, o, g.  (fused_lstm always has f, hence this small module.)"""
+    Gate order in the weights: o, i, g.  (fused_lstm always has f, hence this small module.)"""
 
     def __init__(self, input_size, hidden_size):
         super().__init__()
@@ -270,7 +279,7 @@ class NoForgetGateLSTM(nn.Module):
         cell = inputs.new_zeros(inputs.shape[0], self.hidden_size)
         for t in range(inputs.shape[1]):
             gates = torch.addmm(gates_from_input[:, t], hidden, recurrent_weight)
-            input_gate, output_gate, candidate = gates.chunk(3, dim=1)
+            output_gate, input_gate, candidate = gates.chunk(3, dim=1)
             cell = cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
             hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
         return hidden
@@ -333,7 +342,8 @@ class AddingModel(nn.Module):
 
 def implementation_name(model):
     core = getattr(model.recurrent, "core", model.recurrent)
-    return f"{type(core).__module__}.{type(core).__name__}"
+    module = type(core).__module__
+    return f"{'experiments.why_lstm' if module == '__main__' else module}.{type(core).__name__}"
 
 
 def count_parameters(module):
@@ -456,7 +466,8 @@ def write_csv_files(runs, config, out_dir):
         for run in runs:
             for step, value in run["curve"]:
                 writer.writerow([run["cell"], run["T"], run["seed"], step, f"{value:.5g}"])
-    # Per-lag gradient norms, reduced over seeds to keep the file small.
+    # Per-lag gradient norms, reduced over seeds and thinned to about 25 lags per profile to keep
+    # the file small (the plots use every lag).
     with open(os.path.join(out_dir, "gradient_flow.csv"), "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["cell", "T", "stage", "quantity", "lag", "mean_over_seeds", "min_over_seeds", "max_over_seeds"])
@@ -468,7 +479,10 @@ def write_csv_files(runs, config, out_dir):
                 for stage in ("init", "trained"):
                     for quantity in ("dloss_dx", "doutput_dx"):
                         band = seed_band([run["gradient"][stage][quantity] for run in cell_runs])
+                        lag_stride = max(1, seq_len // 25)
                         for lag, (avg, low, high) in enumerate(zip(*band)):
+                            if lag % lag_stride:
+                                continue
                             writer.writerow([cell_name, seq_len, stage, quantity, lag, f"{avg:.4g}", f"{low:.4g}", f"{high:.4g}"])
 
 
@@ -491,8 +505,9 @@ def plot_learning_curves(runs, config, path):
         axis.set_xlabel("training step")
         axis.grid(True, which="major", alpha=0.3)
     axes[0][0].set_ylabel("test MSE (one line per seed)")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
-    figure.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
@@ -521,8 +536,9 @@ def plot_gradient_flow(runs, config, quantity, ylabel, path):
             axis.set_xlabel("lag T - t (steps before the prediction)")
             axis.set_ylabel(ylabel)
             axis.grid(True, which="major", alpha=0.3)
-    axes[0][1].legend(fontsize=7)
-    figure.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="upper center", ncol=3, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.18 / len(lengths)))
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
