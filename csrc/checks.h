@@ -1,30 +1,56 @@
 // One set of argument checks for every C++ entry point: each raises a c10::Error (a Python
-// RuntimeError/ValueError) with a message naming the argument, never a crash.
+// RuntimeError) whose message names the op and the argument as the schema spells them, never a crash.
 #pragma once
 
 #include <ATen/ATen.h>
 
-#define FL_CHECK_DIM(tensor, expected_dim)                                                      \
-  TORCH_CHECK((tensor).dim() == (expected_dim), "fused_lstm: ", #tensor, " must be ",           \
-              (expected_dim), "-D, got ", (tensor).dim(), "-D tensor of shape ", (tensor).sizes())
+#include <initializer_list>
 
-#define FL_CHECK_SHAPE(tensor, ...)                                                             \
-  TORCH_CHECK((tensor).sizes() == at::IntArrayRef({__VA_ARGS__}), "fused_lstm: ", #tensor,      \
-              " must have shape ", at::IntArrayRef({__VA_ARGS__}), ", got ", (tensor).sizes())
+namespace fused_lstm {
 
-#define FL_CHECK_DTYPE(tensor, expected_dtype)                                                  \
-  TORCH_CHECK((tensor).scalar_type() == (expected_dtype), "fused_lstm: ", #tensor,              \
-              " must have dtype ", (expected_dtype), " (the dtype of input), got ",             \
-              (tensor).scalar_type())
+// A tensor argument and its schema name; `tensor` is nullptr for an absent optional argument.
+struct NamedTensor {
+  const char* name;
+  const at::Tensor* tensor;
+};
 
-#define FL_CHECK_DEVICE(tensor, expected_device)                                                \
-  TORCH_CHECK((tensor).device() == (expected_device), "fused_lstm: ", #tensor,                  \
-              " must be on device ", (expected_device), " (the device of input), got ",         \
-              (tensor).device())
+inline const at::Tensor* optional_address(const std::optional<at::Tensor>& tensor) {
+  return tensor.has_value() ? &*tensor : nullptr;
+}
 
-// An optional tensor argument is either absent or a tensor of the same dtype and device as input.
-#define FL_CHECK_LIKE_INPUT(tensor, input)                                                      \
-  do {                                                                                          \
-    FL_CHECK_DTYPE(tensor, (input).scalar_type());                                              \
-    FL_CHECK_DEVICE(tensor, (input).device());                                                  \
-  } while (0)
+// None passed for a required Tensor reaches a kernel as an undefined tensor: say so before anything
+// asks it for its sizes or device. Optional arguments that are absent (nullptr) are skipped.
+inline void check_defined(const char* op, std::initializer_list<NamedTensor> tensors) {
+  for (const NamedTensor& argument : tensors) {
+    if (argument.tensor == nullptr) continue;
+    TORCH_CHECK(argument.tensor->defined(), op, ": ", argument.name, " is required, got None");
+  }
+}
+
+inline void check_dim(const char* op, const at::Tensor& tensor, const char* name, int64_t expected_dim) {
+  TORCH_CHECK(tensor.dim() == expected_dim, op, ": ", name, " must be ", expected_dim, "-D, got ", tensor.dim(),
+              "-D tensor of shape ", tensor.sizes());
+}
+
+inline void check_shape(const char* op, const at::Tensor& tensor, const char* name, at::IntArrayRef expected) {
+  TORCH_CHECK(tensor.sizes() == expected, op, ": ", name, " must have shape ", expected, ", got ", tensor.sizes());
+}
+
+inline void check_dtype(const char* op, const at::Tensor& tensor, const char* name, at::ScalarType expected) {
+  TORCH_CHECK(tensor.scalar_type() == expected, op, ": ", name, " must have dtype ", expected, ", got ",
+              tensor.scalar_type());
+}
+
+inline void check_device(const char* op, const at::Tensor& tensor, const char* name, const at::Device& expected) {
+  TORCH_CHECK(tensor.device() == expected, op, ": ", name, " must be on device ", expected,
+              " (the device of input), got ", tensor.device());
+}
+
+// Every tensor but batch_sizes has input's dtype (or the accumulation dtype, checked separately) and device.
+inline void check_like_input(const char* op, const at::Tensor& tensor, const char* name, const at::Tensor& input) {
+  TORCH_CHECK(tensor.scalar_type() == input.scalar_type(), op, ": ", name, " must have dtype ",
+              input.scalar_type(), " (the dtype of input), got ", tensor.scalar_type());
+  check_device(op, tensor, name, input.device());
+}
+
+}  // namespace fused_lstm

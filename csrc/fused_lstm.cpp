@@ -20,9 +20,10 @@ namespace {
 const PointwiseBackend kCpuBackend{&cpu::forward_pointwise, &cpu::backward_pointwise};
 const GruPointwiseBackend kCpuGruBackend{&cpu::gru_forward_pointwise, &cpu::gru_backward_pointwise};
 
-void check_cpu_dtype(const at::Tensor& input) {
+void check_cpu_dtype(const char* op, const at::Tensor& input) {
+  check_defined(op, {{"input", &input}});
   TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-              "fused_lstm: the CPU kernels support float32 and float64, got ", input.scalar_type(),
+              op, ": the CPU kernels support float32 and float64, got ", input.scalar_type(),
               " (float16/bfloat16 run on CUDA)");
 }
 
@@ -30,7 +31,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& weight_ih, const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& weight_hr, bool reverse, bool save_for_backward) {
-  check_cpu_dtype(input);
+  check_cpu_dtype("fused_lstm.lstm_layer_forward", input);
   return lstm_layer_forward(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, reverse,
                             save_for_backward, kCpuBackend);
 }
@@ -42,7 +43,7 @@ lstm_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_
                         const std::optional<at::Tensor>& weight_hr, const at::Tensor& output,
                         const at::Tensor& gates, const at::Tensor& cell_prev, const at::Tensor& proj_input,
                         bool reverse, bool has_bias) {
-  check_cpu_dtype(input);
+  check_cpu_dtype("fused_lstm.lstm_layer_backward", input);
   return lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, weight_ih, weight_hh,
                              weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias, kCpuBackend);
 }
@@ -51,7 +52,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_cpu
     const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& weight_ih,
     const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
     bool reverse, bool save_for_backward) {
-  check_cpu_dtype(input);
+  check_cpu_dtype("fused_lstm.gru_layer_forward", input);
   return gru_layer_forward(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh, reverse,
                            save_for_backward, kCpuGruBackend);
 }
@@ -60,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input, const at::Tensor& batch_sizes,
     const at::Tensor& h0, const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& output,
     const at::Tensor& gates, const at::Tensor& candidate_hidden, bool reverse, bool has_bias) {
-  check_cpu_dtype(input);
+  check_cpu_dtype("fused_lstm.gru_layer_backward", input);
   return gru_layer_backward(grad_output, grad_h_n, input, batch_sizes, h0, weight_ih, weight_hh, output, gates,
                             candidate_hidden, reverse, has_bias, kCpuGruBackend);
 }

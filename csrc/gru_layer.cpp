@@ -24,10 +24,11 @@ GruShape check_gru_arguments(const char* op, const at::Tensor& input, const at::
   return shape;
 }
 
-at::Tensor bias_or_zeros(const std::optional<at::Tensor>& bias, const at::Tensor& input, int64_t size) {
+at::Tensor bias_or_zeros(const char* op, const std::optional<at::Tensor>& bias, const char* name,
+                         const at::Tensor& input, int64_t size) {
   if (!bias.has_value()) return at::zeros({size}, input.options());
-  FL_CHECK_LIKE_INPUT(*bias, input);
-  FL_CHECK_SHAPE(*bias, size);
+  check_like_input(op, *bias, name, input);
+  check_shape(op, *bias, name, {size});
   return bias->contiguous();
 }
 
@@ -38,12 +39,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
     const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
     bool reverse, bool save_for_backward, const GruPointwiseBackend& backend) {
   const char* op = "fused_lstm.gru_layer_forward";
+  check_defined(op, {{"input", &input}, {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"weight_ih", &weight_ih},
+                     {"weight_hh", &weight_hh}, {"bias_ih", optional_address(bias_ih)},
+                     {"bias_hh", optional_address(bias_hh)}});
   const GruShape shape = check_gru_arguments(op, input, batch_sizes, h0, weight_ih, weight_hh);
   TORCH_CHECK(bias_ih.has_value() == bias_hh.has_value(), op, ": give both biases or neither");
   const SequenceLayout& layout = shape.layout;
   const int64_t B = layout.batch, N = layout.rows, H = shape.H;
-  const auto bias_input = bias_or_zeros(bias_ih, input, kGruGates * H);
-  const auto bias_hidden = bias_or_zeros(bias_hh, input, kGruGates * H);
+  const auto bias_input = bias_or_zeros(op, bias_ih, "bias_ih", input, kGruGates * H);
+  const auto bias_hidden = bias_or_zeros(op, bias_hh, "bias_hh", input, kGruGates * H);
 
   auto gates = at::mm(input, weight_ih.t());  // the input projection of every step at once
   auto hidden_state = h0.contiguous().clone();
@@ -81,19 +85,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& gates, const at::Tensor& candidate_hidden, bool reverse, bool has_bias,
     const GruPointwiseBackend& backend) {
   const char* op = "fused_lstm.gru_layer_backward";
+  check_defined(op, {{"grad_output", &grad_output}, {"grad_h_n", &grad_h_n}, {"input", &input},
+                     {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"weight_ih", &weight_ih}, {"weight_hh", &weight_hh},
+                     {"output", &output}, {"gates", &gates}, {"candidate_hidden", &candidate_hidden}});
   const GruShape shape = check_gru_arguments(op, input, batch_sizes, h0, weight_ih, weight_hh);
   const SequenceLayout& layout = shape.layout;
   const int64_t B = layout.batch, N = layout.rows, H = shape.H;
-  FL_CHECK_LIKE_INPUT(grad_output, input);
-  FL_CHECK_LIKE_INPUT(grad_h_n, input);
-  FL_CHECK_LIKE_INPUT(output, input);
-  FL_CHECK_LIKE_INPUT(gates, input);
-  FL_CHECK_LIKE_INPUT(candidate_hidden, input);
-  FL_CHECK_SHAPE(grad_output, N, H);
-  FL_CHECK_SHAPE(grad_h_n, B, H);
-  FL_CHECK_SHAPE(output, N, H);
-  FL_CHECK_SHAPE(gates, N, kGruGates * H);
-  FL_CHECK_SHAPE(candidate_hidden, N, H);
+  for (const NamedTensor& argument : {NamedTensor{"grad_output", &grad_output}, NamedTensor{"grad_h_n", &grad_h_n},
+                                      NamedTensor{"output", &output}, NamedTensor{"gates", &gates},
+                                      NamedTensor{"candidate_hidden", &candidate_hidden}}) {
+    check_like_input(op, *argument.tensor, argument.name, input);
+  }
+  check_shape(op, grad_output, "grad_output", {N, H});
+  check_shape(op, grad_h_n, "grad_h_n", {B, H});
+  check_shape(op, output, "output", {N, H});
+  check_shape(op, gates, "gates", {N, kGruGates * H});
+  check_shape(op, candidate_hidden, "candidate_hidden", {N, H});
 
   const auto gates_c = gates.contiguous();
   const auto candidate_c = candidate_hidden.contiguous();

@@ -17,21 +17,22 @@ struct LstmShape {
   int64_t P;  // output (state) size: proj_size, or H
 };
 
+// c0 (forward) and grad_c_n (backward) share the [B, H] check; `cell_name` is the caller's argument name.
 LstmShape check_lstm_arguments(const char* op, const at::Tensor& input, const at::Tensor& batch_sizes,
-                               const at::Tensor& h0, const at::Tensor& c0_or_grad_c, const at::Tensor& weight_ih,
-                               const at::Tensor& weight_hh, const std::optional<at::Tensor>& weight_hr) {
+                               const at::Tensor& h0, const at::Tensor& cell, const char* cell_name,
+                               const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                               const std::optional<at::Tensor>& weight_hr) {
   LstmShape shape;
   shape.layout = check_sequence(op, input, batch_sizes, h0);
   const LayerSizes sizes = check_weights(op, input, h0, weight_ih, weight_hh, kLstmGates);
   shape.H = sizes.hidden_size;
   shape.P = sizes.state_size;
-  FL_CHECK_DIM(c0_or_grad_c, 2);
-  FL_CHECK_LIKE_INPUT(c0_or_grad_c, input);
-  FL_CHECK_SHAPE(c0_or_grad_c, shape.layout.batch, shape.H);
+  check_dim(op, cell, cell_name, 2);
+  check_like_input(op, cell, cell_name, input);
+  check_shape(op, cell, cell_name, {shape.layout.batch, shape.H});
   if (weight_hr.has_value()) {
-    const auto& w_hr = *weight_hr;
-    FL_CHECK_LIKE_INPUT(w_hr, input);
-    FL_CHECK_SHAPE(w_hr, shape.P, shape.H);
+    check_like_input(op, *weight_hr, "weight_hr", input);
+    check_shape(op, *weight_hr, "weight_hr", {shape.P, shape.H});
     TORCH_CHECK(shape.P < shape.H, op, ": the projection size (", shape.P, ") must be smaller than hidden_size (",
                 shape.H, ")");
   } else {
@@ -48,8 +49,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& weight_ih, const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias,
     const std::optional<at::Tensor>& weight_hr, bool reverse, bool save_for_backward,
     const PointwiseBackend& backend) {
-  const LstmShape shape =
-      check_lstm_arguments("fused_lstm.lstm_layer_forward", input, batch_sizes, h0, c0, weight_ih, weight_hh, weight_hr);
+  const char* op = "fused_lstm.lstm_layer_forward";
+  check_defined(op, {{"input", &input}, {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"c0", &c0},
+                     {"weight_ih", &weight_ih}, {"weight_hh", &weight_hh}, {"bias", optional_address(bias)},
+                     {"weight_hr", optional_address(weight_hr)}});
+  const LstmShape shape = check_lstm_arguments(op, input, batch_sizes, h0, c0, "c0", weight_ih, weight_hh, weight_hr);
   const SequenceLayout& layout = shape.layout;
   const int64_t B = layout.batch, N = layout.rows, H = shape.H, P = shape.P;
   const bool projected = weight_hr.has_value();
@@ -58,8 +62,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
   at::Tensor combined_bias;
   if (bias.has_value()) {
-    FL_CHECK_LIKE_INPUT(*bias, input);
-    FL_CHECK_SHAPE(*bias, 4 * H);
+    check_like_input(op, *bias, "bias", input);
+    check_shape(op, *bias, "bias", {4 * H});
     combined_bias = bias->contiguous();
   } else {
     combined_bias = at::zeros({4 * H}, input.options());
@@ -120,27 +124,34 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
                     const std::optional<at::Tensor>& weight_hr, const at::Tensor& output, const at::Tensor& gates,
                     const at::Tensor& cell_prev, const at::Tensor& proj_input, bool reverse, bool has_bias,
                     const PointwiseBackend& backend) {
-  const LstmShape shape = check_lstm_arguments("fused_lstm.lstm_layer_backward", input, batch_sizes, h0, grad_c_n,
-                                               weight_ih, weight_hh, weight_hr);
+  const char* op = "fused_lstm.lstm_layer_backward";
+  check_defined(op, {{"grad_output", &grad_output}, {"grad_h_n", &grad_h_n}, {"grad_c_n", &grad_c_n},
+                     {"input", &input}, {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"weight_ih", &weight_ih},
+                     {"weight_hh", &weight_hh}, {"weight_hr", optional_address(weight_hr)}, {"output", &output},
+                     {"gates", &gates}, {"cell_prev", &cell_prev},
+                     // proj_input is read only with a projection; without one it may be anything.
+                     {"proj_input", weight_hr.has_value() ? &proj_input : nullptr}});
+  const LstmShape shape = check_lstm_arguments(op, input, batch_sizes, h0, grad_c_n, "grad_c_n", weight_ih,
+                                               weight_hh, weight_hr);
   const SequenceLayout& layout = shape.layout;
   const int64_t B = layout.batch, N = layout.rows, H = shape.H, P = shape.P;
   const bool projected = weight_hr.has_value();
   const auto dtype = input.scalar_type();
   const auto acc_dtype = accumulation_dtype(dtype);
-  FL_CHECK_LIKE_INPUT(grad_output, input);
-  FL_CHECK_LIKE_INPUT(grad_h_n, input);
-  FL_CHECK_LIKE_INPUT(output, input);
-  FL_CHECK_LIKE_INPUT(gates, input);
-  FL_CHECK_DEVICE(cell_prev, input.device());
-  FL_CHECK_DTYPE(cell_prev, acc_dtype);
-  FL_CHECK_SHAPE(grad_output, N, P);
-  FL_CHECK_SHAPE(grad_h_n, B, P);
-  FL_CHECK_SHAPE(output, N, P);
-  FL_CHECK_SHAPE(gates, N, 4 * H);
-  FL_CHECK_SHAPE(cell_prev, N, H);
+  for (const NamedTensor& argument : {NamedTensor{"grad_output", &grad_output}, NamedTensor{"grad_h_n", &grad_h_n},
+                                      NamedTensor{"output", &output}, NamedTensor{"gates", &gates}}) {
+    check_like_input(op, *argument.tensor, argument.name, input);
+  }
+  check_device(op, cell_prev, "cell_prev", input.device());
+  check_dtype(op, cell_prev, "cell_prev", acc_dtype);
+  check_shape(op, grad_output, "grad_output", {N, P});
+  check_shape(op, grad_h_n, "grad_h_n", {B, P});
+  check_shape(op, output, "output", {N, P});
+  check_shape(op, gates, "gates", {N, 4 * H});
+  check_shape(op, cell_prev, "cell_prev", {N, H});
   if (projected) {
-    FL_CHECK_LIKE_INPUT(proj_input, input);
-    FL_CHECK_SHAPE(proj_input, N, H);
+    check_like_input(op, proj_input, "proj_input", input);
+    check_shape(op, proj_input, "proj_input", {N, H});
   }
 
   const auto gates_c = gates.contiguous();

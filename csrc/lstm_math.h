@@ -21,9 +21,12 @@ namespace math {
 // expf is a call the loop cannot vectorize; with it the pointwise pass costs as much as the GEMMs).
 // Range reduction x = n·ln2 + r with n rounded by the 1.5·2^23 trick (float→int conversions stop
 // gcc's if-conversion), then a degree-6 polynomial for e^r on |r| <= ln2/2: within 2 ulp.
-// NaN propagates (comparisons with NaN are false, so the clamps keep it); +inf saturates at FLT_MAX/1.4.
+// NaN propagates (comparisons with NaN are false, so the clamps keep it). The upper clamp lies above
+// ln(FLT_MAX) = 88.72 so that large arguments overflow to +inf as expf does (sigmoid(-inf) must be 0,
+// not 4e-39, or a saturated gate times an infinite state gives inf instead of NaN); 2^n is applied
+// in two halves because n = 128 does not fit the exponent field.
 inline float host_expf(float x) {
-  const float max_arg = 88.3762626647949f;
+  const float max_arg = 89.0f;
   const float min_arg = -87.3365447505531f;  // below it the result is under FLT_MIN; flushed to 0
   const bool underflow = x < min_arg;
   x = x > max_arg ? max_arg : x;
@@ -44,10 +47,13 @@ inline float host_expf(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t scale_bits = (n + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &scale_bits, sizeof(scale));
-  const float result = p * scale;
+  const int32_t n_low = n >> 1;  // n in [-126, 128]: both halves stay normal
+  const int32_t scale_low_bits = (n_low + 127) << 23;
+  const int32_t scale_high_bits = (n - n_low + 127) << 23;
+  float scale_low, scale_high;
+  std::memcpy(&scale_low, &scale_low_bits, sizeof(scale_low));
+  std::memcpy(&scale_high, &scale_high_bits, sizeof(scale_high));
+  const float result = p * scale_low * scale_high;
   return underflow ? 0.0f : result;
 }
 

@@ -16,18 +16,17 @@ std::vector<int64_t> SequenceLayout::step_order(bool reverse) const {
 
 SequenceLayout check_sequence(const char* op, const at::Tensor& input, const at::Tensor& batch_sizes,
                               const at::Tensor& h0) {
-  FL_CHECK_DIM(input, 2);
+  check_dim(op, input, "input", 2);
   const auto dtype = input.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op,
               ": input must be float32, float64, float16 or bfloat16, got ", dtype);
-  FL_CHECK_DIM(batch_sizes, 1);
+  check_dim(op, batch_sizes, "batch_sizes", 1);
   TORCH_CHECK(batch_sizes.device().is_cpu(), op, ": batch_sizes must be a CPU tensor (as in PackedSequence), got ",
               batch_sizes.device());
-  TORCH_CHECK(batch_sizes.scalar_type() == at::kLong, op, ": batch_sizes must be int64, got ",
-              batch_sizes.scalar_type());
+  check_dtype(op, batch_sizes, "batch_sizes", at::kLong);
   TORCH_CHECK(batch_sizes.numel() >= 1, op, ": the sequence must have at least one step, got 0");
-  FL_CHECK_DIM(h0, 2);
-  FL_CHECK_LIKE_INPUT(h0, input);
+  check_dim(op, h0, "h0", 2);
+  check_like_input(op, h0, "h0", input);
 
   SequenceLayout layout;
   layout.rows = input.size(0);
@@ -42,8 +41,15 @@ SequenceLayout check_sequence(const char* op, const at::Tensor& input, const at:
   int64_t offset = 0;
   for (int64_t t = 0; t < layout.steps; ++t) {
     const int64_t rows = layout.step_rows[t];
-    TORCH_CHECK(rows >= 0 && (t == 0 || rows <= layout.step_rows[t - 1]), op,
-                ": batch_sizes must be non-negative and non-increasing, got ", batch_sizes);
+    // batch_sizes[0] equals h0's batch size, so it is non-negative; later steps must not grow.
+    if (t > 0) {
+      TORCH_CHECK(rows >= 0 && rows <= layout.step_rows[t - 1], op,
+                  ": batch_sizes must be non-negative and non-increasing, got batch_sizes[", t, "] = ", rows,
+                  " after ", layout.step_rows[t - 1]);
+    }
+    // Compared before adding, so that huge batch sizes cannot overflow the running sum.
+    TORCH_CHECK(rows <= layout.rows - offset, op, ": batch_sizes sum to more than the ", layout.rows,
+                " rows of input (exceeded at step ", t, ")");
     layout.uniform_batch = layout.uniform_batch && rows == layout.batch;
     layout.step_offset[t] = offset;
     offset += rows;
@@ -54,18 +60,18 @@ SequenceLayout check_sequence(const char* op, const at::Tensor& input, const at:
 
 LayerSizes check_weights(const char* op, const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_ih,
                          const at::Tensor& weight_hh, int64_t gate_count) {
-  FL_CHECK_DIM(weight_ih, 2);
-  FL_CHECK_DIM(weight_hh, 2);
-  FL_CHECK_LIKE_INPUT(weight_ih, input);
-  FL_CHECK_LIKE_INPUT(weight_hh, input);
+  check_dim(op, weight_ih, "weight_ih", 2);
+  check_dim(op, weight_hh, "weight_hh", 2);
+  check_like_input(op, weight_ih, "weight_ih", input);
+  check_like_input(op, weight_hh, "weight_hh", input);
   TORCH_CHECK(weight_ih.size(0) % gate_count == 0 && weight_ih.size(0) > 0, op, ": weight_ih must have ",
               gate_count, "·hidden_size rows, got ", weight_ih.size(0));
   LayerSizes sizes;
   sizes.input_size = input.size(1);
   sizes.hidden_size = weight_ih.size(0) / gate_count;
   sizes.state_size = h0.size(1);
-  FL_CHECK_SHAPE(weight_ih, gate_count * sizes.hidden_size, sizes.input_size);
-  FL_CHECK_SHAPE(weight_hh, gate_count * sizes.hidden_size, sizes.state_size);
+  check_shape(op, weight_ih, "weight_ih", {gate_count * sizes.hidden_size, sizes.input_size});
+  check_shape(op, weight_hh, "weight_hh", {gate_count * sizes.hidden_size, sizes.state_size});
   return sizes;
 }
 

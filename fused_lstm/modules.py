@@ -208,6 +208,10 @@ def _compute_dtype(module, input):
     """The dtype the layers run in: the autocast dtype under CUDA autocast (as nn.LSTM does), else the
     weights' dtype, which the input must match."""
     weight = module.weight_ih_l0 if hasattr(module, "weight_ih_l0") else module.weight_ih
+    for parameter in module.parameters():
+        if parameter.device != input.device:
+            raise RuntimeError("Input and parameter tensors are not at the same device, found input tensor at "
+                               f"{input.device} and parameter tensor at {parameter.device}")
     if input.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
         return torch.get_autocast_dtype("cuda")
     if input.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():

@@ -12,6 +12,20 @@ def _accumulation_dtype(dtype):
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def _check_fake_devices(op_name, input, batch_sizes, **tensors):
+    """The fake kernels serve meta tensors and torch.compile; a meta tensor among CPU arguments also lands
+    here (Meta wins dispatch), so check devices as the real kernels do instead of returning garbage.
+    batch_sizes lives on the CPU whatever the device of the data (or on meta with meta data)."""
+    torch._check(batch_sizes.device.type == "cpu" or batch_sizes.device == input.device,
+                 lambda: f"fused_lstm.{op_name}: batch_sizes must be a CPU tensor (as in PackedSequence), got "
+                         f"{batch_sizes.device}")
+    for name, tensor in tensors.items():
+        if tensor is not None:
+            torch._check(tensor.device == input.device,
+                         lambda: f"fused_lstm.{op_name}: {name} is on {tensor.device} but input is on {input.device}; "
+                                 "all tensors except batch_sizes must be on one device")
+
+
 def lstm_layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias=None, weight_hr=None, reverse=False):
     """One LSTM layer in one direction on the fused kernels, differentiable.
 
@@ -29,6 +43,8 @@ def lstm_layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias=None, weig
 @torch.library.register_fake("fused_lstm::lstm_layer_forward")
 def _lstm_layer_forward_fake(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, reverse,
                              save_for_backward):
+    _check_fake_devices("lstm_layer_forward", input, batch_sizes, h0=h0, c0=c0, weight_ih=weight_ih,
+                        weight_hh=weight_hh, bias=bias, weight_hr=weight_hr)
     rows, hidden = input.shape[0], weight_ih.shape[0] // 4
     batch, output_size = h0.shape
     output = input.new_empty(rows, output_size)
@@ -45,6 +61,9 @@ def _lstm_layer_forward_fake(input, batch_sizes, h0, c0, weight_ih, weight_hh, b
 @torch.library.register_fake("fused_lstm::lstm_layer_backward")
 def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, weight_ih, weight_hh,
                               weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias):
+    _check_fake_devices("lstm_layer_backward", input, batch_sizes, grad_output=grad_output, grad_h_n=grad_h_n,
+                        grad_c_n=grad_c_n, h0=h0, weight_ih=weight_ih, weight_hh=weight_hh, weight_hr=weight_hr,
+                        output=output, gates=gates, cell_prev=cell_prev, proj_input=proj_input)
     hidden = weight_ih.shape[0] // 4
     return (
         torch.empty_like(input),
@@ -139,6 +158,8 @@ def gru_layer(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih=None, bias_h
 @torch.library.register_fake("fused_lstm::gru_layer_forward")
 def _gru_layer_forward_fake(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh, reverse,
                             save_for_backward):
+    _check_fake_devices("gru_layer_forward", input, batch_sizes, h0=h0, weight_ih=weight_ih, weight_hh=weight_hh,
+                        bias_ih=bias_ih, bias_hh=bias_hh)
     rows, hidden = input.shape[0], weight_ih.shape[0] // 3
     output = input.new_empty(rows, hidden)
     h_n = input.new_empty(h0.shape)
@@ -150,6 +171,9 @@ def _gru_layer_forward_fake(input, batch_sizes, h0, weight_ih, weight_hh, bias_i
 @torch.library.register_fake("fused_lstm::gru_layer_backward")
 def _gru_layer_backward_fake(grad_output, grad_h_n, input, batch_sizes, h0, weight_ih, weight_hh, output, gates,
                              candidate_hidden, reverse, has_bias):
+    _check_fake_devices("gru_layer_backward", input, batch_sizes, grad_output=grad_output, grad_h_n=grad_h_n, h0=h0,
+                        weight_ih=weight_ih, weight_hh=weight_hh, output=output, gates=gates,
+                        candidate_hidden=candidate_hidden)
     bias_shape = (weight_ih.shape[0],) if has_bias else (0,)
     return (torch.empty_like(input), torch.empty_like(h0), torch.empty_like(weight_ih), torch.empty_like(weight_hh),
             input.new_empty(bias_shape), input.new_empty(bias_shape))

@@ -416,10 +416,9 @@ NAN, INF = float("nan"), float("inf")
 @given(config=lstm_configs(max_steps=12, max_batch=6, max_size=12), data=st.data(), packed=st.booleans(),
        inf_allowed=st.booleans())
 def test_fuzz_nonfinite_inputs(device, dtype, config, data, packed, inf_allowed):
-    """NaN (and ±Inf in the input and h0; c0 gets NaN only, see the xfail tests below for Inf cell states)
-    in a random subset of batch rows. Forward: NaN positions equal to nn.LSTM's, values close elsewhere.
-    Gradients are compared too, except for float32 with infinities (the sigmoid-saturation bug below).
-    Both implementations: rows without a non-finite value stay finite, outputs and input/state gradients."""
+    """NaN (and ±Inf) in the input, h0 and c0 of a random subset of batch rows. Outputs and every gradient:
+    NaN positions equal to nn.LSTM's, values close elsewhere. Both implementations: rows without a
+    non-finite value stay finite, outputs and input/state gradients."""
     torch.manual_seed(config["seed"])
     steps = config["steps"]
     batch = max(config["batch"], 1)
@@ -431,15 +430,13 @@ def test_fuzz_nonfinite_inputs(device, dtype, config, data, packed, inf_allowed)
     h0, c0 = [s.cpu() for s in random_states(config, batch, "cpu", generator)]
     poisoned = set(data.draw(st.lists(st.integers(0, batch - 1), max_size=batch, unique=True), label="rows"))
     allowed = [NAN, INF, -INF] if inf_allowed else [NAN]
-    for tensor, batch_dim, values in ((x, 1, allowed), (h0, 1, allowed), (c0, 1, [NAN])):
+    for tensor, batch_dim, values in ((x, 1, allowed), (h0, 1, allowed), (c0, 1, allowed)):
         poison(tensor, *data.draw(poison_plans(tuple(tensor.shape), poisoned, batch_dim, values)))
     lengths = None
     if packed:
         lengths = data.draw(st.lists(st.integers(1, steps), min_size=batch, max_size=batch), label="lengths")
         lengths[0] = steps
     x, h0, c0 = x.to(device), h0.to(device), c0.to(device)
-    # Once SIGMOID_BUG is fixed: compare gradients always, and allow ±Inf in c0 too.
-    want_grads = dtype == torch.float64 or not inf_allowed
 
     results, clean = [], sorted(set(range(batch)) - poisoned)
     for module in (torch_lstm, fused):
@@ -457,7 +454,7 @@ def test_fuzz_nonfinite_inputs(device, dtype, config, data, packed, inf_allowed)
         for name, t in zip(["output", "h_n", "c_n", "grad x", "grad h0", "grad c0"], outs + list(grads[:3])):
             assert torch.isfinite(t[:, clean]).all(), \
                 f"{type(module).__module__}: a non-finite value leaked into clean batch rows {clean} of {name}"
-        results.append(outs + (list(grads) if want_grads else []))
+        results.append(outs + list(grads))
     names = ["output", "h_n", "c_n", "grad x", "grad h0", "grad c0"] + \
         [f"grad {name}" for name, _ in fused.named_parameters()]
     scale = error_scale(steps, batch, dtype, config["num_layers"])
@@ -530,15 +527,6 @@ def test_fuzz_raw_ops_match_reference(device, dtype, data):
 # Extreme (finite and infinite) gate pre-activations and cell states, deterministically
 
 
-SIGMOID_BUG = (
-    "BUG: csrc/lstm_math.h host_expf clamps its argument at 88.376 and returns ~2.4e38 there instead of "
-    "overflowing to +inf above ln(FLT_MAX) = 88.72, so the CPU float32 sigmoid(x) for x <= -88.4 (and -inf) is "
-    "~4.2e-39 instead of 0 (nn.LSTM: 0; ~3e-39 at -88.6): a saturated forget gate times a huge cell state gives "
-    "O(1) values, times an infinite one inf instead of NaN, and saturated gates get a nonzero derivative "
-    "(inf instead of NaN in weight gradients). Fix: clamp at ~89 and scale by 2^(n>>1)·2^(n-(n>>1)) so that "
-    "n = 128 does not wrap the exponent field")
-
-
 def gate_probe_pair(device, dtype, input_size=4, bias=True):
     """nn.LSTM and fused LSTM with hidden size 1 whose weight_ih is the identity (input_size 4): the gate
     pre-activations (i, f, g, o) of step 0 are exactly the four input features; every other weight is 0."""
@@ -563,22 +551,25 @@ def extreme_grid_results(device, dtype):
     x = grid[:, :4].unsqueeze(0)
     c0 = grid[:, 4].reshape(1, -1, 1)
     h0 = torch.zeros_like(c0)
+    # The expected values are nn.LSTM's in float64, rounded to dtype: oneDNN's float32 LSTM flushes
+    # denormal gate values to 0 (sigmoid(-88.6) = 3.3e-39), so a saturated forget gate times c0 = 1e38
+    # gives 0 there, where the exact value is 0.33; the fused kernels keep the denormal.
+    torch_lstm.double()
     with torch.no_grad():
-        expected = torch_lstm(x, (h0, c0))
+        expected = torch_lstm(x.double(), (h0.double(), c0.double()))
         actual = fused(x, (h0, c0))
-    return actual, expected
+    output, (h_n, c_n) = expected
+    return actual, (output.to(dtype), (h_n.to(dtype), c_n.to(dtype)))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [
     pytest.param(torch.float64, id="float64"),
-    pytest.param(torch.float32, id="float32", marks=pytest.mark.xfail(strict=True, reason=SIGMOID_BUG)),
+    pytest.param(torch.float32, id="float32"),
 ])
 def test_extreme_preactivations_and_cell_states_match_nn_lstm(device, dtype):
     """Every combination of pre-activations in ±{0, 1, 20, 88.6, 200, 1e30} and c0 up to ±1e38: h_n and c_n
-    within tolerance of nn.LSTM (relative for the huge cell states) with the same NaN positions."""
-    if device == "cuda" and dtype == torch.float32:
-        pytest.skip("the saturation bug is in the CPU float32 exp; CUDA uses expf")
+    within tolerance of nn.LSTM in float64 (relative for the huge cell states) with the same NaN positions."""
     (out, (h_n, c_n)), (expected_out, (expected_h, expected_c)) = extreme_grid_results(device, dtype)
     assert_close_nan(out, expected_out, what="output")
     assert_close_nan(h_n, expected_h, what="h_n")
@@ -623,16 +614,15 @@ def saturated_forget_gate_pair(device, dtype, cell):
         return fused(x, hx)[1][1], torch_lstm(x, hx)[1][1]
 
 
-@pytest.mark.xfail(strict=True, reason=SIGMOID_BUG)
-def test_bug_saturated_forget_gate_times_huge_cell_state():
-    """sigmoid(-100)·1e38 is 3.7e-6 (nn.LSTM float32: 0); the fused CPU kernel gives 0.4156."""
+def test_saturated_forget_gate_times_huge_cell_state():
+    """sigmoid(-100)·1e38 is 3.7e-6 (nn.LSTM float32: 0); the fused CPU kernel gave 0.4156 while its exp
+    saturated at 2.4e38 instead of overflowing to inf."""
     actual, expected = saturated_forget_gate_pair("cpu", torch.float32, 1e38)
     assert_close_nan(actual, expected, what="c_n")
 
 
-@pytest.mark.xfail(strict=True, reason=SIGMOID_BUG)
-def test_bug_saturated_forget_gate_times_infinite_cell_state_is_nan():
-    """nn.LSTM: sigmoid(-100) = 0 and 0·inf = NaN; the fused CPU kernel gives inf."""
+def test_saturated_forget_gate_times_infinite_cell_state_is_nan():
+    """nn.LSTM: sigmoid(-100) = 0 and 0·inf = NaN (the fused CPU kernel gave inf before the exp fix)."""
     actual, expected = saturated_forget_gate_pair("cpu", torch.float32, INF)
     assert torch.isnan(expected).all()
     assert_close_nan(actual, expected, what="c_n")
@@ -646,10 +636,10 @@ def test_saturated_forget_gate_float64(device, cell):
     assert_close_nan(actual, expected, what="c_n")
 
 
-@pytest.mark.xfail(strict=True, reason=SIGMOID_BUG)
-def test_bug_infinite_h0_gradient_nan_pattern():
+def test_infinite_h0_gradient_nan_pattern():
     """h0 = +inf drives the pre-activations to (+inf, -inf, +inf, -inf): nn.LSTM's gate derivatives are all 0
-    and its dW_hh = 0·inf = NaN everywhere; the fused output gate's derivative is ~4e-39, so dW_hh[o] = +inf."""
+    and its dW_hh = 0·inf = NaN everywhere (the fused output gate's derivative was ~4e-39 before the exp fix,
+    so dW_hh[o] was +inf)."""
     torch_lstm, fused = make_pair(1, 1, "cpu", torch.float32, bias=False)
     with torch.no_grad():
         torch_lstm.weight_ih_l0.zero_()
@@ -931,11 +921,6 @@ def schema_argument_names(op_name):
 NAMED_CHECK = re.compile(r"fused_lstm(?:\.\w+_layer_\w+)?: (\S+) must ")
 
 
-# Bad calls that raise, but with a message that neither names the op nor any argument: see the xfail tests.
-def _known_unclear(record):
-    return record["case"].endswith(": None") or "overflows int64" in record["case"]
-
-
 CLEAR_MESSAGE_WORDS = ("fused_lstm", "_layer_forward", "_layer_backward")
 
 
@@ -945,7 +930,7 @@ def test_raw_op_bad_arguments_raise(bad_call_records, op_name):
     each dimension +1, -1 and 0, every other dtype, an empty tensor, None; batch_sizes with bad values
     (increasing, negative, first != batch, wrong sum, 2^62, int64 max, a sum that overflows int64); argument
     mix-ups. On three baselines (padded, packed with projection, packed without bias). Every such call raises
-    a Python exception that names the op (the known exceptions have their own xfail tests); the same values in
+    a Python exception that names the op; the same values in
     another memory layout (strided, misaligned, transposed storage) give the baseline's results; arguments the
     op ignores (proj_input without a projection) may be anything."""
     problems, count = [], 0
@@ -958,7 +943,7 @@ def test_raw_op_bad_arguments_raise(bad_call_records, op_name):
         if expect == "raise":
             if outcome != "raised":
                 problems.append(f"{where}: did not raise, returned {detail}")
-            elif not any(word in detail for word in CLEAR_MESSAGE_WORDS) and not _known_unclear(record):
+            elif not any(word in detail for word in CLEAR_MESSAGE_WORDS):
                 problems.append(f"{where}: unclear message {detail!r}")
         elif expect == "same" and outcome != "returned close":
             problems.append(f"{where}: {outcome} {detail}")
@@ -968,15 +953,7 @@ def test_raw_op_bad_arguments_raise(bad_call_records, op_name):
     assert not problems, "\n".join(problems)
 
 
-NAMING_BUG = pytest.mark.xfail(strict=True, reason=(
-    "BUG: argument-check messages name C++ expressions instead of the op's arguments: 'c0_or_grad_c' (for c0 "
-    "and grad_c_n) and 'w_hr' (weight_hr) in csrc/lstm_layer.cpp, '*bias' (for bias, and for both bias_ih and "
-    "bias_hh of the GRU, which it cannot tell apart) in lstm_layer.cpp/gru_layer.cpp: the FL_CHECK_* macros "
-    "stringify the expression; give them the schema name"))
-
-
-@pytest.mark.parametrize("op_name", [pytest.param(op, marks=NAMING_BUG) if op != "gru_layer_backward" else op
-                                     for op in OPS])
+@pytest.mark.parametrize("op_name", OPS)
 def test_raw_op_error_messages_name_the_argument(bad_call_records, op_name):
     """'fused_lstm: X must ...' messages: X is one of the op's argument names."""
     arguments = schema_argument_names(op_name)
@@ -986,23 +963,18 @@ def test_raw_op_error_messages_name_the_argument(bad_call_records, op_name):
     assert not unclear, "\n".join(unclear)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: None passed for a required Tensor argument reaches the kernel as an undefined tensor; the checks "
-    "then say 'tensor does not have a device' (batch_sizes, cell_prev), 'got UNKNOWN_SCALAR' (input, ...) or "
-    "'1-D tensor of shape [0]' instead of '<argument> is required'"))
 @pytest.mark.parametrize("op_name", OPS)
 def test_raw_op_none_for_a_required_tensor_names_it(bad_call_records, op_name):
+    """None for a required tensor (an undefined tensor in C++): '<op>: <argument> is required'."""
     unclear = sorted({f"{r['case']}: {r['detail']}" for r in bad_call_records
                       if r["kind"] == "mutations" and r["op"] == op_name and r["case"].endswith(": None")
                       and r["expect"] == "raise" and not ("fused_lstm" in r["detail"] and "required" in r["detail"])})
     assert not unclear, "\n".join(unclear)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: csrc check_sequence sums batch_sizes in int64 without an overflow check (signed overflow, UB): "
-    "four steps of 2^62 rows wrap to 0 and pass the 'input has N rows' check; the call then fails in the "
-    "allocator ('Storage size calculation overflowed') instead of saying what is wrong with batch_sizes"))
 def test_batch_sizes_sum_overflow_is_reported_as_such(bad_call_records):
+    """Four steps of 2^62 rows would wrap an int64 sum to 0 and pass the row-count check: the check compares
+    before adding and names batch_sizes."""
     (record,) = [r for r in bad_call_records if "overflows int64" in r["case"]]
     assert record["outcome"] == "raised"
     assert "fused_lstm" in record["detail"] and "batch_sizes" in record["detail"], record["detail"]
@@ -1024,27 +996,20 @@ def test_meta_tensors_everywhere_give_meta_results(op_name):
             assert all(r.device.type == "meta" for r in results)
 
 
-META_BUG = ("BUG: a meta tensor among CPU arguments sends the call to the fake kernel (Meta wins dispatch), "
-            "which checks nothing and returns uninitialized CPU tensors from input.new_empty: silent garbage "
-            "instead of an error. Fix: torch._check in the fake kernels that every tensor but batch_sizes is on "
-            "input.device (and the C++ shape checks), like the CPU kernel")
-
-
-@pytest.mark.xfail(strict=True, reason=META_BUG)
 @pytest.mark.parametrize("op_name", OPS)
 def test_meta_tensor_among_cpu_arguments_raises(bad_call_records, op_name):
-    """One argument on meta, the rest on the CPU: must raise (or at least give meta results, never garbage)."""
+    """One argument on meta, the rest on the CPU: Meta wins dispatch, so the fake kernel serves the call; it
+    must raise naming the op, never return uninitialized CPU tensors."""
     problems = [f"[{r['baseline']}] {r['case']}: {r['outcome']} {r['detail']}" for r in bad_call_records
-                if r["kind"] == "meta" and r["op"] == op_name and r["outcome"] != "raised"
-                and "'cpu')" in r["detail"]]
+                if r["kind"] == "meta" and r["op"] == op_name
+                and (r["outcome"] != "raised" or not any(w in r["detail"] for w in CLEAR_MESSAGE_WORDS))]
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason=META_BUG + "; and the modules do not check the parameters' device "
-                   "(nn.LSTM: 'Input and parameter tensors are not at the same device')")
-@pytest.mark.parametrize("name", ["LSTM", "GRU", "LSTMCell"])
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "LSTMCell", "GRUCell"])
 def test_module_with_meta_parameters_and_cpu_input_raises(name):
-    """nn.LSTM / nn.GRU / nn.LSTMCell raise here; the fused modules return uninitialized CPU tensors."""
+    """nn.LSTM / nn.GRU / nn.LSTMCell raise here, and so do the fused modules (they check the parameters'
+    device as nn.LSTM does)."""
     x = torch.randn(3, 2, 4)[0] if name.endswith("Cell") else torch.randn(3, 2, 4)
     with pytest.raises(RuntimeError):
         getattr(torch.nn, name)(4, 5, device="meta")(x)

@@ -18,21 +18,13 @@ namespace {
 const PointwiseBackend kCudaBackend{&cuda::forward_pointwise, &cuda::backward_pointwise};
 const GruPointwiseBackend kCudaGruBackend{&cuda::gru_forward_pointwise, &cuda::gru_backward_pointwise};
 
-// A tensor argument and its name for messages; `tensor` is nullptr for an absent optional argument.
-struct NamedTensor {
-  const char* name;
-  const at::Tensor* tensor;
-};
-
-const at::Tensor* optional_address(const std::optional<at::Tensor>& tensor) {
-  return tensor.has_value() ? &*tensor : nullptr;
-}
-
 // The kernels and GEMMs run on input's device, so every tensor must be there: a tensor elsewhere is a
 // RuntimeError here, never a kernel reading another device's (or host) memory. batch_sizes is read
 // by the host loop and stays on the CPU, as in PackedSequence.
 void check_devices(const char* op, const at::Tensor& input, const at::Tensor& batch_sizes,
                    std::initializer_list<NamedTensor> tensors) {
+  check_defined(op, {{"input", &input}, {"batch_sizes", &batch_sizes}});
+  check_defined(op, tensors);
   TORCH_CHECK(input.is_cuda(), op, ": input is on ", input.device(),
               " while other arguments are on CUDA; every tensor but batch_sizes must be on input's device");
   TORCH_CHECK(batch_sizes.device().is_cpu(), op, ": batch_sizes must be a CPU tensor (as in PackedSequence), got ",
@@ -78,7 +70,7 @@ lstm_layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_h
                  {"output", &output},
                  {"gates", &gates},
                  {"cell_prev", &cell_prev},
-                 {"proj_input", &proj_input}});
+                 {"proj_input", weight_hr.has_value() ? &proj_input : nullptr}});
   const at::cuda::OptionalCUDAGuard device_guard(input.device());
   return lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, weight_ih, weight_hh,
                              weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias, kCudaBackend);
