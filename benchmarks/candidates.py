@@ -1,5 +1,6 @@
-"""The three LSTMs compared, built with the same weights and fed the same random inputs."""
+"""The three implementations compared (LSTM or GRU), built with the same weights and fed the same random inputs."""
 
+import contextlib
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -10,12 +11,14 @@ from torch import nn
 
 import fused_lstm
 
-from .cases import LstmCase
+from .cases import RecurrentCase
 
 FUSED = "fused_lstm"
-BASELINE = "torch.nn.LSTM"  # oneDNN/native kernels on CPU, cuDNN on GPU
+BASELINE = "torch.nn"  # torch.nn.LSTM / torch.nn.GRU: oneDNN/native kernels on CPU, cuDNN on GPU
 REFERENCE = "reference"
 CANDIDATE_NAMES = (FUSED, BASELINE, REFERENCE)
+# Per cell: the torch.nn / fused_lstm module class name and the package reference's runner.
+MODULE_NAMES = {"lstm": "LSTM", "gru": "GRU"}
 
 # The reference walks the steps in Python, one small op at a time; past these sizes it would take
 # longer than the rest of the case, so it is skipped (and the table says so).
@@ -25,7 +28,7 @@ REFERENCE_LIMITS = {  # device type: (most sequential steps T·layers·direction
 }
 
 
-def reference_skip_reason(case: LstmCase, device):
+def reference_skip_reason(case: RecurrentCase, device):
     max_steps, max_gflop = REFERENCE_LIMITS[device.type]
     if case.sequential_steps > max_steps:
         return f"skipped: reference too slow here (T·layers·directions = {case.sequential_steps} > {max_steps})"
@@ -39,68 +42,70 @@ def reference_skip_reason(case: LstmCase, device):
 class Candidate:
     name: str
     module: nn.Module  # owns the parameters whose gradients training produces
-    call: Callable  # (input, hx) -> (output, (h_n, c_n))
+    call: Callable  # (input, hx) -> (output, (h_n, c_n)) for the LSTM, (output, h_n) for the GRU
 
 
 @dataclass
-class LstmInputs:
+class RecurrentInputs:
     input: torch.Tensor  # [T, B, I]; requires grad in training
-    hx: tuple  # (h0 [L·D, B, P], c0 [L·D, B, H])
+    hx: object  # LSTM: (h0 [L·D, B, P], c0 [L·D, B, H]); GRU: h0 [L·D, B, H]
     output_grad: torch.Tensor  # the training loss is sum(output · output_grad): random weights, not ones
 
 
-def build_candidates(case: LstmCase, device, names):
-    """nn.LSTM initialises the weights; the other candidates get a copy through load_state_dict."""
+def build_candidates(case: RecurrentCase, device, names):
+    """torch.nn's module initialises the weights; the other candidates get a copy through load_state_dict."""
     arguments = dict(input_size=case.input_size, hidden_size=case.hidden_size, num_layers=case.num_layers,
-                     bidirectional=case.bidirectional, proj_size=case.proj_size, device=device,
-                     dtype=getattr(torch, case.dtype))
-    baseline = nn.LSTM(**arguments)
+                     bidirectional=case.bidirectional, device=device, dtype=getattr(torch, case.dtype))
+    if case.cell == "lstm":
+        arguments["proj_size"] = case.proj_size
+    module_name = MODULE_NAMES[case.cell]
+    baseline = getattr(nn, module_name)(**arguments)
     candidates = {BASELINE: Candidate(BASELINE, baseline, baseline)}
     if FUSED in names:
-        fused = fused_lstm.LSTM(**arguments)
+        fused = getattr(fused_lstm, module_name)(**arguments)
         fused.load_state_dict(baseline.state_dict())
         candidates[FUSED] = Candidate(FUSED, fused, fused)
     if REFERENCE in names:
         # Its own module, so that its gradients do not pile up on another candidate's parameters.
-        reference_module = nn.LSTM(**arguments)
+        reference_module = getattr(nn, module_name)(**arguments)
         reference_module.load_state_dict(baseline.state_dict())
         candidates[REFERENCE] = Candidate(REFERENCE, reference_module,
-                                          partial(fused_lstm.reference.lstm, reference_module))
+                                          partial(getattr(fused_lstm.reference, case.cell), reference_module))
     return [candidates[name] for name in names]
 
 
-def make_inputs(case: LstmCase, device, mode):
+def make_inputs(case: RecurrentCase, device, mode):
     options = dict(device=device, dtype=getattr(torch, case.dtype))
     states = case.num_layers * case.directions
     sequence = torch.randn(case.seq_len, case.batch, case.input_size, **options)
     sequence.requires_grad_(mode == "training")
-    hx = (torch.randn(states, case.batch, case.output_size, **options),
-          torch.randn(states, case.batch, case.hidden_size, **options))
+    h0 = torch.randn(states, case.batch, case.output_size, **options)
+    hx = (h0, torch.randn(states, case.batch, case.hidden_size, **options)) if case.cell == "lstm" else h0
     output_grad = torch.randn(case.seq_len, case.batch, case.directions * case.output_size, **options)
-    return LstmInputs(sequence, hx, output_grad)
+    return RecurrentInputs(sequence, hx, output_grad)
 
 
-def clear_grads(candidate: Candidate, inputs: LstmInputs):
+def clear_grads(candidate: Candidate, inputs: RecurrentInputs):
     """Like optimizer.zero_grad(set_to_none=True): every training call starts without gradients."""
     candidate.module.zero_grad(set_to_none=True)
     inputs.input.grad = None
 
 
-def run_once(candidate: Candidate, inputs: LstmInputs, mode):
-    """Inference: the forward under no_grad. Training: forward, then backward of the weighted loss."""
-    if mode == "inference":
-        with torch.no_grad():
-            output, (h_n, c_n) = candidate.call(inputs.input, inputs.hx)
-    else:
-        output, (h_n, c_n) = candidate.call(inputs.input, inputs.hx)
+def run_once(candidate: Candidate, inputs: RecurrentInputs, mode):
+    """Inference: the forward under no_grad. Training: forward, then backward of the weighted loss.
+    Returns (output, final states as a tuple: (h_n, c_n) or (h_n,))."""
+    with torch.no_grad() if mode == "inference" else contextlib.nullcontext():
+        output, final_states = candidate.call(inputs.input, inputs.hx)
+    if mode == "training":
         output.backward(inputs.output_grad)  # the gradient of sum(output · output_grad)
-    return output, h_n, c_n
+    return output, final_states if isinstance(final_states, tuple) else (final_states,)
 
 
-def collect_results(candidate: Candidate, inputs: LstmInputs, run_result, mode):
+def collect_results(candidate: Candidate, inputs: RecurrentInputs, run_result, mode):
     """What the correctness check compares: outputs, and in training every gradient."""
-    output, h_n, c_n = run_result
-    outputs = {"output": output.detach(), "h_n": h_n.detach(), "c_n": c_n.detach()}
+    output, final_states = run_result
+    outputs = {"output": output.detach()}
+    outputs.update((name, state.detach()) for name, state in zip(("h_n", "c_n"), final_states))
     grads = {}
     if mode == "training":
         grads["input"] = inputs.input.grad

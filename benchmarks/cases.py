@@ -1,15 +1,17 @@
-"""What is benchmarked: LSTM shapes, their FLOP counts, and the sweeps over them."""
+"""What is benchmarked: LSTM and GRU shapes, their FLOP counts, and the sweeps over them."""
 
 from dataclasses import dataclass, field, replace
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
+CELLS = ("lstm", "gru")
+GATE_COUNTS = {"lstm": 4, "gru": 3}
 
 # The shape of PyTorch's fastrnns LSTM benchmark: T=100, B=64, I=H=512, one layer.
 FASTRNNS_DEFAULT = dict(seq_len=100, batch=64, input_size=512, hidden_size=512)
 
 
 @dataclass(frozen=True)
-class LstmCase:
+class RecurrentCase:
     seq_len: int
     batch: int
     input_size: int
@@ -18,12 +20,17 @@ class LstmCase:
     bidirectional: bool = False
     proj_size: int = 0
     dtype: str = "float32"
+    cell: str = "lstm"  # "lstm" or "gru" (no projection)
     # The sweep axes this shape belongs to; a shape shared by several sweeps is run once.
     sweeps: tuple = field(default=(), compare=False)
 
     @property
     def directions(self):
         return 2 if self.bidirectional else 1
+
+    @property
+    def gate_count(self):
+        return GATE_COUNTS[self.cell]
 
     @property
     def output_size(self):
@@ -41,12 +48,13 @@ class LstmCase:
     def forward_flops(self):
         """FLOPs of the forward GEMMs (a multiply-add counts 2); the pointwise gate math is left out.
 
-        Per layer and direction: x·W_ihᵀ and h·W_hhᵀ are 2·T·B·(I_layer + P)·4H, and the projection
-        h·W_hrᵀ adds 2·T·B·H·P, where P is proj_size or H and I_layer is the layer's input width."""
+        Per layer and direction: x·W_ihᵀ and h·W_hhᵀ are 2·T·B·(I_layer + P)·G·H with G = 4 gates for the
+        LSTM and 3 for the GRU, and the projection h·W_hrᵀ adds 2·T·B·H·P, where P is proj_size or H and
+        I_layer is the layer's input width."""
         total = 0
         for layer in range(self.num_layers):
             layer_input = self.input_size if layer == 0 else self.directions * self.output_size
-            per_direction = 2 * self.tokens * (layer_input + self.output_size) * 4 * self.hidden_size
+            per_direction = 2 * self.tokens * (layer_input + self.output_size) * self.gate_count * self.hidden_size
             if self.proj_size:
                 per_direction += 2 * self.tokens * self.hidden_size * self.proj_size
             total += self.directions * per_direction
@@ -58,7 +66,8 @@ class LstmCase:
         return self.forward_flops() * (3 if mode == "training" else 1)
 
     def label(self):
-        text = (f"T={self.seq_len} B={self.batch} I={self.input_size} H={self.hidden_size} "
+        text = "GRU " if self.cell == "gru" else ""
+        text += (f"T={self.seq_len} B={self.batch} I={self.input_size} H={self.hidden_size} "
                 f"L={self.num_layers}")
         if self.bidirectional:
             text += " bi"
@@ -84,7 +93,7 @@ def parse_sizes(text, dtypes):
                 proj_size = int(flag[1:])
             else:
                 raise ValueError(f"size {item!r}: unknown suffix {flag!r} (expected 'bi' or 'p<proj_size>')")
-        base = LstmCase(seq_len, batch, input_size, hidden_size, num_layers, bidirectional, proj_size,
+        base = RecurrentCase(seq_len, batch, input_size, hidden_size, num_layers, bidirectional, proj_size,
                         sweeps=("custom",))
         cases += [replace(base, dtype=dtype) for dtype in dtypes]
     return cases
@@ -109,30 +118,30 @@ def full_sweep(device, dtypes):
     """Every axis of the issue; CPU gets fewer and smaller points so the sweep stays near 15 minutes
     on a small machine. The size sweeps run in the first dtype, the dtype sweep in all of them."""
     dtype = dtypes[0]
-    default = LstmCase(**FASTRNNS_DEFAULT, dtype=dtype)
+    default = RecurrentCase(**FASTRNNS_DEFAULT, dtype=dtype)
     if device == "cpu":
         small = dict(seq_len=100, batch=16, input_size=256, hidden_size=256, dtype=dtype)
         sweeps = {
             "default": [default],
-            "batch": [LstmCase(100, batch, 256, 256, dtype=dtype) for batch in (1, 8, 32, 128, 256)],
-            "hidden": [LstmCase(100, 16, hidden, hidden, dtype=dtype) for hidden in (128, 256, 512, 1024)],
-            "seq_len": [LstmCase(seq_len, 16, 256, 256, dtype=dtype) for seq_len in (10, 100, 1000)],
-            "layers": [LstmCase(**small, num_layers=layers) for layers in (1, 2, 4)],
-            "bidirectional": [LstmCase(**small, num_layers=layers, bidirectional=True) for layers in (1, 2)],
-            "projection": [LstmCase(100, 16, 256, 512, proj_size=128, dtype=dtype)],
+            "batch": [RecurrentCase(100, batch, 256, 256, dtype=dtype) for batch in (1, 8, 32, 128, 256)],
+            "hidden": [RecurrentCase(100, 16, hidden, hidden, dtype=dtype) for hidden in (128, 256, 512, 1024)],
+            "seq_len": [RecurrentCase(seq_len, 16, 256, 256, dtype=dtype) for seq_len in (10, 100, 1000)],
+            "layers": [RecurrentCase(**small, num_layers=layers) for layers in (1, 2, 4)],
+            "bidirectional": [RecurrentCase(**small, num_layers=layers, bidirectional=True) for layers in (1, 2)],
+            "projection": [RecurrentCase(100, 16, 256, 512, proj_size=128, dtype=dtype)],
             "dtype": _dtype_sweep([default], dtypes),
         }
     else:
         medium = dict(seq_len=100, batch=64, input_size=512, hidden_size=512, dtype=dtype)
         sweeps = {
             "default": [default],
-            "batch": [LstmCase(100, batch, 512, 512, dtype=dtype) for batch in (1, 2, 4, 8, 16, 32, 64, 128, 256)],
-            "hidden": [LstmCase(100, 64, hidden, hidden, dtype=dtype) for hidden in (128, 256, 512, 768, 1024)],
-            "seq_len": [LstmCase(seq_len, 64, 512, 512, dtype=dtype) for seq_len in (10, 50, 100, 250, 500, 1000)],
-            "layers": [LstmCase(**medium, num_layers=layers) for layers in (1, 2, 3, 4)],
-            "bidirectional": [LstmCase(**medium, num_layers=layers, bidirectional=True) for layers in (1, 2, 4)],
-            "projection": [LstmCase(100, 64, 1024, 1024, proj_size=256, dtype=dtype)],
-            "dtype": _dtype_sweep([default, LstmCase(100, 256, 1024, 1024)], dtypes),
+            "batch": [RecurrentCase(100, batch, 512, 512, dtype=dtype) for batch in (1, 2, 4, 8, 16, 32, 64, 128, 256)],
+            "hidden": [RecurrentCase(100, 64, hidden, hidden, dtype=dtype) for hidden in (128, 256, 512, 768, 1024)],
+            "seq_len": [RecurrentCase(seq_len, 64, 512, 512, dtype=dtype) for seq_len in (10, 50, 100, 250, 500, 1000)],
+            "layers": [RecurrentCase(**medium, num_layers=layers) for layers in (1, 2, 3, 4)],
+            "bidirectional": [RecurrentCase(**medium, num_layers=layers, bidirectional=True) for layers in (1, 2, 4)],
+            "projection": [RecurrentCase(100, 64, 1024, 1024, proj_size=256, dtype=dtype)],
+            "dtype": _dtype_sweep([default, RecurrentCase(100, 256, 1024, 1024)], dtypes),
         }
     return _merge(sweeps)
 
@@ -142,10 +151,21 @@ def quick_sweep(device, dtypes):
     dtype = dtypes[0]
     if device == "cpu":
         sizes = [(50, 8, 128, 128, 1), (100, 32, 256, 256, 1), (100, 64, 512, 512, 1), (64, 16, 256, 256, 2)]
-        return _merge({"quick": [LstmCase(t, b, i, h, layers, dtype=dtype) for t, b, i, h, layers in sizes]})
+        return _merge({"quick": [RecurrentCase(t, b, i, h, layers, dtype=dtype) for t, b, i, h, layers in sizes]})
     return _merge({
-        "dtype": _dtype_sweep([LstmCase(**FASTRNNS_DEFAULT), LstmCase(100, 256, 1024, 1024)], dtypes),
+        "dtype": _dtype_sweep([RecurrentCase(**FASTRNNS_DEFAULT), RecurrentCase(100, 256, 1024, 1024)], dtypes),
         # Small batches are where one fused kernel per step matters most: latency, not FLOPs.
-        "small_batch": [LstmCase(seq_len, batch, hidden, hidden, dtype=dtype)
+        "small_batch": [RecurrentCase(seq_len, batch, hidden, hidden, dtype=dtype)
                         for hidden in (512, 1024) for seq_len in (100, 1000) for batch in (1, 8, 16, 64)],
     })
+
+
+def for_cell(cases, cell):
+    """The cases for one cell type. The GRU has no projection: the projection sweep is dropped, and a
+    custom size with one is an error."""
+    if cell == "lstm":
+        return list(cases)
+    projected = [case for case in cases if case.proj_size]
+    if any("custom" in case.sweeps for case in projected):
+        raise ValueError("a GRU has no projection: drop the xp<proj_size> suffix")
+    return [replace(case, cell=cell) for case in cases if not case.proj_size]

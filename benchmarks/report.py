@@ -20,6 +20,7 @@ NAN = float("nan")
 class ResultRow:
     """One candidate on one shape, dtype and mode; also the CSV's columns, in this order."""
     sweeps: str
+    cell: str  # "lstm" or "gru"
     seq_len: int
     batch: int
     input_size: int
@@ -41,12 +42,13 @@ class ResultRow:
     gemm_peak_gflops: float = NAN
     peak_fraction: float = NAN
     peak_memory_mb: float = NAN
-    speedup_vs_torch: float = NAN  # torch.nn.LSTM's median time over this candidate's
-    max_abs_diff_output: float = NAN  # against torch.nn.LSTM: output, h_n and c_n
-    max_abs_diff_grad: float = NAN  # against torch.nn.LSTM: input and parameter gradients (training)
+    speedup_vs_torch: float = NAN  # torch.nn.LSTM's (or GRU's) median time over this candidate's
+    max_abs_diff_output: float = NAN  # against torch.nn: output, h_n (and c_n)
+    max_abs_diff_grad: float = NAN  # against torch.nn: input and parameter gradients (training)
 
     def shape_label(self):
-        text = (f"T={self.seq_len} B={self.batch} I={self.input_size} H={self.hidden_size} "
+        text = "GRU " if self.cell == "gru" else ""
+        text += (f"T={self.seq_len} B={self.batch} I={self.input_size} H={self.hidden_size} "
                 f"L={self.num_layers}")
         if self.bidirectional:
             text += " bi"
@@ -90,7 +92,7 @@ COLUMNS = [
     ("GFLOP/s", lambda row: _significant(row.gflops)),
     ("% GEMM peak", lambda row: _or_dash(row.peak_fraction, f"{100 * row.peak_fraction:.1f}%")),
     ("peak mem MB", lambda row: _significant(row.peak_memory_mb)),
-    ("speedup vs nn.LSTM", lambda row: _or_dash(row.speedup_vs_torch, f"{row.speedup_vs_torch:.2f}×")),
+    ("speedup vs torch.nn", lambda row: _or_dash(row.speedup_vs_torch, f"{row.speedup_vs_torch:.2f}×")),
     ("max|Δ| out", lambda row: _or_dash(row.max_abs_diff_output, f"{row.max_abs_diff_output:.1e}")),
     ("max|Δ| grad", lambda row: _or_dash(row.max_abs_diff_grad, f"{row.max_abs_diff_grad:.1e}")),
     ("note", lambda row: "" if row.status == "ok" else row.status),
@@ -100,7 +102,7 @@ CASE_COLUMNS = 3
 
 
 def fill_speedups(rows):
-    """speedup_vs_torch = torch.nn.LSTM's median time / the candidate's, within each case and mode."""
+    """speedup_vs_torch = torch.nn.LSTM's (GRU's) median time / the candidate's, within each case and mode."""
     baseline_ms = {(row.shape_label(), row.dtype, row.mode): row.median_ms
                    for row in rows if row.candidate == BASELINE and row.status == "ok"}
     for row in rows:
@@ -122,7 +124,7 @@ def format_terminal_table(rows):
     headers = [header for header, _ in COLUMNS]
     widths = [max([len(header)] + [len(line[index]) for line in cells]) for index, header in enumerate(headers)]
     numeric = {"median ms", "min–max ms", "tokens/s", "GFLOP/s", "% GEMM peak", "peak mem MB",
-               "speedup vs nn.LSTM", "max|Δ| out", "max|Δ| grad"}
+               "speedup vs torch.nn", "max|Δ| out", "max|Δ| grad"}
 
     def render(line):
         return "  ".join(cell.rjust(width) if header in numeric else cell.ljust(width)
@@ -167,7 +169,7 @@ def _series_key(row, axis):
 
 
 def plot_speedup(rows, axis, path):
-    """fused_lstm's speedup over torch.nn.LSTM against batch or hidden size, one line per mode.
+    """fused_lstm's speedup over torch.nn.LSTM (or GRU) against batch or hidden size, one line per mode.
 
     A line joins rows that differ only along the axis (same mode, dtype and other dimensions), so a
     line never mixes shapes; when no two rows form such a line (e.g. a hand-picked --sizes list), each
@@ -204,8 +206,9 @@ def plot_speedup(rows, axis, path):
     else:
         axes.text(0.5, 0.5, "no fused_lstm results", ha="center", va="center", transform=axes.transAxes)
     axes.set_xlabel(axis_label)
-    axes.set_ylabel(f"speedup of {FUSED} over {BASELINE} (×)")
-    axes.set_title(f"{FUSED} vs {BASELINE}: speedup against {axis_label}")
+    baseline = " / ".join(f"{BASELINE}.{cell.upper()}" for cell in sorted({row.cell for row in rows})) or BASELINE
+    axes.set_ylabel(f"speedup of {FUSED} over {baseline} (×)")
+    axes.set_title(f"{FUSED} vs {baseline}: speedup against {axis_label}")
     axes.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -1,11 +1,12 @@
-"""Times fused_lstm.LSTM, torch.nn.LSTM and the reference loop side by side in one process.
+"""Times fused_lstm.LSTM, torch.nn.LSTM and the reference loop side by side in one process (or the GRUs).
 
-    python -m benchmarks.run --device cpu|cuda [--dtype float32[,bfloat16,...]] [--quick]
+    python -m benchmarks.run --device cpu|cuda [--cell lstm|gru] [--dtype float32[,bfloat16,...]] [--quick]
                              [--sizes TxBxIxHxL[xbi][xpP],...] [--modes inference,training]
                              [--repeats N] [--warmup N] [--allow-tf32] [--out DIR]
 
 Writes results.csv, results.md, speedup_vs_batch.png and speedup_vs_hidden.png to --out (default
-benchmarks/results/<device>/, or <device>-quick/ for --quick so a demo never overwrites a full sweep),
+benchmarks/results/<device>/, or <device>-quick/ for --quick so a demo never overwrites a full sweep;
+with a -gru suffix for --cell gru),
 and prints the table. Exits 1 if any candidate failed on any row (the table says which and why).
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from . import cases as case_sets
-from .candidates import (BASELINE, CANDIDATE_NAMES, REFERENCE, build_candidates, clear_grads,
+from .candidates import (BASELINE, CANDIDATE_NAMES, MODULE_NAMES, REFERENCE, build_candidates, clear_grads,
                          collect_results, make_inputs, max_abs_difference, reference_skip_reason, run_once)
 from .measure import (GEMM_PEAK_REPEATS, GEMM_PEAK_SIZE, PeakMemoryProbe, describe_machine,
                       measure_gemm_peak_gflops, time_call_ms)
@@ -55,6 +56,8 @@ REPEAT_POLICIES = {  # (device type, quick)
 def parse_arguments(argv):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--cell", choices=case_sets.CELLS, default="lstm",
+                        help="benchmark the LSTMs (default) or the GRUs, on the same sizes")
     parser.add_argument("--dtype", default=None,
                         help="comma-separated dtypes among float32,bfloat16,float16; the size sweeps use the "
                              "first, the dtype sweep all (default: float32 on cpu; on cuda "
@@ -96,7 +99,13 @@ def parse_arguments(argv):
     else:
         sweep = case_sets.quick_sweep if args.quick else case_sets.full_sweep
         args.cases = sweep(args.device.type, args.dtypes)
-    args.out = Path(args.out) if args.out else RESULTS_ROOT / (args.device.type + ("-quick" if args.quick else ""))
+    try:
+        args.cases = case_sets.for_cell(args.cases, args.cell)
+    except ValueError as error:
+        parser.error(str(error))
+    default_folder = (args.device.type + ("-quick" if args.quick else "") +
+                      ("-gru" if args.cell == "gru" else ""))
+    args.out = Path(args.out) if args.out else RESULTS_ROOT / default_folder
     return args
 
 
@@ -128,7 +137,7 @@ def benchmark_case(case, mode, args, memory_probe, gemm_peaks):
     """One shape, dtype and mode: a correctness and memory call per candidate, warm-up rounds, then
     round-robin timed rounds. Returns a row per candidate, skipped and failed ones included."""
     device = args.device
-    rows = {name: ResultRow(sweeps="+".join(case.sweeps), seq_len=case.seq_len, batch=case.batch,
+    rows = {name: ResultRow(sweeps="+".join(case.sweeps), cell=case.cell, seq_len=case.seq_len, batch=case.batch,
                             input_size=case.input_size, hidden_size=case.hidden_size,
                             num_layers=case.num_layers, bidirectional=case.bidirectional,
                             proj_size=case.proj_size, dtype=case.dtype, mode=mode, candidate=name, status="ok")
@@ -142,7 +151,7 @@ def benchmark_case(case, mode, args, memory_probe, gemm_peaks):
     try:
         candidates = build_candidates(case, device, names)
         inputs = make_inputs(case, device, mode)
-    except Exception as error:  # e.g. a dtype this device cannot build nn.LSTM in
+    except Exception as error:  # e.g. a dtype this device cannot build torch.nn's module in
         for name in names:
             rows[name].status = _error_status(error)
         return list(rows.values())
@@ -207,8 +216,9 @@ def header_lines(args, gemm_peaks, memory_probe, precision_note):
     sweep = "custom sizes" if args.sizes else ("quick sweep" if args.quick else "full sweep")
     clock = "CUDA events" if args.device.type == "cuda" else "wall clock (time.perf_counter)"
     peaks = ", ".join(f"{dtype} {value:,.0f} GFLOP/s" for dtype, value in gemm_peaks.items())
+    module = MODULE_NAMES[args.cell]
     return [
-        f"**fused_lstm benchmark on {args.device.type}** ({sweep}, "
+        f"**fused_lstm.{module} benchmark on {args.device.type}** ({sweep}, "
         f"{datetime.datetime.now().isoformat(timespec='minutes')})",
         "",
         f"- Machine: {describe_machine(args.device)}",
@@ -216,12 +226,13 @@ def header_lines(args, gemm_peaks, memory_probe, precision_note):
         f"- Timing: {clock}; one untimed correctness call and {args.warmup} warm-up round(s), then the median "
         "(min–max) of the repeats, candidates interleaved round-robin; inference under torch.no_grad(), "
         "training = forward + backward of a randomly weighted sum of the output",
-        "- GFLOP/s: GEMM FLOPs only, 2·T·B·(I+P)·4H (+ 2·T·B·H·P with a projection) per layer and direction, "
+        "- GFLOP/s: GEMM FLOPs only, 2·T·B·(I+P)·G·H (G = 4 gates for the LSTM, 3 for the GRU; "
+        "+ 2·T·B·H·P with a projection) per layer and direction, "
         "3× for training; % GEMM peak is against the matmul rate above",
         f"- Peak memory: {memory_probe.description()}",
         f"- Precision: {precision_note}",
-        "- max|Δ|: largest absolute difference from torch.nn.LSTM with the same weights and inputs "
-        "(output, h_n, c_n; in training also the input and parameter gradients)",
+        f"- max|Δ|: largest absolute difference from torch.nn.{module} with the same weights and inputs "
+        "(output and final states; in training also the input and parameter gradients)",
     ]
 
 

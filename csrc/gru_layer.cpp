@@ -1,6 +1,7 @@
 #include "gru_layer.h"
 
 #include "checks.h"
+#include "gemm.h"
 #include "sequence.h"
 
 namespace fused_lstm {
@@ -49,7 +50,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
   const auto bias_input = bias_or_zeros(op, bias_ih, "bias_ih", input, kGruGates * H);
   const auto bias_hidden = bias_or_zeros(op, bias_hh, "bias_hh", input, kGruGates * H);
 
-  auto gates = at::mm(input, weight_ih.t());  // the input projection of every step at once
+  auto gates = gemm(input, weight_ih.t());  // the input projection of every step at once
   auto hidden_state = h0.contiguous().clone();
   auto hidden_gates = at::empty({B, kGruGates * H}, input.options());
   auto output = at::empty({N, H}, input.options());
@@ -60,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
     const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
     if (rows == 0) continue;
     auto step_hidden_gates = hidden_gates.narrow(0, 0, rows);
-    at::mm_out(step_hidden_gates, hidden_state.narrow(0, 0, rows), weight_hh_t);
+    gemm_into(step_hidden_gates, hidden_state.narrow(0, 0, rows), weight_hh_t, 0.0f);
 
     GruForwardPointwiseParams params;
     params.rows = rows;
@@ -126,13 +127,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     params.grad_gates = row_address(grad_gates, offset);
     params.grad_hidden_gates = row_address(grad_hidden_gates, offset);
     backend.backward(params, input.scalar_type());
-    grad_hidden_state.narrow(0, 0, rows).addmm_(grad_hidden_gates.narrow(0, offset, rows), weight_hh);
+    gemm_into(grad_hidden_state.narrow(0, 0, rows), grad_hidden_gates.narrow(0, offset, rows), weight_hh, 1.0f);
   }
 
   // Everything that does not feed the recurrence is one large GEMM or reduction over all rows.
-  auto grad_input = at::mm(grad_gates, weight_ih);
-  auto grad_weight_ih = at::mm(grad_gates.t(), input);
-  auto grad_weight_hh = at::mm(grad_hidden_gates.t(), hidden_prev);
+  auto grad_input = gemm(grad_gates, weight_ih);
+  auto grad_weight_ih = gemm(grad_gates.t(), input);
+  auto grad_weight_hh = gemm(grad_hidden_gates.t(), hidden_prev);
   auto grad_bias_ih = has_bias ? grad_gates.sum(0) : at::empty({0}, input.options());
   auto grad_bias_hh = has_bias ? grad_hidden_gates.sum(0) : at::empty({0}, input.options());
   return {grad_input, grad_hidden_state, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh};

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "checks.h"
+#include "gemm.h"
 #include "sequence.h"
 
 namespace fused_lstm {
@@ -70,7 +71,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   }
 
   // The input projection of every step at once; each step then adds its recurrent term in place.
-  auto gates = at::mm(input, weight_ih.t());
+  auto gates = gemm(input, weight_ih.t());
   auto hidden_state = h0.contiguous().clone();
   auto cell_state = c0.to(acc_options.dtype()).contiguous().clone();
   auto output = at::empty({N, P}, input.options());
@@ -87,7 +88,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     if (rows == 0) continue;
     auto step_gates = gates.narrow(0, offset, rows);
     auto step_hidden = hidden_state.narrow(0, 0, rows);
-    step_gates.addmm_(step_hidden, weight_hh_t);
+    gemm_into(step_gates, step_hidden, weight_hh_t, 1.0f);
 
     LstmForwardPointwiseParams params;
     params.rows = rows;
@@ -107,7 +108,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
     if (projected) {
       auto step_proj_input = proj_input.narrow(0, save_for_backward ? offset : 0, rows);
-      at::mm_out(step_hidden, step_proj_input, weight_hr_t);
+      gemm_into(step_hidden, step_proj_input, weight_hr_t, 0.0f);
       output.narrow(0, offset, rows).copy_(step_hidden);
     }
   }
@@ -183,7 +184,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
       auto step_total = grad_hidden_total.narrow(0, offset, rows);
       at::add_out(step_total, grad_output_c.narrow(0, offset, rows), step_grad_hidden);
       auto step_grad_proj_input = grad_proj_input.narrow(0, 0, rows);
-      at::mm_out(step_grad_proj_input, step_total, *weight_hr);
+      gemm_into(step_grad_proj_input, step_total, *weight_hr, 0.0f);
       params.grad_hidden = step_grad_proj_input.data_ptr();
       params.grad_hidden_2 = nullptr;
     } else {
@@ -191,15 +192,16 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
       params.grad_hidden_2 = step_grad_hidden.data_ptr();
     }
     backend.backward(params, dtype);
-    at::mm_out(step_grad_hidden, step_grad_gates, weight_hh);
+    gemm_into(step_grad_hidden, step_grad_gates, weight_hh, 0.0f);
   }
 
   // Everything that does not feed the recurrence is one large GEMM or reduction over all rows.
-  auto grad_input = at::mm(grad_gates, weight_ih);
-  auto grad_weight_ih = at::mm(grad_gates.t(), input);
-  auto grad_weight_hh = at::mm(grad_gates.t(), previous_hidden(layout, output, h0, reverse));
+  auto grad_input = gemm(grad_gates, weight_ih);
+  auto grad_weight_ih = gemm(grad_gates.t(), input);
+  auto grad_weight_hh = gemm(grad_gates.t(), previous_hidden(layout, output, h0, reverse));
   auto grad_bias = has_bias ? grad_gates.sum(0) : at::empty({0}, input.options());
-  auto grad_weight_hr = projected ? at::mm(grad_hidden_total.t(), proj_input) : at::empty({0}, input.options());
+  auto grad_weight_hr =
+      projected ? gemm(grad_hidden_total.t(), proj_input) : at::empty({0}, input.options());
   return {grad_input, grad_hidden_state, grad_cell_state.to(dtype), grad_weight_ih, grad_weight_hh, grad_bias,
           grad_weight_hr};
 }

@@ -27,7 +27,8 @@ def test_benchmark_writes_table_csv_and_plots(device, tmp_path, capsys):
     with open(tmp_path / "results.csv", newline="") as csv_file:
         rows = list(csv.DictReader(csv_file))
     assert len(rows) == SHAPES * MODES * CANDIDATES
-    assert {row["candidate"] for row in rows} == {"fused_lstm", "torch.nn.LSTM", "reference"}
+    assert {row["candidate"] for row in rows} == {"fused_lstm", "torch.nn", "reference"}
+    assert {row["cell"] for row in rows} == {"lstm"}
     for row in rows:
         assert row["status"] == "ok", row
         assert int(row["repeats"]) == 2
@@ -38,7 +39,7 @@ def test_benchmark_writes_table_csv_and_plots(device, tmp_path, capsys):
             value = float(row[column])
             assert math.isfinite(value) and value >= 0, (column, row)
         assert float(row["min_ms"]) <= float(row["median_ms"]) <= float(row["max_ms"])
-        if row["candidate"] != "torch.nn.LSTM":
+        if row["candidate"] != "torch.nn":
             # Same weights and inputs as nn.LSTM: the differences are rounding, finite and small.
             differences = [float(row["max_abs_diff_output"])]
             if row["mode"] == "training":
@@ -50,4 +51,30 @@ def test_benchmark_writes_table_csv_and_plots(device, tmp_path, capsys):
     assert markdown.count("| fused_lstm |") == SHAPES * MODES
     for plot in ("speedup_vs_batch.png", "speedup_vs_hidden.png"):
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "speedup vs nn.LSTM" in capsys.readouterr().out
+    assert "speedup vs torch.nn" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gru_benchmark_runs_against_nn_gru(device, tmp_path, capsys):
+    """--cell gru: the GRUs on the same machinery; GRU FLOPs count 3 gates, not 4."""
+    sizes = "5x3x4x6x1,4x2x6x6x2xbi"
+    exit_code = main(["--device", device, "--cell", "gru", "--sizes", sizes, "--repeats", "2", "--out",
+                      str(tmp_path)])
+    assert exit_code == 0
+    with open(tmp_path / "results.csv", newline="") as csv_file:
+        rows = list(csv.DictReader(csv_file))
+    assert len(rows) == 2 * MODES * CANDIDATES
+    assert {row["cell"] for row in rows} == {"gru"}
+    for row in rows:
+        assert row["status"] == "ok", row
+        if row["candidate"] != "torch.nn":
+            assert 0 <= float(row["max_abs_diff_output"]) < 1e-3, row
+    first = next(row for row in rows if row["seq_len"] == "5" and row["mode"] == "inference")
+    assert float(first["gflop_per_call"]) == pytest.approx(2 * 5 * 3 * (4 + 6) * 3 * 6 / 1e9)
+    assert "torch.nn.GRU" in (tmp_path / "results.md").read_text()
+    assert "GRU T=5" in capsys.readouterr().out
+
+
+def test_gru_benchmark_rejects_a_projection(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--cell", "gru", "--sizes", "3x2x4x8x1xp4", "--out", str(tmp_path)])

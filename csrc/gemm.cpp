@@ -1,0 +1,73 @@
+#include "gemm.h"
+
+#include <ATen/Context.h>
+
+#include <cstdlib>
+#include <cstring>
+
+// Exported by libtorch_cpu (TORCH_API) but its header is not installed with the wheel:
+// result = beta·result + alpha·(mat1 · mat2), computed by a oneDNN matmul primitive.
+namespace at::native {
+TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& result, float beta,
+                             float alpha);
+}  // namespace at::native
+
+namespace fused_lstm {
+namespace {
+
+enum class CpuGemm { kAuto, kAten, kOneDnn };
+
+CpuGemm cpu_gemm_choice() {
+  static const CpuGemm choice = [] {
+    const char* value = std::getenv("FUSED_LSTM_CPU_GEMM");
+    if (value == nullptr || std::strcmp(value, "auto") == 0 || value[0] == '\0') return CpuGemm::kAuto;
+    if (std::strcmp(value, "aten") == 0) return CpuGemm::kAten;
+    if (std::strcmp(value, "onednn") == 0) return CpuGemm::kOneDnn;
+    TORCH_CHECK(false, "fused_lstm: FUSED_LSTM_CPU_GEMM must be auto, aten or onednn, got '", value, "'");
+  }();
+  return choice;
+}
+
+// A plain row-major or column-major matrix, as BLAS-style kernels take it.
+bool has_unit_stride(const at::Tensor& matrix) {
+  return (matrix.stride(1) == 1 && matrix.stride(0) >= std::max<int64_t>(1, matrix.size(1))) ||
+         (matrix.stride(0) == 1 && matrix.stride(1) >= std::max<int64_t>(1, matrix.size(0)));
+}
+
+// Where oneDNN beat MKL on the development machine: inner and output dimensions of 256 and more,
+// and at least 2M multiply-adds in all.
+constexpr int64_t kOneDnnMinDimension = 256;
+constexpr int64_t kOneDnnMinMultiplyAdds = int64_t(1) << 21;
+
+bool use_onednn(const at::Tensor& result, const at::Tensor& a, const at::Tensor& b) {
+  if (!result.device().is_cpu() || result.scalar_type() != at::kFloat || !at::hasMKLDNN()) return false;
+  const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
+  if (m == 0 || k == 0 || n == 0) return false;
+  if (!result.is_contiguous() || !has_unit_stride(a) || !has_unit_stride(b)) return false;
+  switch (cpu_gemm_choice()) {
+    case CpuGemm::kAten: return false;
+    case CpuGemm::kOneDnn: return true;
+    case CpuGemm::kAuto: break;
+  }
+  return k >= kOneDnnMinDimension && n >= kOneDnnMinDimension && m * k * n >= kOneDnnMinMultiplyAdds;
+}
+
+}  // namespace
+
+void gemm_into(const at::Tensor& result, const at::Tensor& a, const at::Tensor& b, float beta) {
+  if (use_onednn(result, a, b)) {
+    at::native::mkldnn_matmul(a, b, result, beta, 1.0f);
+  } else if (beta == 0.0f) {
+    at::mm_out(const_cast<at::Tensor&>(result), a, b);
+  } else {
+    const_cast<at::Tensor&>(result).addmm_(a, b);
+  }
+}
+
+at::Tensor gemm(const at::Tensor& a, const at::Tensor& b) {
+  auto result = at::empty({a.size(0), b.size(1)}, a.options());
+  gemm_into(result, a, b, 0.0f);
+  return result;
+}
+
+}  // namespace fused_lstm
