@@ -76,7 +76,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
     backend.forward(params, input.scalar_type());
   }
   // Absent outputs are distinct empty tensors: outputs of an op must not alias one another.
-  if (!save_for_backward) return {output, hidden_state, at::empty({0}, input.options()), at::empty({0}, input.options())};
+  if (!save_for_backward) {
+    return {output, hidden_state, at::empty({0}, input.options()), at::empty({0}, input.options())};
+  }
   return {output, hidden_state, gates, candidate_hidden};
 }
 

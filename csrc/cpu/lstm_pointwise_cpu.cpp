@@ -95,7 +95,8 @@ inline void gru_backward_row(int64_t H, const scalar_t* __restrict gates, const 
 }
 
 // float rows get AVX-512 and AVX2+FMA clones picked at load time on CPUs that have them (AVX-512
-// measured 1.4× faster than AVX2 per element); the generic clone serves the rest; `flatten` inlines the row loop and the math into each clone so both get vectorized.
+// measured 1.4× faster than AVX2 per element); the generic clone serves the rest. `flatten` inlines
+// the row loop and the math into each clone so that every clone gets vectorized.
 // (float64 exists for gradcheck; its speed matters less.)
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define FL_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), flatten))
@@ -141,7 +142,9 @@ inline void gru_backward_row_any(int64_t H, const double* g, const double* cand,
   gru_backward_row<double>(H, g, cand, hp, dout, dh, dg, dhg);
 }
 
-inline void forward_row_any(int64_t H, float* g, const float* b, float* c, float* h) { forward_row_float(H, g, b, c, h); }
+inline void forward_row_any(int64_t H, float* g, const float* b, float* c, float* h) {
+  forward_row_float(H, g, b, c, h);
+}
 inline void forward_row_any(int64_t H, double* g, const double* b, double* c, double* h) {
   forward_row<double>(H, g, b, c, h);
 }
