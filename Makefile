@@ -27,6 +27,7 @@ test: build
 
 demo: build
 	$(PY) -m benchmarks.run --device cpu --quick
+	$(PY) -m benchmarks.run --device cpu --quick --cell gru
 
 experiments: build
 	$(PY) -m experiments.why_lstm
