@@ -6,10 +6,12 @@
 #include <cstring>
 
 // Exported by libtorch_cpu (TORCH_API) but its header is not installed with the wheel:
-// result = beta·result + alpha·(mat1 · mat2), computed by a oneDNN matmul primitive.
+// result = beta·result + alpha·(mat1 · mat2), computed by a oneDNN matmul primitive. Declared weak so
+// that a torch build without it (or with another signature) still loads the extension: the symbol is
+// then null and every GEMM runs on ATen.
 namespace at::native {
 TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& result, float beta,
-                             float alpha);
+                             float alpha) __attribute__((weak));
 }  // namespace at::native
 
 namespace fused_lstm {
@@ -40,6 +42,7 @@ constexpr int64_t kOneDnnMinDimension = 256;
 constexpr int64_t kOneDnnMinMultiplyAdds = int64_t(1) << 21;
 
 bool use_onednn(const at::Tensor& result, const at::Tensor& a, const at::Tensor& b) {
+  if (at::native::mkldnn_matmul == nullptr) return false;
   if (!result.device().is_cpu() || result.scalar_type() != at::kFloat || !at::hasMKLDNN()) return false;
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   if (m == 0 || k == 0 || n == 0) return false;
