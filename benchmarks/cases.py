@@ -66,14 +66,19 @@ class RecurrentCase:
         return self.forward_flops() * (3 if mode == "training" else 1)
 
     def label(self):
-        text = "GRU " if self.cell == "gru" else ""
-        text += (f"T={self.seq_len} B={self.batch} I={self.input_size} H={self.hidden_size} "
-                f"L={self.num_layers}")
-        if self.bidirectional:
-            text += " bi"
-        if self.proj_size:
-            text += f" P={self.proj_size}"
-        return text
+        return shape_label(self)
+
+
+def shape_label(shape):
+    """'T=100 B=64 I=512 H=512 L=1' (+ ' bi', ' P=128'; 'GRU ' first for a GRU), for anything with a case's
+    fields: a case, or a result row."""
+    text = "GRU " if shape.cell == "gru" else ""
+    text += f"T={shape.seq_len} B={shape.batch} I={shape.input_size} H={shape.hidden_size} L={shape.num_layers}"
+    if shape.bidirectional:
+        text += " bi"
+    if shape.proj_size:
+        text += f" P={shape.proj_size}"
+    return text
 
 
 def parse_sizes(text, dtypes):

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from matplotlib import ticker  # noqa: E402
 
 from .candidates import BASELINE, FUSED  # noqa: E402
+from .cases import shape_label  # noqa: E402
 
 NAN = float("nan")
 
@@ -47,14 +48,7 @@ class ResultRow:
     max_abs_diff_grad: float = NAN  # against torch.nn: input and parameter gradients (training)
 
     def shape_label(self):
-        text = "GRU " if self.cell == "gru" else ""
-        text += (f"T={self.seq_len} B={self.batch} I={self.input_size} H={self.hidden_size} "
-                f"L={self.num_layers}")
-        if self.bidirectional:
-            text += " bi"
-        if self.proj_size:
-            text += f" P={self.proj_size}"
-        return text
+        return shape_label(self)
 
 
 def _significant(value, digits=3):
