@@ -17,7 +17,7 @@ extern "C" PyObject* PyInit__C(void) {
 namespace fused_lstm {
 namespace {
 
-const PointwiseBackend kCpuBackend{&cpu::forward_pointwise, &cpu::backward_pointwise};
+const PointwiseBackend kCpuBackend{&cpu::forward_pointwise, &cpu::backward_pointwise, nullptr, nullptr};
 const GruPointwiseBackend kCpuGruBackend{&cpu::gru_forward_pointwise, &cpu::gru_backward_pointwise};
 
 void check_cpu_dtype(const char* op, const at::Tensor& input) {
@@ -66,6 +66,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                             candidate_hidden, reverse, has_bias, kCpuGruBackend);
 }
 
+// The persistent recurrent kernel exists only on CUDA: every other device answers false. Registered for
+// CPU and Meta (the op returns no tensor, so the Meta kernel is all that meta and fake tensors need).
+bool persistent_forward_supported_elsewhere(const at::Tensor& input, const at::Tensor& h0,
+                                            const at::Tensor& weight_hh, const at::Tensor& batch_sizes,
+                                            bool /*has_projection*/) {
+  check_defined("fused_lstm.persistent_forward_supported",
+                {{"input", &input}, {"h0", &h0}, {"weight_hh", &weight_hh}, {"batch_sizes", &batch_sizes}});
+  return false;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fused_lstm, m) {
@@ -90,6 +100,12 @@ TORCH_LIBRARY(fused_lstm, m) {
       "Tensor weight_ih, Tensor weight_hh, Tensor output, Tensor gates, Tensor candidate_hidden, bool reverse, "
       "bool has_bias) -> (Tensor grad_input, Tensor grad_h0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
       "Tensor grad_bias_ih, Tensor grad_bias_hh)");
+  // Whether lstm_layer_forward would run this layer (input [N, C], h0 [B, P], weight_hh [4H, P],
+  // batch_sizes [T]) as one persistent CUDA kernel instead of the per-step loop: only on CUDA, with
+  // FUSED_LSTM_PERSISTENT=1, and for the cases the kernel covers (see cuda/lstm_persistent.h).
+  m.def(
+      "persistent_forward_supported(Tensor input, Tensor h0, Tensor weight_hh, Tensor batch_sizes, "
+      "bool has_projection) -> bool");
 }
 
 TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) {
@@ -97,6 +113,11 @@ TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) {
   m.impl("lstm_layer_backward", &lstm_layer_backward_cpu);
   m.impl("gru_layer_forward", &gru_layer_forward_cpu);
   m.impl("gru_layer_backward", &gru_layer_backward_cpu);
+  m.impl("persistent_forward_supported", &persistent_forward_supported_elsewhere);
+}
+
+TORCH_LIBRARY_IMPL(fused_lstm, Meta, m) {
+  m.impl("persistent_forward_supported", &persistent_forward_supported_elsewhere);
 }
 
 }  // namespace fused_lstm

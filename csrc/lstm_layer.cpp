@@ -83,33 +83,56 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const at::Tensor weight_hh_t = weight_hh.t();
   const at::Tensor weight_hr_t = projected ? weight_hr->t() : at::Tensor();
 
-  for (const int64_t t : layout.step_order(reverse)) {
-    const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
-    if (rows == 0) continue;
-    auto step_gates = gates.narrow(0, offset, rows);
-    auto step_hidden = hidden_state.narrow(0, 0, rows);
-    gemm_into(step_gates, step_hidden, weight_hh_t, 1.0f);
-
-    LstmForwardPointwiseParams params;
-    params.rows = rows;
+  const LstmSequenceShape sequence_shape{layout.steps, B, H, layout.uniform_batch, projected};
+  if (backend.sequence_forward_supported != nullptr && backend.sequence_forward_supported(sequence_shape, dtype)) {
+    // The whole recurrence in one call; it writes exactly what the loop below writes (gates, c_{t-1},
+    // output rows, the cell state), and h_n is the output rows of the last visited step.
+    const at::Tensor weight_hh_c = weight_hh.contiguous();
+    LstmSequenceForwardParams params;
+    params.steps = layout.steps;
+    params.batch = B;
     params.hidden = H;
-    params.gates = step_gates.data_ptr();
+    params.reverse = reverse;
+    params.save_for_backward = save_for_backward;
+    params.weight_hh = weight_hh_c.data_ptr();
     params.bias = combined_bias.data_ptr();
+    params.h0 = hidden_state.data_ptr();
+    params.gates = gates.data_ptr();
     params.cell = cell_state.data_ptr();
-    params.cell_prev_saved = save_for_backward ? row_address(cell_prev_saved, offset) : nullptr;
-    if (projected) {
-      params.hidden_out = row_address(proj_input, save_for_backward ? offset : 0);
-      params.hidden_state = nullptr;
-    } else {
-      params.hidden_out = row_address(output, offset);
-      params.hidden_state = hidden_state.data_ptr();
-    }
-    backend.forward(params, dtype);
+    params.cell_prev_saved = save_for_backward ? cell_prev_saved.data_ptr() : nullptr;
+    params.output = output.data_ptr();
+    backend.sequence_forward(params, dtype);
+    const int64_t last_step = reverse ? 0 : layout.steps - 1;
+    hidden_state.copy_(output.narrow(0, layout.step_offset[last_step], B));
+  } else {
+    for (const int64_t t : layout.step_order(reverse)) {
+      const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
+      if (rows == 0) continue;
+      auto step_gates = gates.narrow(0, offset, rows);
+      auto step_hidden = hidden_state.narrow(0, 0, rows);
+      gemm_into(step_gates, step_hidden, weight_hh_t, 1.0f);
 
-    if (projected) {
-      auto step_proj_input = proj_input.narrow(0, save_for_backward ? offset : 0, rows);
-      gemm_into(step_hidden, step_proj_input, weight_hr_t, 0.0f);
-      output.narrow(0, offset, rows).copy_(step_hidden);
+      LstmForwardPointwiseParams params;
+      params.rows = rows;
+      params.hidden = H;
+      params.gates = step_gates.data_ptr();
+      params.bias = combined_bias.data_ptr();
+      params.cell = cell_state.data_ptr();
+      params.cell_prev_saved = save_for_backward ? row_address(cell_prev_saved, offset) : nullptr;
+      if (projected) {
+        params.hidden_out = row_address(proj_input, save_for_backward ? offset : 0);
+        params.hidden_state = nullptr;
+      } else {
+        params.hidden_out = row_address(output, offset);
+        params.hidden_state = hidden_state.data_ptr();
+      }
+      backend.forward(params, dtype);
+
+      if (projected) {
+        auto step_proj_input = proj_input.narrow(0, save_for_backward ? offset : 0, rows);
+        gemm_into(step_hidden, step_proj_input, weight_hr_t, 0.0f);
+        output.narrow(0, offset, rows).copy_(step_hidden);
+      }
     }
   }
 

@@ -21,6 +21,33 @@ struct LstmForwardPointwiseParams {
   void* hidden_state;     // [N, H] scalar; a second copy of o·tanh(c_t) (the recurrent state); may be nullptr
 };
 
+// What decides whether a backend can run the whole recurrence of a layer in one call (see
+// PointwiseBackend::sequence_forward_supported in lstm_layer.h).
+struct LstmSequenceShape {
+  int64_t steps;       // T
+  int64_t batch;       // B
+  int64_t hidden;      // H
+  bool uniform_batch;  // every step has all B rows (padded input): rows of step t are [t·B, (t+1)·B)
+  bool projected;      // the layer has a projection (weight_hr, P < H)
+};
+
+// The whole recurrence of one layer in one direction, uniform batch, no projection (P = H): rows of
+// step t are [t·B, (t+1)·B) of the [T·B, ...] tensors. Every pointer is contiguous and row-major.
+struct LstmSequenceForwardParams {
+  int64_t steps;            // T
+  int64_t batch;            // B
+  int64_t hidden;           // H
+  bool reverse;             // visit the steps from T-1 down to 0
+  bool save_for_backward;   // write the activations into gates and c_{t-1} into cell_prev_saved
+  const void* weight_hh;    // [4H, H] scalar
+  const void* bias;         // [4H] scalar, b_ih + b_hh (zeros when the layer has no bias)
+  const void* h0;           // [B, H] scalar
+  void* gates;              // [T·B, 4H] scalar; in: x·W_ihᵀ; out (when saving): σ(i), σ(f), tanh(g), σ(o)
+  void* cell;               // [B, H] acc; in: c0, out: c of the last visited step
+  void* cell_prev_saved;    // [T·B, H] acc; receives c_{t-1} when saving; nullptr otherwise
+  void* output;             // [T·B, H] scalar; out: h_t of every step
+};
+
 // Backward of one step: gradient of the loss w.r.t. the gate pre-activations and c_{t-1}.
 struct LstmBackwardPointwiseParams {
   int64_t rows;               // N: active batch rows at this step

@@ -10,12 +10,16 @@
 #include "../checks.h"
 #include "../gru_layer.h"
 #include "../lstm_layer.h"
+#include "lstm_persistent.h"
 #include "lstm_pointwise_cuda.h"
 
 namespace fused_lstm {
 namespace {
 
-const PointwiseBackend kCudaBackend{&cuda::forward_pointwise, &cuda::backward_pointwise};
+// With FUSED_LSTM_PERSISTENT=1, lstm_layer_forward runs the cases the persistent kernel covers as one
+// launch per layer and direction (cuda/lstm_persistent.h); everything else, and the backward, per step.
+const PointwiseBackend kCudaBackend{&cuda::forward_pointwise, &cuda::backward_pointwise,
+                                    &cuda::persistent_forward_supported, &cuda::persistent_forward};
 const GruPointwiseBackend kCudaGruBackend{&cuda::gru_forward_pointwise, &cuda::gru_backward_pointwise};
 
 // The kernels and GEMMs run on input's device, so every tensor must be there: a tensor elsewhere is a
@@ -109,6 +113,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                             candidate_hidden, reverse, has_bias, kCudaGruBackend);
 }
 
+// The same decision lstm_layer_forward_cuda takes for these arguments, on input's device.
+bool persistent_forward_supported_cuda(const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_hh,
+                                       const at::Tensor& batch_sizes, bool has_projection) {
+  const char* op = "fused_lstm.persistent_forward_supported";
+  check_devices(op, input, batch_sizes, {{"h0", &h0}, {"weight_hh", &weight_hh}});
+  check_dim(op, h0, "h0", 2);
+  check_dim(op, weight_hh, "weight_hh", 2);
+  check_dim(op, batch_sizes, "batch_sizes", 1);
+  check_dtype(op, batch_sizes, "batch_sizes", at::kLong);
+  const at::cuda::OptionalCUDAGuard device_guard(input.device());
+  const int64_t batch = h0.size(0);
+  const auto sizes = batch_sizes.contiguous();
+  const int64_t* size_data = sizes.data_ptr<int64_t>();
+  bool uniform_batch = true;
+  for (int64_t t = 0; t < sizes.numel(); ++t) uniform_batch = uniform_batch && size_data[t] == batch;
+  const LstmSequenceShape shape{sizes.numel(), batch, weight_hh.size(0) / 4, uniform_batch, has_projection};
+  return cuda::persistent_forward_supported(shape, input.scalar_type());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fused_lstm, CUDA, m) {
@@ -116,6 +139,7 @@ TORCH_LIBRARY_IMPL(fused_lstm, CUDA, m) {
   m.impl("lstm_layer_backward", &lstm_layer_backward_cuda);
   m.impl("gru_layer_forward", &gru_layer_forward_cuda);
   m.impl("gru_layer_backward", &gru_layer_backward_cuda);
+  m.impl("persistent_forward_supported", &persistent_forward_supported_cuda);
 }
 
 }  // namespace fused_lstm

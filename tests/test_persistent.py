@@ -1,0 +1,291 @@
+"""The persistent recurrent forward kernel (csrc/cuda/lstm_persistent.cuh), switched on with
+FUSED_LSTM_PERSISTENT=1 (off by default): one cooperative launch per layer and direction for padded input
+without projection in float32, float16 and bfloat16.
+
+Against nn.LSTM: outputs and every gradient, at inference and in training (the backward is the per-step
+backward, consuming the gates and c_{t-1} the persistent forward saved). Against our own per-step path:
+every tensor the forward op returns. Then the switch (off when unset, read at every call, a bad value
+raises), that the kernel really runs (the profiler sees it), and that packed sequences, projections and
+float64 stay on the per-step path with the variable set."""
+
+import copy
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import fused_lstm
+from conftest import assert_close
+from test_cuda import assert_no_worse_than_torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+CUDA = "cuda"
+SWITCH = "FUSED_LSTM_PERSISTENT"
+KERNEL_NAME = "lstm_persistent_forward_kernel"
+HALF_DTYPES = [torch.float16, torch.bfloat16]
+INPUT_SIZE = 16
+STEPS = [1, 7, 100]
+BATCHES = [1, 8, 64]
+HIDDEN_SIZES = [32, 256, 512]
+# float32 against float64: FFMA dot products, cuBLAS input GEMM and a backward over up to 100 steps
+# sum in other orders than the float64 run.
+FLOAT32_SCALE = 10.0
+
+
+@pytest.fixture
+def persistent(monkeypatch):
+    monkeypatch.setenv(SWITCH, "1")
+
+
+def persistent_supported(module, steps, batch, dtype, batch_sizes=None):
+    """What the CUDA dispatcher decides for the first layer of `module` on [steps, batch] padded input."""
+    x = torch.empty(steps * batch, module.input_size, device=CUDA, dtype=dtype)
+    h0 = torch.empty(batch, module.proj_size or module.hidden_size, device=CUDA, dtype=dtype)
+    if batch_sizes is None:
+        batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
+    return torch.ops.fused_lstm.persistent_forward_supported(x, h0, module.weight_hh_l0.to(dtype), batch_sizes,
+                                                             module.proj_size > 0)
+
+
+def kernels_launched(function):
+    """(function's result, names of the CUDA kernels it launched)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+        result = function()
+        torch.cuda.synchronize()
+    return result, [event.name for event in profile.events()]
+
+
+def random_state(module, batch, dtype):
+    directions = 2 if module.bidirectional else 1
+    layers = module.num_layers * directions
+    h0 = torch.randn(layers, batch, module.proj_size or module.hidden_size, device=CUDA, dtype=dtype)
+    c0 = torch.randn(layers, batch, module.hidden_size, device=CUDA, dtype=dtype)
+    return h0, c0
+
+
+def run(module, x, hx, seeds, training):
+    """[output, h_n, c_n] and, in training, the gradients of Σ results·seeds w.r.t. x, h0, c0 and every
+    parameter. At inference nothing requires gradients, so the forward op saves nothing."""
+    if not training:
+        with torch.no_grad():
+            output, (h_n, c_n) = module(x, hx)
+        return [output, h_n, c_n], []
+    x = x.detach().requires_grad_()
+    hx = tuple(s.detach().requires_grad_() for s in hx)
+    output, (h_n, c_n) = module(x, hx)
+    results = [output, h_n, c_n]
+    grads = torch.autograd.grad(results, [x, *hx, *module.parameters()], seeds)
+    return [r.detach() for r in results], list(grads)
+
+
+CASES = [(steps, batch, hidden) for steps in STEPS for batch in BATCHES for hidden in HIDDEN_SIZES]
+# The half-precision rule on corners of the float32 grid: GPU time is scarce, and the kernel's indexing
+# does not depend on the dtype beyond the vector width, which these cover.
+HALF_CASES = [(1, 1, 32), (7, 8, 256), (100, 64, 512), (100, 1, 256)]
+
+
+def inference_and_training(module, x, hx, seeds):
+    """The inference run (outputs) and the training run (outputs, gradients) of one module."""
+    inference, _ = run(module, x, hx, seeds, training=False)
+    return inference, run(module, x, hx, seeds, training=True)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("steps,batch,hidden_size", CASES)
+def test_float32_matches_nn_lstm(persistent, steps, batch, hidden_size, bidirectional):
+    """Inference (nothing saved) and training (outputs and every gradient)."""
+    torch_lstm = torch.nn.LSTM(INPUT_SIZE, hidden_size, bidirectional=bidirectional, device=CUDA)
+    fused = fused_lstm.LSTM(INPUT_SIZE, hidden_size, bidirectional=bidirectional, device=CUDA)
+    fused.load_state_dict(torch_lstm.state_dict())
+    assert persistent_supported(fused, steps, batch, torch.float32)
+    # The float64 nn.LSTM is the reference (cuDNN's float32 RNN may use TF32).
+    reference = copy.deepcopy(torch_lstm).double()
+    x = torch.randn(steps, batch, INPUT_SIZE, device=CUDA)
+    hx = random_state(torch_lstm, batch, torch.float32)
+    seeds = [torch.randn(steps, batch, (2 if bidirectional else 1) * hidden_size, device=CUDA),
+             torch.randn_like(hx[0]), torch.randn_like(hx[1])]
+    inference, training = inference_and_training(fused, x, hx, seeds)
+    expected = run(reference, x.double(), tuple(s.double() for s in hx), [s.double() for s in seeds], training=True)
+    assert len(training[1]) == len(expected[1])
+    for a, e in zip(inference + training[0] + training[1], expected[0] + expected[0] + expected[1]):
+        assert a.dtype == torch.float32
+        assert_close(a.double(), e, dtype=torch.float32, scale=FLOAT32_SCALE)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("steps,batch,hidden_size", HALF_CASES)
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+def test_half_precision_no_worse_than_nn_lstm(persistent, dtype, steps, batch, hidden_size, bidirectional):
+    """Inference and training: the error against float64 is at most twice nn.LSTM's own in the same dtype
+    (plus one epsilon)."""
+    reference = torch.nn.LSTM(INPUT_SIZE, hidden_size, bidirectional=bidirectional, device=CUDA,
+                              dtype=torch.float64)
+    with torch.no_grad():  # every model starts from the same (representable) numbers
+        for weight in reference.parameters():
+            weight.copy_(weight.to(dtype))
+    torch_half = copy.deepcopy(reference).to(dtype)
+    fused_half = fused_lstm.LSTM(INPUT_SIZE, hidden_size, bidirectional=bidirectional, device=CUDA, dtype=dtype)
+    fused_half.load_state_dict(torch_half.state_dict())
+    assert persistent_supported(fused_half, steps, batch, dtype)
+
+    x = torch.randn(steps, batch, INPUT_SIZE, device=CUDA).to(dtype)
+    hx = random_state(torch_half, batch, dtype)
+    seeds = [torch.randn(steps, batch, (2 if bidirectional else 1) * hidden_size, device=CUDA).to(dtype),
+             torch.randn_like(hx[0]), torch.randn_like(hx[1])]
+    expected = run(reference, x.double(), tuple(s.double() for s in hx), [s.double() for s in seeds], training=True)
+    ours_inference, ours = inference_and_training(fused_half, x, hx, seeds)
+    theirs_inference, theirs = inference_and_training(torch_half, x, hx, seeds)
+    outputs = ["output", "h_n", "c_n"]
+    gradients = ["grad_x", "grad_h0", "grad_c0"] + [n for n, _ in reference.named_parameters()]
+    checks = [(f"{n} (inference)", *t) for n, *t in zip(outputs, ours_inference, theirs_inference, expected[0])]
+    checks += list(zip(outputs, ours[0], theirs[0], expected[0]))
+    checks += list(zip(gradients, ours[1], theirs[1], expected[1]))
+    assert len(ours[1]) == len(expected[1])
+    for name, a, t, e in checks:
+        assert a.dtype == dtype
+        assert_no_worse_than_torch(name, a, t, e, dtype)
+
+
+def layer_arguments(dtype, steps, batch, hidden, input_size=INPUT_SIZE):
+    """Random arguments of the raw layer op on padded input, without projection."""
+    def rand(*shape):
+        return torch.randn(*shape, device=CUDA, dtype=dtype)
+
+    return dict(input=rand(steps * batch, input_size), batch_sizes=torch.full((steps,), batch, dtype=torch.int64),
+                h0=rand(batch, hidden), c0=rand(batch, hidden), weight_ih=rand(4 * hidden, input_size) / hidden**0.5,
+                weight_hh=rand(4 * hidden, hidden) / hidden**0.5, bias=rand(4 * hidden), weight_hr=None)
+
+
+# Odd H (no 16-byte vectors, padded shared rows), batches that leave a partial row group (5) or take the
+# one-row work items (1, 3), and fp32 H = 1024 / 1312 (the largest on an H100/H200) with B = 64: h staged in
+# several batch tiles.
+OP_CASES = [(7, 5, 30), (7, 3, 256), (7, 1, 33), (20, 64, 128), (5, 64, 1024), (3, 64, 1312)]
+
+
+@pytest.mark.parametrize("save_for_backward", [False, True], ids=["inference", "training"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("steps,batch,hidden", OP_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
+def test_op_writes_what_the_per_step_path_writes(monkeypatch, dtype, steps, batch, hidden, reverse,
+                                                 save_for_backward):
+    """Every tensor of lstm_layer_forward (output, h_n, c_n, activated gates, c_{t-1} in the accumulation
+    dtype, the empty proj_input) with the persistent kernel and with the per-step loop."""
+    if dtype != torch.float32 and hidden > 512:
+        pytest.skip("float32 covers the batch tiles")
+    arguments = layer_arguments(dtype, steps, batch, hidden)
+    results = {}
+    for switch in ("0", "1"):
+        monkeypatch.setenv(SWITCH, switch)
+        supported = torch.ops.fused_lstm.persistent_forward_supported(
+            arguments["input"], arguments["h0"], arguments["weight_hh"], arguments["batch_sizes"], False)
+        if switch == "1" and not supported and hidden > 512:
+            pytest.skip(f"H = {hidden} does not fit this GPU's shared memory (H100/H200: up to 1312 in float32)")
+        assert supported == (switch == "1")
+        results[switch] = torch.ops.fused_lstm.lstm_layer_forward(*arguments.values(), reverse, save_for_backward)
+    per_step, persistent = results["0"], results["1"]
+    scale = FLOAT32_SCALE if dtype == torch.float32 else 2.0  # half: the per-step path rounds x·W_ih + h·W_hh
+    for a, e in zip(persistent, per_step):
+        assert a.dtype == e.dtype and a.shape == e.shape
+        if e.numel():
+            assert_close(a, e, dtype=dtype, scale=scale)
+    if not save_for_backward:
+        assert all(t.numel() == 0 for t in persistent[3:])
+
+
+def test_the_persistent_kernel_runs_only_when_switched_on(monkeypatch):
+    fused = fused_lstm.LSTM(INPUT_SIZE, 64, bidirectional=True, device=CUDA)
+    x = torch.randn(9, 4, INPUT_SIZE, device=CUDA)
+    monkeypatch.delenv(SWITCH, raising=False)
+    assert not persistent_supported(fused, 9, 4, torch.float32)
+    (unset, _), names = kernels_launched(lambda: fused(x))
+    assert not any(KERNEL_NAME in name for name in names)
+
+    monkeypatch.setenv(SWITCH, "1")  # read at every call: no restart needed
+    assert persistent_supported(fused, 9, 4, torch.float32)
+    (switched, _), names = kernels_launched(lambda: fused(x))
+    assert sum(KERNEL_NAME in name for name in names) == 2, names  # one launch per direction
+    assert_close(switched, unset, scale=FLOAT32_SCALE)
+
+    monkeypatch.setenv(SWITCH, "0")
+    (off, _), names = kernels_launched(lambda: fused(x))
+    assert not any(KERNEL_NAME in name for name in names)
+    assert torch.equal(off, unset)
+
+
+def test_unset_is_the_per_step_path(monkeypatch):
+    """Without the variable nothing changes: the same numbers as with FUSED_LSTM_PERSISTENT=0, bit for bit,
+    forward and backward."""
+    fused = fused_lstm.LSTM(INPUT_SIZE, 48, num_layers=2, bidirectional=True, device=CUDA)
+    x = torch.randn(11, 6, INPUT_SIZE, device=CUDA)
+    hx = random_state(fused, 6, torch.float32)
+    seeds = [torch.randn(11, 6, 96, device=CUDA), torch.randn_like(hx[0]), torch.randn_like(hx[1])]
+    monkeypatch.delenv(SWITCH, raising=False)
+    unset = run(fused, x, hx, seeds, training=True)
+    monkeypatch.setenv(SWITCH, "0")
+    off = run(fused, x, hx, seeds, training=True)
+    for a, b in zip(unset[0] + unset[1], off[0] + off[1]):
+        assert torch.equal(a, b)
+
+
+def test_two_layers_match_the_per_step_path(monkeypatch):
+    fused = fused_lstm.LSTM(INPUT_SIZE, 96, num_layers=2, bidirectional=True, device=CUDA)
+    x = torch.randn(13, 8, INPUT_SIZE, device=CUDA)
+    hx = random_state(fused, 8, torch.float32)
+    seeds = [torch.randn(13, 8, 192, device=CUDA), torch.randn_like(hx[0]), torch.randn_like(hx[1])]
+    results = []
+    for switch in ("0", "1"):
+        monkeypatch.setenv(SWITCH, switch)
+        results.append(run(fused, x, hx, seeds, training=True))
+    for a, e in zip(results[1][0] + results[1][1], results[0][0] + results[0][1]):
+        assert_close(a, e, scale=FLOAT32_SCALE)
+
+
+def test_bad_switch_value_raises(monkeypatch):
+    fused = fused_lstm.LSTM(INPUT_SIZE, 32, device=CUDA)
+    monkeypatch.setenv(SWITCH, "yes")
+    with pytest.raises(RuntimeError, match="FUSED_LSTM_PERSISTENT must be 0 or 1"):
+        fused(torch.randn(3, 2, INPUT_SIZE, device=CUDA))
+
+
+@pytest.mark.parametrize("case", ["packed", "projection", "float64"])
+def test_out_of_scope_cases_stay_on_the_per_step_path(persistent, monkeypatch, case):
+    """With the variable set, packed sequences of unequal lengths, projections and float64 run our own
+    per-step kernels (by design, not a fallback to PyTorch): not the persistent kernel, and the same numbers
+    as with the variable unset."""
+    dtype = torch.float64 if case == "float64" else torch.float32
+    extra = dict(proj_size=8) if case == "projection" else {}
+    fused = fused_lstm.LSTM(INPUT_SIZE, 32, bidirectional=True, device=CUDA, dtype=dtype, **extra)
+    steps, batch = 9, 4
+    x = torch.randn(steps, batch, INPUT_SIZE, device=CUDA, dtype=dtype)
+    batch_sizes = None
+    if case == "packed":
+        lengths = [9, 7, 7, 2]
+        x = pack_padded_sequence(x, lengths)
+        batch_sizes = x.batch_sizes
+    assert not persistent_supported(fused, steps, batch, dtype, batch_sizes=batch_sizes)
+
+    def forward():
+        output, (h_n, c_n) = fused(x)
+        return [output.data if case == "packed" else output, h_n, c_n]
+
+    switched, names = kernels_launched(forward)
+    assert not any(KERNEL_NAME in name for name in names)
+    monkeypatch.delenv(SWITCH)
+    for a, b in zip(switched, forward()):
+        assert torch.equal(a, b)
+
+
+def test_supported_is_false_off_cuda(persistent):
+    arguments = layer_arguments(torch.float32, 3, 2, 8)
+    cpu = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in arguments.items()}
+    assert not torch.ops.fused_lstm.persistent_forward_supported(cpu["input"], cpu["h0"], cpu["weight_hh"],
+                                                                 cpu["batch_sizes"], False)
+
+
+def test_supported_op_passes_opcheck_on_the_cpu(monkeypatch):
+    """The dispatcher's op answers False off CUDA, even when switched on, and passes opcheck."""
+    monkeypatch.setenv(SWITCH, "1")
+    arguments = (torch.randn(6, 4), torch.randn(2, 8), torch.randn(32, 8), torch.tensor([2, 2, 2]), False)
+    assert torch.ops.fused_lstm.persistent_forward_supported(*arguments) is False
+    torch.library.opcheck(torch.ops.fused_lstm.persistent_forward_supported, arguments)
