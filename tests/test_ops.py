@@ -161,3 +161,12 @@ def test_torch_compile_packed_sequence(device):
     expected, (expected_h, _) = fused(packed)
     assert_close(out.data, expected.data)
     assert_close(h_n, expected_h)
+
+
+def test_persistent_supported_op_is_false_on_the_cpu_and_passes_opcheck(monkeypatch):
+    """The persistent-kernel dispatcher's op (tests/test_persistent.py tests it on CUDA) answers False off
+    CUDA, even when switched on, and passes opcheck."""
+    monkeypatch.setenv("FUSED_LSTM_PERSISTENT", "1")
+    arguments = (torch.randn(6, 4), torch.randn(2, 8), torch.randn(32, 8), torch.tensor([2, 2, 2]), False)
+    assert torch.ops.fused_lstm.persistent_forward_supported(*arguments) is False
+    torch.library.opcheck(torch.ops.fused_lstm.persistent_forward_supported, arguments)

@@ -282,10 +282,3 @@ def test_supported_is_false_off_cuda(persistent):
     assert not torch.ops.fused_lstm.persistent_forward_supported(cpu["input"], cpu["h0"], cpu["weight_hh"],
                                                                  cpu["batch_sizes"], False)
 
-
-def test_supported_op_passes_opcheck_on_the_cpu(monkeypatch):
-    """The dispatcher's op answers False off CUDA, even when switched on, and passes opcheck."""
-    monkeypatch.setenv(SWITCH, "1")
-    arguments = (torch.randn(6, 4), torch.randn(2, 8), torch.randn(32, 8), torch.tensor([2, 2, 2]), False)
-    assert torch.ops.fused_lstm.persistent_forward_supported(*arguments) is False
-    torch.library.opcheck(torch.ops.fused_lstm.persistent_forward_supported, arguments)
