@@ -1019,7 +1019,7 @@ def test_module_with_meta_parameters_and_cpu_input_raises(name):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (a second real device)")
 @pytest.mark.parametrize("op_name", OPS)
-def test_raw_op_argument_on_another_device_raises(bad_call_records, op_name):
+def test_raw_op_argument_on_cuda_with_the_rest_on_the_cpu_raises(bad_call_records, op_name):
     problems = [f"[{r['baseline']}] {r['case']}: {r['outcome']} {r['detail']}" for r in bad_call_records
                 if r["kind"] == "cuda" and r["op"] == op_name
                 and (r["outcome"] != "raised" or not any(w in r["detail"] for w in CLEAR_MESSAGE_WORDS))]
