@@ -1,0 +1,77 @@
+"""The CPU GEMM choice (csrc/gemm.cpp): float32 products with inner and output dimensions of 256 and more
+run on oneDNN's matmul, the rest on ATen's MKL GEMM; FUSED_LSTM_CPU_GEMM=aten|onednn forces one (read once
+per process, so each forced choice runs in a child process). Both must give nn.LSTM's results."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import fused_lstm
+from conftest import assert_close
+
+# Sizes where the automatic choice takes oneDNN for the input GEMM, the per-step GEMMs (B·H·4H >= 2M
+# multiply-adds) and the weight-gradient GEMMs; bidirectional and packed cover the reverse direction and
+# per-step batch sizes (whose smaller steps fall back to ATen within the same call).
+INPUT_SIZE, HIDDEN_SIZE, BATCH, STEPS = 256, 256, 32, 6
+
+
+def compare_with_nn_lstm(packed):
+    torch.manual_seed(0)
+    reference = torch.nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, bidirectional=True)
+    fused = fused_lstm.LSTM(INPUT_SIZE, HIDDEN_SIZE, bidirectional=True)
+    fused.load_state_dict(reference.state_dict())
+    x = torch.randn(STEPS, BATCH, INPUT_SIZE)
+    lengths = torch.randint(1, STEPS + 1, (BATCH,))
+    lengths[0] = STEPS
+    results = []
+    for module in (reference, fused):
+        leaf = x.clone().requires_grad_()
+        inputs = pack_padded_sequence(leaf, lengths, enforce_sorted=False) if packed else leaf
+        output, (h_n, c_n) = module(inputs)
+        data = output.data if packed else output
+        weights = torch.Generator().manual_seed(1)
+        loss = (data * torch.randn(data.shape, generator=weights)).sum() + h_n.sum() + c_n.sum()
+        grads = torch.autograd.grad(loss, [leaf, *module.parameters()])
+        results.append([data.detach(), h_n.detach(), c_n.detach(), *grads])
+    for actual, expected in zip(results[1], results[0]):
+        # Sums over 256-512 products per output, in another order than oneDNN's RNN.
+        assert_close(actual, expected, scale=10.0)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_automatic_gemm_choice_matches_nn_lstm(packed):
+    compare_with_nn_lstm(packed)
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    sys.path[:0] = {paths!r}
+    from test_gemm import compare_with_nn_lstm
+    compare_with_nn_lstm(packed=False)
+    compare_with_nn_lstm(packed=True)
+    print("ok")
+""")
+
+
+def run_child(choice):
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = CHILD.format(paths=[os.path.dirname(tests), tests])
+    return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, FUSED_LSTM_CPU_GEMM=choice),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("choice", ["aten", "onednn"])
+def test_forced_gemm_choice_matches_nn_lstm(choice):
+    result = run_child(choice)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_bad_gemm_choice_raises():
+    result = run_child("mkl")
+    assert result.returncode != 0
+    assert "FUSED_LSTM_CPU_GEMM must be auto, aten or onednn, got 'mkl'" in result.stderr
