@@ -13,7 +13,7 @@ import sys
 import torch
 from torch import nn
 
-from experiments.why_lstm import AddingModel, Config, make_adding_batch
+from experiments.why_lstm import AddingModel, Config, make_adding_batch, train_step
 
 SEQ_LEN = 100
 SEED = 0
@@ -48,11 +48,7 @@ def main(argv=None):
     print_cell_statistics(model, "init")
     for step in range(1, config.train_steps + 1):
         inputs, targets = make_adding_batch(config.batch_size, SEQ_LEN, train_generator)
-        loss = nn.functional.mse_loss(model(inputs), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
-        optimizer.step()
+        train_step(model, optimizer, inputs, targets, config)
         if step in (100, config.train_steps):
             print_cell_statistics(model, f"step {step}")
     return 0

@@ -374,6 +374,16 @@ def test_mse(model, test_inputs, test_targets):
     return nn.functional.mse_loss(model(test_inputs), test_targets).item()
 
 
+def train_step(model, optimizer, inputs, targets, config):
+    """One Adam step on the MSE with the gradient norm clipped; returns the loss."""
+    loss = nn.functional.mse_loss(model(inputs), targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+    optimizer.step()
+    return loss
+
+
 def train_and_measure(cell_name, seq_len, seed, config):
     torch.manual_seed(seed)
     model = AddingModel(cell_name, config.hidden_size, config.lstm_impl)
@@ -389,11 +399,7 @@ def train_and_measure(cell_name, seq_len, seed, config):
     diverged = False
     for step in range(1, config.train_steps + 1):
         inputs, targets = make_adding_batch(config.batch_size, seq_len, train_generator)
-        loss = nn.functional.mse_loss(model(inputs), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
-        optimizer.step()
+        loss = train_step(model, optimizer, inputs, targets, config)
         if not math.isfinite(loss.item()):
             diverged = True
             curve.append((step, float("nan")))
