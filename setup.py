@@ -49,7 +49,9 @@ def build_extension():
     # The C++ standard is the one torch.utils.cpp_extension picks for this torch. No trapping math and no
     # errno from libm (as torch itself builds) let the compiler vectorize the branch-free pointwise loops;
     # results are unchanged.
-    cxx_flags = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
+    # -fopenmp: at::parallel_for is a header template that runs serially unless the including file is
+    # compiled with OpenMP (ATen/ParallelOpenMP.h); the library links the libgomp torch already loaded.
+    cxx_flags = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
     extra_compile_args = {"cxx": cxx_flags}
     include_dirs = [os.path.join(ROOT, "csrc")]
     define_macros = []
@@ -74,6 +76,7 @@ def build_extension():
         include_dirs=include_dirs,
         define_macros=define_macros,
         extra_compile_args=extra_compile_args,
+        extra_link_args=["-fopenmp"],
         py_limited_api=False,
     )
 

@@ -1,6 +1,6 @@
 #include "lstm_pointwise_cpu.h"
 
-#include <ATen/Parallel.h>
+#include "parallel.h"
 
 #include <cstring>
 #include <vector>
