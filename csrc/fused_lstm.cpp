@@ -5,6 +5,7 @@
 
 #include "checks.h"
 #include "cpu/lstm_pointwise_cpu.h"
+#include "cpu/lstm_sequence_cpu.h"
 #include "gru_layer.h"
 #include "lstm_layer.h"
 
@@ -17,7 +18,13 @@ extern "C" PyObject* PyInit__C(void) {
 namespace fused_lstm {
 namespace {
 
-const PointwiseBackend kCpuBackend{&cpu::forward_pointwise, &cpu::backward_pointwise, nullptr, nullptr};
+const PointwiseBackend kCpuBackend{&cpu::forward_pointwise,
+                                   &cpu::backward_pointwise,
+                                   &cpu::sequence_supported,
+                                   &cpu::sequence_forward,
+                                   /*sequence_forward_projects_input=*/true,
+                                   &cpu::sequence_supported,
+                                   &cpu::sequence_backward};
 const GruPointwiseBackend kCpuGruBackend{&cpu::gru_forward_pointwise, &cpu::gru_backward_pointwise};
 
 void check_cpu_dtype(const char* op, const at::Tensor& input) {

@@ -70,30 +70,44 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     combined_bias = at::zeros({4 * H}, input.options());
   }
 
-  // The input projection of every step at once; each step then adds its recurrent term in place.
-  auto gates = gemm(input, weight_ih.t());
+  const LstmSequenceShape sequence_shape{layout.steps, B, H, layout.uniform_batch, projected};
+  const bool whole_sequence =
+      backend.sequence_forward_supported != nullptr && backend.sequence_forward_supported(sequence_shape, dtype);
+  const bool backend_projects_input = whole_sequence && backend.sequence_forward_projects_input;
+  // Absent outputs are distinct empty tensors: outputs of an op must not alias one another.
+  const auto empty = [&] { return at::empty({0}, input.options()); };
+  // The input projection of every step at once; each step then adds its recurrent term in place. A
+  // backend that projects the input inside its fused step needs the gate matrix only to save activations.
+  at::Tensor gates;
+  if (!backend_projects_input) {
+    gates = gemm(input, weight_ih.t());
+  } else {
+    gates = save_for_backward ? at::empty({N, 4 * H}, input.options()) : empty();
+  }
   auto hidden_state = h0.contiguous().clone();
   auto cell_state = c0.to(acc_options.dtype()).contiguous().clone();
   auto output = at::empty({N, P}, input.options());
-  // Absent outputs are distinct empty tensors: outputs of an op must not alias one another.
-  const auto empty = [&] { return at::empty({0}, input.options()); };
   auto cell_prev_saved = save_for_backward ? at::empty({N, H}, acc_options) : empty();
   // With a projection, o·tanh(c) is an intermediate: kept per row for backward, else one step's worth.
   at::Tensor proj_input = projected ? at::empty({save_for_backward ? N : B, H}, input.options()) : empty();
   const at::Tensor weight_hh_t = weight_hh.t();
   const at::Tensor weight_hr_t = projected ? weight_hr->t() : at::Tensor();
 
-  const LstmSequenceShape sequence_shape{layout.steps, B, H, layout.uniform_batch, projected};
-  if (backend.sequence_forward_supported != nullptr && backend.sequence_forward_supported(sequence_shape, dtype)) {
+  if (whole_sequence) {
     // The whole recurrence in one call; it writes exactly what the loop below writes (gates, c_{t-1},
     // output rows, the cell state), and h_n is the output rows of the last visited step.
+    const at::Tensor input_c = input.contiguous();
+    const at::Tensor weight_ih_c = weight_ih.contiguous();
     const at::Tensor weight_hh_c = weight_hh.contiguous();
     LstmSequenceForwardParams params;
     params.steps = layout.steps;
     params.batch = B;
     params.hidden = H;
+    params.input_size = input.size(1);
     params.reverse = reverse;
     params.save_for_backward = save_for_backward;
+    params.input = input_c.data_ptr();
+    params.weight_ih = weight_ih_c.data_ptr();
     params.weight_hh = weight_hh_c.data_ptr();
     params.bias = combined_bias.data_ptr();
     params.h0 = hidden_state.data_ptr();
@@ -188,34 +202,53 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
   at::Tensor grad_hidden_total = projected ? at::empty({N, P}, input.options()) : at::Tensor();
   at::Tensor grad_proj_input = projected ? at::empty({B, H}, input.options()) : at::Tensor();
 
-  auto order = layout.step_order(reverse);
-  for (auto it = order.rbegin(); it != order.rend(); ++it) {
-    const int64_t t = *it;
-    const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
-    if (rows == 0) continue;
-    auto step_grad_hidden = grad_hidden_state.narrow(0, 0, rows);
-    auto step_grad_gates = grad_gates.narrow(0, offset, rows);
-
-    LstmBackwardPointwiseParams params;
-    params.rows = rows;
+  const LstmSequenceShape sequence_shape{layout.steps, B, H, layout.uniform_batch, projected};
+  if (backend.sequence_backward_supported != nullptr && backend.sequence_backward_supported(sequence_shape, dtype)) {
+    // The whole backward recurrence in one call: grad_gates of every step, dL/dh0 and dL/dc0 in place.
+    const at::Tensor weight_hh_c = weight_hh.contiguous();
+    LstmSequenceBackwardParams params;
+    params.steps = layout.steps;
+    params.batch = B;
     params.hidden = H;
-    params.gates = row_address(gates_c, offset);
-    params.cell_prev = row_address(cell_prev_c, offset);
+    params.reverse = reverse;
+    params.weight_hh = weight_hh_c.data_ptr();
+    params.gates = gates_c.data_ptr();
+    params.cell_prev = cell_prev_c.data_ptr();
+    params.grad_output = grad_output_c.data_ptr();
+    params.grad_hidden = grad_hidden_state.data_ptr();
     params.grad_cell = grad_cell_state.data_ptr();
-    params.grad_gates = step_grad_gates.data_ptr();
-    if (projected) {
-      auto step_total = grad_hidden_total.narrow(0, offset, rows);
-      at::add_out(step_total, grad_output_c.narrow(0, offset, rows), step_grad_hidden);
-      auto step_grad_proj_input = grad_proj_input.narrow(0, 0, rows);
-      gemm_into(step_grad_proj_input, step_total, *weight_hr, 0.0f);
-      params.grad_hidden = step_grad_proj_input.data_ptr();
-      params.grad_hidden_2 = nullptr;
-    } else {
-      params.grad_hidden = row_address(grad_output_c, offset);
-      params.grad_hidden_2 = step_grad_hidden.data_ptr();
+    params.grad_gates = grad_gates.data_ptr();
+    backend.sequence_backward(params, dtype);
+  } else {
+    auto order = layout.step_order(reverse);
+    for (auto it = order.rbegin(); it != order.rend(); ++it) {
+      const int64_t t = *it;
+      const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
+      if (rows == 0) continue;
+      auto step_grad_hidden = grad_hidden_state.narrow(0, 0, rows);
+      auto step_grad_gates = grad_gates.narrow(0, offset, rows);
+
+      LstmBackwardPointwiseParams params;
+      params.rows = rows;
+      params.hidden = H;
+      params.gates = row_address(gates_c, offset);
+      params.cell_prev = row_address(cell_prev_c, offset);
+      params.grad_cell = grad_cell_state.data_ptr();
+      params.grad_gates = step_grad_gates.data_ptr();
+      if (projected) {
+        auto step_total = grad_hidden_total.narrow(0, offset, rows);
+        at::add_out(step_total, grad_output_c.narrow(0, offset, rows), step_grad_hidden);
+        auto step_grad_proj_input = grad_proj_input.narrow(0, 0, rows);
+        gemm_into(step_grad_proj_input, step_total, *weight_hr, 0.0f);
+        params.grad_hidden = step_grad_proj_input.data_ptr();
+        params.grad_hidden_2 = nullptr;
+      } else {
+        params.grad_hidden = row_address(grad_output_c, offset);
+        params.grad_hidden_2 = step_grad_hidden.data_ptr();
+      }
+      backend.backward(params, dtype);
+      gemm_into(step_grad_hidden, step_grad_gates, weight_hh, 0.0f);
     }
-    backend.backward(params, dtype);
-    gemm_into(step_grad_hidden, step_grad_gates, weight_hh, 0.0f);
   }
 
   // Everything that does not feed the recurrence is one large GEMM or reduction over all rows.

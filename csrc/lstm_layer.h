@@ -13,15 +13,20 @@
 namespace fused_lstm {
 
 // The two fused pointwise passes of a backend; each dispatches on `dtype` and runs on the current
-// stream of its device. A backend may also offer the whole forward recurrence of a layer in one call
-// (the CUDA persistent kernel): when sequence_forward_supported (nullptr: never) says yes for a case,
-// the driver runs sequence_forward instead of the per-step GEMM + pointwise loop; both write the same
-// tensors, so the backward is the same either way.
+// stream of its device. A backend may also offer the whole recurrence of a layer in one call (the CUDA
+// persistent kernel, the CPU fused step): when sequence_forward_supported (nullptr: never) says yes for a
+// case, the driver runs sequence_forward instead of the per-step GEMM + pointwise loop, and likewise for
+// the backward; each writes the same tensors as the loop it replaces, so either backward follows either
+// forward.
 struct PointwiseBackend {
   void (*forward)(const LstmForwardPointwiseParams& params, at::ScalarType dtype);
   void (*backward)(const LstmBackwardPointwiseParams& params, at::ScalarType dtype);
   bool (*sequence_forward_supported)(const LstmSequenceShape& shape, at::ScalarType dtype);
   void (*sequence_forward)(const LstmSequenceForwardParams& params, at::ScalarType dtype);
+  // True when sequence_forward computes x·W_ihᵀ itself (see LstmSequenceForwardParams).
+  bool sequence_forward_projects_input;
+  bool (*sequence_backward_supported)(const LstmSequenceShape& shape, at::ScalarType dtype);
+  void (*sequence_backward)(const LstmSequenceBackwardParams& params, at::ScalarType dtype);
 };
 
 // Returns (output [N,P], h_n [B,P], c_n [B,H], gates [N,4H], cell_prev [N,H], proj_input [N,H]).

@@ -33,19 +33,42 @@ struct LstmSequenceShape {
 
 // The whole recurrence of one layer in one direction, uniform batch, no projection (P = H): rows of
 // step t are [t·B, (t+1)·B) of the [T·B, ...] tensors. Every pointer is contiguous and row-major.
+// A backend either reads the input projection from `gates` (the CUDA persistent kernel) or computes it
+// itself from `input` and `weight_ih` (the CPU fused step; PointwiseBackend::sequence_forward_projects_input),
+// in which case `gates` is only written, and only when saving.
 struct LstmSequenceForwardParams {
   int64_t steps;            // T
   int64_t batch;            // B
   int64_t hidden;           // H
+  int64_t input_size;       // C
   bool reverse;             // visit the steps from T-1 down to 0
   bool save_for_backward;   // write the activations into gates and c_{t-1} into cell_prev_saved
+  const void* input;        // [T·B, C] scalar
+  const void* weight_ih;    // [4H, C] scalar
   const void* weight_hh;    // [4H, H] scalar
   const void* bias;         // [4H] scalar, b_ih + b_hh (zeros when the layer has no bias)
   const void* h0;           // [B, H] scalar
-  void* gates;              // [T·B, 4H] scalar; in: x·W_ihᵀ; out (when saving): σ(i), σ(f), tanh(g), σ(o)
+  void* gates;              // [T·B, 4H] scalar; in: x·W_ihᵀ (see above); out (when saving): σ(i), σ(f), tanh(g), σ(o)
   void* cell;               // [B, H] acc; in: c0, out: c of the last visited step
   void* cell_prev_saved;    // [T·B, H] acc; receives c_{t-1} when saving; nullptr otherwise
   void* output;             // [T·B, H] scalar; out: h_t of every step
+};
+
+// The whole backward recurrence of one layer in one direction (same cases and layout as above): the
+// gradients of the gate pre-activations of every step, and of h0 and c0. The weight and input
+// gradients are large GEMMs over all rows that the driver runs afterwards.
+struct LstmSequenceBackwardParams {
+  int64_t steps;            // T
+  int64_t batch;            // B
+  int64_t hidden;           // H
+  bool reverse;             // the forward visited the steps from T-1 down to 0
+  const void* weight_hh;    // [4H, H] scalar
+  const void* gates;        // [T·B, 4H] scalar; activations saved by forward
+  const void* cell_prev;    // [T·B, H] acc; c_{t-1} saved by forward
+  const void* grad_output;  // [T·B, H] scalar; dL/dh_t from the layer output
+  void* grad_hidden;        // [B, H] scalar; in: dL/dh_n, out: dL/dh0
+  void* grad_cell;          // [B, H] acc; in: dL/dc_n, out: dL/dc0
+  void* grad_gates;         // [T·B, 4H] scalar; out: dL/d(pre-activations) of every step
 };
 
 // Backward of one step: gradient of the loss w.r.t. the gate pre-activations and c_{t-1}.

@@ -18,8 +18,13 @@ namespace {
 
 // With FUSED_LSTM_PERSISTENT=1, lstm_layer_forward runs the cases the persistent kernel covers as one
 // launch per layer and direction (cuda/lstm_persistent.h); everything else, and the backward, per step.
-const PointwiseBackend kCudaBackend{&cuda::forward_pointwise, &cuda::backward_pointwise,
-                                    &cuda::persistent_forward_supported, &cuda::persistent_forward};
+const PointwiseBackend kCudaBackend{&cuda::forward_pointwise,
+                                    &cuda::backward_pointwise,
+                                    &cuda::persistent_forward_supported,
+                                    &cuda::persistent_forward,
+                                    /*sequence_forward_projects_input=*/false,
+                                    /*sequence_backward_supported=*/nullptr,
+                                    /*sequence_backward=*/nullptr};
 const GruPointwiseBackend kCudaGruBackend{&cuda::gru_forward_pointwise, &cuda::gru_backward_pointwise};
 
 // The kernels and GEMMs run on input's device, so every tensor must be there: a tensor elsewhere is a
