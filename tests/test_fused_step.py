@@ -1,0 +1,150 @@
+"""The CPU fused step (csrc/cpu/lstm_sequence_cpu.cpp): float32 padded sequences without projection run as
+AVX-512 register tiles that accumulate x·W_ihᵀ + h·W_hhᵀ and apply the cell update (or its backward) on
+the tile. Checked here at the op level against the same op in float64 (which runs the per-step path) on
+sizes that hit every tile edge, shown to run (the profiler sees no per-step GEMM), and switched off with
+FUSED_LSTM_CPU_FUSED_STEP=0 (read once per process, so that runs in a child process)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import fused_lstm  # noqa: F401  (loads the ops)
+from conftest import assert_close
+
+
+def cpu_has_avx512():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next(line for line in cpuinfo if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return all(flag in flags for flag in ("avx512f", "avx512dq", "avx512bw", "avx512vl"))
+
+
+pytestmark = pytest.mark.skipif(not cpu_has_avx512(), reason="the fused CPU step needs AVX-512")
+
+# A register tile is 6 rows × 64 columns: 16 hidden units × 4 gates forward, 64 units backward. These
+# sizes cover one partial row tile, partial unit panels forward and backward, and inputs narrower than
+# a vector.
+SIZES = [  # (T, B, C, H)
+    (1, 1, 1, 1),
+    (3, 6, 3, 16),
+    (5, 7, 33, 20),
+    (4, 13, 16, 64),
+    (6, 2, 5, 70),
+    (3, 12, 40, 130),
+]
+
+
+def layer_arguments(T, B, C, H, bias, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(T * 1000 + B * 100 + C * 10 + H)
+
+    def random(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=generator, dtype=torch.float64) * scale).to(dtype)
+
+    return dict(
+        input=random(T * B, C), batch_sizes=torch.full((T,), B, dtype=torch.long), h0=random(B, H, scale=0.5),
+        c0=random(B, H, scale=0.5), weight_ih=random(4 * H, C, scale=0.4), weight_hh=random(4 * H, H, scale=0.4),
+        bias=random(4 * H, scale=0.3) if bias else None)
+
+
+def run_layer(arguments, reverse):
+    """Forward (saving) and backward of one layer; returns every output of both ops."""
+    a = arguments
+    forward = torch.ops.fused_lstm.lstm_layer_forward(a["input"], a["batch_sizes"], a["h0"], a["c0"],
+                                                      a["weight_ih"], a["weight_hh"], a["bias"], None, reverse, True)
+    output, h_n, c_n, gates, cell_prev, proj_input = forward
+    generator = torch.Generator().manual_seed(7)
+    grad_output = torch.randn(output.shape, generator=generator, dtype=torch.float64).to(output.dtype)
+    grad_h_n = torch.randn(h_n.shape, generator=generator, dtype=torch.float64).to(output.dtype)
+    grad_c_n = torch.randn(c_n.shape, generator=generator, dtype=torch.float64).to(output.dtype)
+    backward = torch.ops.fused_lstm.lstm_layer_backward(
+        grad_output, grad_h_n, grad_c_n, a["input"], a["batch_sizes"], a["h0"], a["weight_ih"], a["weight_hh"], None,
+        output, gates, cell_prev, proj_input, reverse, a["bias"] is not None)
+    inference = torch.ops.fused_lstm.lstm_layer_forward(a["input"], a["batch_sizes"], a["h0"], a["c0"],
+                                                        a["weight_ih"], a["weight_hh"], a["bias"], None, reverse,
+                                                        False)
+    return {"output": output, "h_n": h_n, "c_n": c_n, "gates": gates, "cell_prev": cell_prev,
+            "inference_output": inference[0], "inference_h_n": inference[1], "inference_c_n": inference[2],
+            **dict(zip(["grad_input", "grad_h0", "grad_c0", "grad_weight_ih", "grad_weight_hh", "grad_bias"],
+                       backward[:6]))}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "T{}-B{}-C{}-H{}".format(*s))
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_fused_step_matches_float64(size, reverse, bias):
+    arguments = layer_arguments(*size, bias=bias)
+    fused = run_layer(arguments, reverse)
+    exact = run_layer({k: (v.double() if v is not None and v.is_floating_point() else v)
+                       for k, v in arguments.items()}, reverse)
+    for name, expected in exact.items():
+        assert fused[name].dtype == torch.float32, name
+        assert_close(fused[name], expected.float(), scale=2.0)
+
+
+def ops_called(fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        fn()
+    return [event.name for event in profile.events()]
+
+
+def per_step_gemms(arguments):
+    """The aten GEMM calls of one forward + backward: the per-step path makes one (or more) per step."""
+    names = ops_called(lambda: run_layer(arguments, reverse=False))
+    return sum(name in ("aten::addmm", "aten::addmm_", "aten::mm") for name in names)
+
+
+# Small enough that every GEMM of the per-step path goes through aten (not oneDNN's matmul).
+PROFILED = dict(T=9, B=4, C=8, H=24)
+
+
+def test_fused_step_makes_no_per_step_gemm():
+    # Forward: no GEMM at all. Backward: the three weight/input gradient GEMMs after the loop only.
+    assert per_step_gemms(layer_arguments(**PROFILED, bias=True)) <= 3
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    sys.path[:0] = {paths!r}
+    import torch
+    from test_fused_step import PROFILED, layer_arguments, per_step_gemms, run_layer
+    from conftest import assert_close
+    arguments = layer_arguments(**PROFILED, bias=True)
+    print("gemms", per_step_gemms(arguments))
+    exact = run_layer({{k: (v.double() if v is not None and v.is_floating_point() else v)
+                        for k, v in arguments.items()}}, reverse=False)
+    for name, value in run_layer(arguments, reverse=False).items():
+        assert_close(value, exact[name].float(), scale=2.0)
+    print("ok")
+""")
+
+
+def run_child(value):
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = CHILD.format(paths=[os.path.dirname(tests), tests])
+    return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, FUSED_LSTM_CPU_FUSED_STEP=value),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_switched_off_runs_the_per_step_path():
+    result = run_child("0")
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+    gemms = int(result.stdout.split("gemms")[1].split()[0])
+    assert gemms >= 2 * PROFILED["T"], result.stdout  # one per step forward and backward
+
+
+def test_switched_on_explicitly_runs_the_fused_step():
+    result = run_child("1")
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+    assert int(result.stdout.split("gemms")[1].split()[0]) <= 3, result.stdout
+
+
+def test_bad_switch_value_raises():
+    result = run_child("yes")
+    assert result.returncode != 0
+    assert "FUSED_LSTM_CPU_FUSED_STEP must be 0 or 1, got 'yes'" in result.stderr
