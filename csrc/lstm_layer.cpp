@@ -254,7 +254,19 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
   // Everything that does not feed the recurrence is one large GEMM or reduction over all rows.
   auto grad_input = gemm(grad_gates, weight_ih);
   auto grad_weight_ih = gemm(grad_gates.t(), input);
-  auto grad_weight_hh = gemm(grad_gates.t(), previous_hidden(layout, output, h0, reverse));
+  at::Tensor grad_weight_hh;
+  if (layout.uniform_batch) {
+    // h_{t-1} is the previous visited step's output rows, and h0 for the first visited step: one GEMM
+    // over views of the output and a small one for h0, rather than a copy of the output.
+    const int64_t carried = N - B;
+    grad_weight_hh = gemm(grad_gates.narrow(0, reverse ? carried : 0, B).t(), h0);
+    if (carried > 0) {
+      gemm_into(grad_weight_hh, grad_gates.narrow(0, reverse ? 0 : B, carried).t(),
+                output.narrow(0, reverse ? B : 0, carried), 1.0f);
+    }
+  } else {
+    grad_weight_hh = gemm(grad_gates.t(), previous_hidden(layout, output, h0, reverse));
+  }
   auto grad_bias = has_bias ? grad_gates.sum(0) : at::empty({0}, input.options());
   auto grad_weight_hr =
       projected ? gemm(grad_hidden_total.t(), proj_input) : at::empty({0}, input.options());
