@@ -22,7 +22,7 @@ const PointwiseBackend kCpuBackend{&cpu::forward_pointwise,
                                    &cpu::backward_pointwise,
                                    &cpu::sequence_supported,
                                    &cpu::sequence_forward,
-                                   /*sequence_forward_projects_input=*/true,
+                                   &cpu::sequence_forward_projects_input,
                                    &cpu::sequence_supported,
                                    &cpu::sequence_backward};
 const GruPointwiseBackend kCpuGruBackend{&cpu::gru_forward_pointwise, &cpu::gru_backward_pointwise};

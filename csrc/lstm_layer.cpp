@@ -73,7 +73,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const LstmSequenceShape sequence_shape{layout.steps, B, H, layout.uniform_batch, projected};
   const bool whole_sequence =
       backend.sequence_forward_supported != nullptr && backend.sequence_forward_supported(sequence_shape, dtype);
-  const bool backend_projects_input = whole_sequence && backend.sequence_forward_projects_input;
+  const bool backend_projects_input = whole_sequence && backend.sequence_forward_projects_input != nullptr &&
+                                      backend.sequence_forward_projects_input(sequence_shape);
   // Absent outputs are distinct empty tensors: outputs of an op must not alias one another.
   const auto empty = [&] { return at::empty({0}, input.options()); };
   // The input projection of every step at once; each step then adds its recurrent term in place. A
@@ -106,6 +107,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     params.input_size = input.size(1);
     params.reverse = reverse;
     params.save_for_backward = save_for_backward;
+    params.project_input = backend_projects_input;
     params.input = input_c.data_ptr();
     params.weight_ih = weight_ih_c.data_ptr();
     params.weight_hh = weight_hh_c.data_ptr();

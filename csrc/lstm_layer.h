@@ -23,8 +23,9 @@ struct PointwiseBackend {
   void (*backward)(const LstmBackwardPointwiseParams& params, at::ScalarType dtype);
   bool (*sequence_forward_supported)(const LstmSequenceShape& shape, at::ScalarType dtype);
   void (*sequence_forward)(const LstmSequenceForwardParams& params, at::ScalarType dtype);
-  // True when sequence_forward computes x·W_ihᵀ itself (see LstmSequenceForwardParams).
-  bool sequence_forward_projects_input;
+  // Whether sequence_forward computes x·W_ihᵀ inside its steps for this case (nullptr: never), rather than
+  // reading it from one GEMM over all rows that the driver runs first (see LstmSequenceForwardParams).
+  bool (*sequence_forward_projects_input)(const LstmSequenceShape& shape);
   bool (*sequence_backward_supported)(const LstmSequenceShape& shape, at::ScalarType dtype);
   void (*sequence_backward)(const LstmSequenceBackwardParams& params, at::ScalarType dtype);
 };

@@ -33,9 +33,10 @@ struct LstmSequenceShape {
 
 // The whole recurrence of one layer in one direction, uniform batch, no projection (P = H): rows of
 // step t are [t·B, (t+1)·B) of the [T·B, ...] tensors. Every pointer is contiguous and row-major.
-// A backend either reads the input projection from `gates` (the CUDA persistent kernel) or computes it
-// itself from `input` and `weight_ih` (the CPU fused step; PointwiseBackend::sequence_forward_projects_input),
-// in which case `gates` is only written, and only when saving.
+// The input projection x·W_ihᵀ either arrives in `gates` (project_input false: the driver ran it as one
+// GEMM over all rows) or the backend computes it inside each step from `input` and `weight_ih`
+// (project_input true, see PointwiseBackend::sequence_forward_projects_input), in which case `gates` is
+// only written, and only when saving.
 struct LstmSequenceForwardParams {
   int64_t steps;            // T
   int64_t batch;            // B
@@ -43,12 +44,13 @@ struct LstmSequenceForwardParams {
   int64_t input_size;       // C
   bool reverse;             // visit the steps from T-1 down to 0
   bool save_for_backward;   // write the activations into gates and c_{t-1} into cell_prev_saved
+  bool project_input;       // compute x·W_ihᵀ from input and weight_ih (see above)
   const void* input;        // [T·B, C] scalar
   const void* weight_ih;    // [4H, C] scalar
   const void* weight_hh;    // [4H, H] scalar
   const void* bias;         // [4H] scalar, b_ih + b_hh (zeros when the layer has no bias)
   const void* h0;           // [B, H] scalar
-  void* gates;              // [T·B, 4H] scalar; in: x·W_ihᵀ (see above); out (when saving): σ(i), σ(f), tanh(g), σ(o)
+  void* gates;              // [T·B, 4H] scalar; in: x·W_ihᵀ unless project_input; out (when saving): σ(i), σ(f), tanh(g), σ(o)
   void* cell;               // [B, H] acc; in: c0, out: c of the last visited step
   void* cell_prev_saved;    // [T·B, H] acc; receives c_{t-1} when saving; nullptr otherwise
   void* output;             // [T·B, H] scalar; out: h_t of every step

@@ -78,3 +78,10 @@ def test_gru_benchmark_runs_against_nn_gru(device, tmp_path, capsys):
 def test_gru_benchmark_rejects_a_projection(tmp_path):
     with pytest.raises(SystemExit):
         main(["--cell", "gru", "--sizes", "3x2x4x8x1xp4", "--out", str(tmp_path)])
+
+
+def test_fma_peak_runs_and_reports_a_positive_rate():
+    from benchmarks.fma_peak import fma_peak_gflops
+    rate = fma_peak_gflops(threads=1, seconds=0.05)
+    # One core of any x86-64 CPU with AVX2 does more than 1 and far less than 10,000 GFLOP/s.
+    assert 1.0 < rate < 1e4

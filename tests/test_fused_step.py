@@ -27,9 +27,10 @@ def cpu_has_avx512():
 
 pytestmark = pytest.mark.skipif(not cpu_has_avx512(), reason="the fused CPU step needs AVX-512")
 
-# A register tile is 6 rows × 64 columns: 16 hidden units × 4 gates forward, 64 units backward. These
-# sizes cover one partial row tile, partial unit panels forward and backward, and inputs narrower than
-# a vector.
+# A register tile is up to 6 rows (B split evenly: 7 = 4 + 3, 13 = 5 + 4 + 4) × 64 columns: 16 hidden
+# units × 4 gates forward, 64 units backward. Below 4 rows the forward starts its tiles from one input
+# GEMM over all rows; from 4 rows it projects the input in its steps. These sizes cover both, partial
+# unit panels forward and backward, inputs narrower than a vector and no input features at all.
 SIZES = [  # (T, B, C, H)
     (1, 1, 1, 1),
     (3, 6, 3, 16),
@@ -37,6 +38,8 @@ SIZES = [  # (T, B, C, H)
     (4, 13, 16, 64),
     (6, 2, 5, 70),
     (3, 12, 40, 130),
+    (2, 8, 0, 17),
+    (3, 3, 0, 9),
 ]
 
 

@@ -25,8 +25,13 @@ namespace {
 constexpr int64_t kLanes = 16;                // floats in one AVX-512 register
 constexpr int64_t kTileColumns = 4 * kLanes;  // columns of a register tile
 constexpr int kMaxTileRows = 6;  // 6 rows × 4 accumulators + 4 weight vectors + 1 broadcast of 32 registers
+constexpr int64_t kMinRowsToProjectPerStep = 4;
 
 int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Rows per register tile: as few tiles as kMaxTileRows allows, evenly filled (8 rows as 4 + 4, not 6 + 2:
+// a 2-row tile does 8 multiply-adds per 6 loads).
+int64_t tile_rows_for(int64_t rows) { return rows == 0 ? 1 : divup(rows, divup(rows, kMaxTileRows)); }
 
 bool fused_step_enabled() {
   static const bool enabled = [] {
@@ -61,8 +66,13 @@ std::vector<float> pack_gate_panels(const float* weight, int64_t H, int64_t K) {
       for (int64_t gate = 0; gate < 4; ++gate) {
         for (int64_t lane = 0; lane < kLanes; ++lane) {
           const int64_t unit = panel * kLanes + lane;
+          float* column = out + gate * kLanes + lane;
+          if (unit >= H) {
+            for (int64_t k = 0; k < K; ++k) column[k * kTileColumns] = 0.0f;
+            continue;
+          }
           const float* row = weight + (gate * H + unit) * K;
-          for (int64_t k = 0; k < K; ++k) out[k * kTileColumns + gate * kLanes + lane] = unit < H ? row[k] : 0.0f;
+          for (int64_t k = 0; k < K; ++k) column[k * kTileColumns] = row[k];
         }
       }
     }
@@ -91,12 +101,14 @@ struct ForwardStep {
   int64_t rows;                // B
   int64_t H;
   int64_t C;
-  const float* input;          // [B, C] x_t
+  bool project_input;          // true: x_t·W_ihᵀ from input and packed_ih; false: `gates` holds it on entry
+  const float* input;          // [B, C] x_t (may be nullptr when C = 0)
   const float* packed_ih;      // gate panels of W_ih (K = C)
   const float* packed_hh;      // gate panels of W_hh (K = H)
   const float* bias;           // [4H]
   const float* hidden_prev;    // [B, H] h_{t-1}
-  float* gates;                // [B, 4H] activations, or nullptr at inference
+  float* gates;                // [B, 4H] in: x_t·W_ihᵀ when input is nullptr; out: activations when saving
+  bool save_gates;             // write the activations into gates
   float* cell;                 // [B, H] in: c_{t-1}, out: c_t
   float* cell_prev_saved;      // [B, H] or nullptr
   float* output;               // [B, H] h_t
@@ -190,6 +202,17 @@ __attribute__((noinline)) FL_AVX512 void forward_tile_row(int64_t H, int64_t uni
   }
 }
 
+// The tile of `rows` rows of x·W_ihᵀ for one gate panel, from a [rows, 4H] gate matrix (zero beyond `units`).
+void load_tile(int rows, int64_t H, int64_t units, const float* gates, float* tile) {
+  for (int r = 0; r < rows; ++r) {
+    for (int64_t gate = 0; gate < 4; ++gate) {
+      float* out = tile + r * kTileColumns + gate * kLanes;
+      std::memcpy(out, gates + r * 4 * H + gate * H, units * sizeof(float));
+      std::fill(out + units, out + kLanes, 0.0f);
+    }
+  }
+}
+
 // All rows of gate panels [begin, end) for one step.
 FL_AVX512 void forward_panels(const ForwardStep& s, int64_t begin, int64_t end) {
   alignas(64) float tile[kMaxTileRows * kTileColumns];
@@ -198,14 +221,19 @@ FL_AVX512 void forward_panels(const ForwardStep& s, int64_t begin, int64_t end) 
     const float* weights_hh = s.packed_hh + panel * s.H * kTileColumns;
     const int64_t first_unit = panel * kLanes;
     const int64_t units = std::min(kLanes, s.H - first_unit);
-    for (int64_t row0 = 0; row0 < s.rows; row0 += kMaxTileRows) {
-      const int rows = static_cast<int>(std::min<int64_t>(kMaxTileRows, s.rows - row0));
-      tile_product_rows(rows, s.C, s.input + row0 * s.C, s.C, weights_ih, /*accumulate=*/false, tile);
+    const int64_t tile_height = tile_rows_for(s.rows);
+    for (int64_t row0 = 0; row0 < s.rows; row0 += tile_height) {
+      const int rows = static_cast<int>(std::min<int64_t>(tile_height, s.rows - row0));
+      if (s.project_input) {
+        tile_product_rows(rows, s.C, s.input + row0 * s.C, s.C, weights_ih, /*accumulate=*/false, tile);
+      } else {
+        load_tile(rows, s.H, units, s.gates + row0 * 4 * s.H + first_unit, tile);
+      }
       tile_product_rows(rows, s.H, s.hidden_prev + row0 * s.H, s.H, weights_hh, /*accumulate=*/true, tile);
       for (int r = 0; r < rows; ++r) {
         const int64_t row = row0 + r;
         forward_tile_row(s.H, units, tile + r * kTileColumns, s.bias + first_unit,
-                         s.gates ? s.gates + row * 4 * s.H + first_unit : nullptr, s.cell + row * s.H + first_unit,
+                         s.save_gates ? s.gates + row * 4 * s.H + first_unit : nullptr, s.cell + row * s.H + first_unit,
                          s.cell_prev_saved ? s.cell_prev_saved + row * s.H + first_unit : nullptr,
                          s.output + row * s.H + first_unit);
       }
@@ -240,8 +268,9 @@ FL_AVX512 void backward_panels(const BackwardStep& s, int64_t begin, int64_t end
   for (int64_t panel = begin; panel < end; ++panel) {
     const int64_t first_unit = panel * kTileColumns;
     const int64_t units = std::min(kTileColumns, H - first_unit);
-    for (int64_t row0 = 0; row0 < s.rows; row0 += kMaxTileRows) {
-      const int rows = static_cast<int>(std::min<int64_t>(kMaxTileRows, s.rows - row0));
+    const int64_t tile_height = tile_rows_for(s.rows);
+    for (int64_t row0 = 0; row0 < s.rows; row0 += tile_height) {
+      const int rows = static_cast<int>(std::min<int64_t>(tile_height, s.rows - row0));
       if (s.grad_gates_later) {
         tile_product_rows(rows, 4 * H, s.grad_gates_later + row0 * 4 * H, 4 * H, s.packed_hh + panel * 4 * H * kTileColumns,
                           /*accumulate=*/false, tile);
@@ -263,8 +292,9 @@ FL_AVX512 void product_panels(int64_t rows, int64_t K, const float* a, const flo
   alignas(64) float tile[kMaxTileRows * kTileColumns];
   for (int64_t panel = begin; panel < end; ++panel) {
     const int64_t first = panel * kTileColumns, count = std::min(kTileColumns, cols - first);
-    for (int64_t row0 = 0; row0 < rows; row0 += kMaxTileRows) {
-      const int tile_rows = static_cast<int>(std::min<int64_t>(kMaxTileRows, rows - row0));
+    const int64_t tile_height = tile_rows_for(rows);
+    for (int64_t row0 = 0; row0 < rows; row0 += tile_height) {
+      const int tile_rows = static_cast<int>(std::min<int64_t>(tile_height, rows - row0));
       tile_product_rows(tile_rows, K, a + row0 * K, K, packed + panel * K * kTileColumns, /*accumulate=*/false, tile);
       for (int r = 0; r < tile_rows; ++r) {
         std::memcpy(out + (row0 + r) * cols + first, tile + r * kTileColumns, count * sizeof(float));
@@ -282,6 +312,12 @@ void check_supported(const LstmSequenceShape& shape, at::ScalarType dtype) {
 
 }  // namespace
 
+bool sequence_forward_projects_input(const LstmSequenceShape& shape) {
+  // With few rows per step, streaming W_ih's panels every step costs more than the multiply-adds they
+  // feed: one GEMM over all T·B rows first is faster there.
+  return shape.batch >= kMinRowsToProjectPerStep;
+}
+
 bool sequence_supported(const LstmSequenceShape& shape, at::ScalarType dtype) {
   return dtype == at::kFloat && shape.uniform_batch && !shape.projected && shape.hidden > 0 && cpu_has_avx512() &&
          fused_step_enabled();
@@ -291,7 +327,8 @@ void sequence_forward(const LstmSequenceForwardParams& p, at::ScalarType dtype) 
   check_supported({p.steps, p.batch, p.hidden, true, false}, dtype);
 #if FL_HAVE_AVX512_KERNEL
   const int64_t T = p.steps, B = p.batch, H = p.hidden, C = p.input_size;
-  const std::vector<float> packed_ih = pack_gate_panels(static_cast<const float*>(p.weight_ih), H, C);
+  const std::vector<float> packed_ih =
+      p.project_input ? pack_gate_panels(static_cast<const float*>(p.weight_ih), H, C) : std::vector<float>();
   const std::vector<float> packed_hh = pack_gate_panels(static_cast<const float*>(p.weight_hh), H, H);
   const float* hidden_prev = static_cast<const float*>(p.h0);
   for (int64_t i = 0; i < T; ++i) {
@@ -300,12 +337,14 @@ void sequence_forward(const LstmSequenceForwardParams& p, at::ScalarType dtype) 
     step.rows = B;
     step.H = H;
     step.C = C;
+    step.project_input = p.project_input;
     step.input = static_cast<const float*>(p.input) + t * B * C;
-    step.packed_ih = packed_ih.data();
+    step.packed_ih = packed_ih.data();  // empty unless projecting per step
     step.packed_hh = packed_hh.data();
     step.bias = static_cast<const float*>(p.bias);
     step.hidden_prev = hidden_prev;
-    step.gates = p.save_for_backward ? static_cast<float*>(p.gates) + t * B * 4 * H : nullptr;
+    step.save_gates = p.save_for_backward;
+    step.gates = p.save_for_backward || !p.project_input ? static_cast<float*>(p.gates) + t * B * 4 * H : nullptr;
     step.cell = static_cast<float*>(p.cell);
     step.cell_prev_saved = p.save_for_backward ? static_cast<float*>(p.cell_prev_saved) + t * B * H : nullptr;
     step.output = static_cast<float*>(p.output) + t * B * H;

@@ -3,7 +3,8 @@
 //  - forward: W_ih and W_hh are packed once per call into panels that hold the four gates of 16 hidden
 //    units side by side, so that one AVX-512 register tile (up to 6 batch rows × 4 gates × 16 units)
 //    accumulates x_t·W_ihᵀ + h_{t-1}·W_hhᵀ and the cell update runs on it while it is in registers/L1:
-//    no input-projection GEMM over all rows first and, at inference, no gate matrix at all;
+//    no input-projection GEMM over all rows first and, at inference, no gate matrix at all (below 4 batch
+//    rows x·W_ihᵀ is one GEMM over all rows first, and the tiles start from it);
 //  - backward: per step, dL/dh_t = dL/d(gates_{t+1})·W_hh for 64 hidden units per tile, and the backward
 //    of the cell update on that tile; the weight and input gradients stay large GEMMs after the loop.
 // Each step is one parallel pass over the panels (at::parallel_for).
@@ -23,6 +24,8 @@ namespace cpu {
 // float32, padded input (uniform batch), no projection, a CPU with AVX-512F, and not turned off with
 // FUSED_LSTM_CPU_FUSED_STEP=0 (read once per process; "1" or unset: on, anything else raises).
 bool sequence_supported(const LstmSequenceShape& shape, at::ScalarType dtype);
+// Whether the forward computes x·W_ihᵀ in its steps (enough batch rows) or reads one GEMM's result.
+bool sequence_forward_projects_input(const LstmSequenceShape& shape);
 void sequence_forward(const LstmSequenceForwardParams& params, at::ScalarType dtype);
 void sequence_backward(const LstmSequenceBackwardParams& params, at::ScalarType dtype);
 
