@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -22,3 +27,12 @@ def assert_close(actual, expected, dtype=None, scale=1.0):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(1234)
+
+
+def run_python_child(code, **environment):
+    """Runs `code` (dedented) in a fresh interpreter that can import the package and the test modules, with
+    `environment` added to this process's; for switches the library reads once per process."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    prelude = f"import sys\nsys.path[:0] = {[os.path.dirname(tests), tests]!r}\n"
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
+                          env=dict(os.environ, **environment), capture_output=True, text=True, timeout=300)

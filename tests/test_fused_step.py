@@ -4,16 +4,12 @@ the tile. Checked here at the op level against the same op in float64 (which run
 sizes that hit every tile edge, shown to run (the profiler sees no per-step GEMM), and switched off with
 FUSED_LSTM_CPU_FUSED_STEP=0 (read once per process, so that runs in a child process)."""
 
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 
 import fused_lstm  # noqa: F401  (loads the ops)
-from conftest import assert_close
+from conftest import assert_close, run_python_child
 
 
 def cpu_has_avx512():
@@ -113,27 +109,22 @@ def test_fused_step_makes_no_per_step_gemm():
     assert per_step_gemms(layer_arguments(**PROFILED, bias=True)) <= GEMMS_AFTER_THE_LOOP
 
 
-CHILD = textwrap.dedent("""
-    import sys
-    sys.path[:0] = {paths!r}
+CHILD = """
     import torch
     from test_fused_step import PROFILED, layer_arguments, per_step_gemms, run_layer
-    from conftest import assert_close
+    from conftest import assert_close, run_python_child
     arguments = layer_arguments(**PROFILED, bias=True)
     print("gemms", per_step_gemms(arguments))
-    exact = run_layer({{k: (v.double() if v is not None and v.is_floating_point() else v)
-                        for k, v in arguments.items()}}, reverse=False)
+    exact = run_layer({k: (v.double() if v is not None and v.is_floating_point() else v)
+                       for k, v in arguments.items()}, reverse=False)
     for name, value in run_layer(arguments, reverse=False).items():
         assert_close(value, exact[name].float(), scale=2.0)
     print("ok")
-""")
+"""
 
 
 def run_child(value):
-    tests = os.path.dirname(os.path.abspath(__file__))
-    code = CHILD.format(paths=[os.path.dirname(tests), tests])
-    return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, FUSED_LSTM_CPU_FUSED_STEP=value),
-                          capture_output=True, text=True, timeout=300)
+    return run_python_child(CHILD, FUSED_LSTM_CPU_FUSED_STEP=value)
 
 
 def test_switched_off_runs_the_per_step_path():

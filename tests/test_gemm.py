@@ -2,17 +2,13 @@
 run on oneDNN's matmul, the rest on ATen's MKL GEMM; FUSED_LSTM_CPU_GEMM=aten|onednn forces one (read once
 per process, so each forced choice runs in a child process). Both must give nn.LSTM's results."""
 
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
-from conftest import assert_close
+from conftest import assert_close, run_python_child
 
 # Sizes where the automatic choice takes oneDNN for the input GEMM, the per-step GEMMs (B·H·4H >= 2M
 # multiply-adds) and the weight-gradient GEMMs; bidirectional and packed cover the reverse direction and
@@ -48,21 +44,16 @@ def test_automatic_gemm_choice_matches_nn_lstm(packed):
     compare_with_nn_lstm(packed)
 
 
-CHILD = textwrap.dedent("""
-    import sys
-    sys.path[:0] = {paths!r}
+CHILD = """
     from test_gemm import compare_with_nn_lstm
     compare_with_nn_lstm(packed=False)
     compare_with_nn_lstm(packed=True)
     print("ok")
-""")
+"""
 
 
 def run_child(choice):
-    tests = os.path.dirname(os.path.abspath(__file__))
-    code = CHILD.format(paths=[os.path.dirname(tests), tests])
-    return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, FUSED_LSTM_CPU_GEMM=choice),
-                          capture_output=True, text=True, timeout=300)
+    return run_python_child(CHILD, FUSED_LSTM_CPU_GEMM=choice)
 
 
 @pytest.mark.parametrize("choice", ["aten", "onednn"])
