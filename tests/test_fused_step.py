@@ -144,3 +144,22 @@ def test_bad_switch_value_raises():
     result = run_child("yes")
     assert result.returncode != 0
     assert "FUSED_LSTM_CPU_FUSED_STEP must be 0 or 1, got 'yes'" in result.stderr
+
+
+def test_forward_is_bitwise_independent_of_the_thread_count():
+    # From 4 rows the forward is all fused step (no library GEMM): each output is summed by one thread in a
+    # fixed order, whichever thread that is (docs/robustness.md, Determinism).
+    arguments = layer_arguments(T=7, B=9, C=40, H=130, bias=True)
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 1):
+            torch.set_num_threads(threads)
+            results.append(torch.ops.fused_lstm.lstm_layer_forward(
+                arguments["input"], arguments["batch_sizes"], arguments["h0"], arguments["c0"],
+                arguments["weight_ih"], arguments["weight_hh"], arguments["bias"], None, False, True)[:5])
+    finally:
+        torch.set_num_threads(previous)
+    for other in results[1:]:
+        for actual, expected in zip(other, results[0]):
+            assert torch.equal(actual, expected)
