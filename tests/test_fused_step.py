@@ -1,9 +1,9 @@
 """The CPU fused step (csrc/cpu/lstm_sequence_cpu.cpp): float32 padded sequences without projection run as
-AVX-512 register tiles that accumulate x·W_ihᵀ + h·W_hhᵀ and apply the cell update (or its backward) on
-the tile. Checked here at the op level against the same op in float64 (which runs the per-step path) on
-sizes that hit every tile edge, shown to run (the profiler sees no per-step GEMM), and switched off with
-FUSED_LSTM_CPU_FUSED_STEP=0 (read once per process, so that runs in a child process)."""
-
+register tiles (AVX-512, or AVX2+FMA) that accumulate x·W_ihᵀ + h·W_hhᵀ and apply the cell update (or its
+backward) on the tile. Checked here at the op level against the same op in float64 (which runs the
+per-step path) on sizes that hit every tile edge, with the CPU's best instruction set and with AVX2 forced,
+shown to run (the profiler sees no per-step GEMM), and switched off with FUSED_LSTM_CPU_FUSED_STEP=0 (read
+once per process, so the switches run in child processes)."""
 
 import pytest
 import torch
@@ -12,19 +12,20 @@ import fused_lstm  # noqa: F401  (loads the ops)
 from conftest import assert_close, run_python_child
 
 
-def cpu_has_avx512():
+def cpu_flags():
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            flags = next(line for line in cpuinfo if line.startswith("flags")).split()
+            return set(next(line for line in cpuinfo if line.startswith("flags")).split())
     except (OSError, StopIteration):
-        return False
-    return all(flag in flags for flag in ("avx512f", "avx512dq", "avx512bw", "avx512vl"))
+        return set()
 
 
-pytestmark = pytest.mark.skipif(not cpu_has_avx512(), reason="the fused CPU step needs AVX-512")
+HAS_AVX2 = {"avx2", "fma"} <= cpu_flags()
+HAS_AVX512 = {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= cpu_flags()
+pytestmark = pytest.mark.skipif(not HAS_AVX2, reason="the fused CPU step needs AVX2 and FMA")
 
-# A register tile is up to 6 rows (B split evenly: 7 = 4 + 3, 13 = 5 + 4 + 4) × 64 columns: 16 hidden
-# units × 4 gates forward, 64 units backward. Below 4 rows the forward starts its tiles from one input
+# An AVX-512 register tile is up to 6 rows (B split evenly: 7 = 4 + 3, 13 = 5 + 4 + 4) × 64 columns: 16
+# hidden units × 4 gates forward, 64 units backward; an AVX2 tile up to 3 rows × 32 columns. Below 4 rows the forward starts its tiles from one input
 # GEMM over all rows; from 4 rows it projects the input in its steps. These sizes cover both, partial
 # unit panels forward and backward, inputs narrower than a vector and no input features at all.
 SIZES = [  # (T, B, C, H)
@@ -73,10 +74,7 @@ def run_layer(arguments, reverse):
                        backward[:6]))}
 
 
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: "T{}-B{}-C{}-H{}".format(*s))
-@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
-def test_fused_step_matches_float64(size, reverse, bias):
+def compare_with_float64(size, reverse, bias):
     arguments = layer_arguments(*size, bias=bias)
     fused = run_layer(arguments, reverse)
     exact = run_layer({k: (v.double() if v is not None and v.is_floating_point() else v)
@@ -84,6 +82,37 @@ def test_fused_step_matches_float64(size, reverse, bias):
     for name, expected in exact.items():
         assert fused[name].dtype == torch.float32, name
         assert_close(fused[name], expected.float(), scale=2.0)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "T{}-B{}-C{}-H{}".format(*s))
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_fused_step_matches_float64(size, reverse, bias):
+    compare_with_float64(size, reverse, bias)
+
+
+EVERY_SIZE = """
+    from test_fused_step import SIZES, compare_with_float64
+    for size in SIZES:
+        for reverse in (False, True):
+            for bias in (False, True):
+                compare_with_float64(size, reverse, bias)
+    print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["avx2", pytest.param("avx512", marks=pytest.mark.skipif(
+    not HAS_AVX512, reason="needs AVX-512"))])
+def test_each_instruction_set_matches_float64(isa):
+    result = run_python_child(EVERY_SIZE, FUSED_LSTM_CPU_FUSED_STEP=isa)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+@pytest.mark.skipif(HAS_AVX512, reason="this CPU has AVX-512")
+def test_forcing_a_missing_instruction_set_raises():
+    result = run_python_child(EVERY_SIZE, FUSED_LSTM_CPU_FUSED_STEP="avx512")
+    assert result.returncode != 0
+    assert "FUSED_LSTM_CPU_FUSED_STEP=avx512 but this CPU does not have it" in result.stderr
 
 
 def ops_called(fn):
@@ -143,7 +172,7 @@ def test_switched_on_explicitly_runs_the_fused_step():
 def test_bad_switch_value_raises():
     result = run_child("yes")
     assert result.returncode != 0
-    assert "FUSED_LSTM_CPU_FUSED_STEP must be 0 or 1, got 'yes'" in result.stderr
+    assert "FUSED_LSTM_CPU_FUSED_STEP must be 0, 1, avx2 or avx512, got 'yes'" in result.stderr
 
 
 def test_forward_is_bitwise_independent_of_the_thread_count():

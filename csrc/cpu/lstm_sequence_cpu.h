@@ -1,12 +1,14 @@
 // The whole recurrence of one float32 LSTM layer on the CPU with the GEMMs and the pointwise math fused
 // per step (the CPU counterpart of a persistent kernel; PointwiseBackend's sequence hooks):
 //  - forward: W_ih and W_hh are packed once per call into panels that hold the four gates of 16 hidden
-//    units side by side, so that one AVX-512 register tile (up to 6 batch rows × 4 gates × 16 units)
-//    accumulates x_t·W_ihᵀ + h_{t-1}·W_hhᵀ and the cell update runs on it while it is in registers/L1:
-//    no input-projection GEMM over all rows first and, at inference, no gate matrix at all (below 4 batch
-//    rows x·W_ihᵀ is one GEMM over all rows first, and the tiles start from it);
-//  - backward: per step, dL/dh_t = dL/d(gates_{t+1})·W_hh for 64 hidden units per tile, and the backward
-//    of the cell update on that tile; the weight and input gradients stay large GEMMs after the loop.
+//    units (8 with AVX2) side by side, so that one register tile (up to 6 batch rows × 4 gates × 16 units
+//    with AVX-512, 3 × 4 × 8 with AVX2) accumulates x_t·W_ihᵀ + h_{t-1}·W_hhᵀ and the cell update runs on
+//    it while it is in registers/L1: no input-projection GEMM over all rows first and, at inference, no
+//    gate matrix at all (below 4 batch rows x·W_ihᵀ is one GEMM over all rows first, and the tiles start
+//    from it);
+//  - backward: per step, dL/dh_t = dL/d(gates_{t+1})·W_hh for 64 hidden units per tile (32 with AVX2), and
+//    the backward of the cell update on that tile; the weight and input gradients stay large GEMMs after
+//    the loop.
 // Each step is one parallel pass over the panels (at::parallel_for).
 //
 // Why: the per-step path calls a library GEMM with M = batch rows every step, which reaches 75–150
@@ -21,8 +23,9 @@
 namespace fused_lstm {
 namespace cpu {
 
-// float32, padded input (uniform batch), no projection, a CPU with AVX-512F, and not turned off with
-// FUSED_LSTM_CPU_FUSED_STEP=0 (read once per process; "1" or unset: on, anything else raises).
+// float32, padded input (uniform batch), no projection, a CPU with AVX-512 or AVX2+FMA, and not turned
+// off: FUSED_LSTM_CPU_FUSED_STEP unset/"1" uses the best instruction set, "0" turns the fused step off,
+// "avx2"/"avx512" force one (raising if the CPU lacks it); read once per process, anything else raises.
 bool sequence_supported(const LstmSequenceShape& shape, at::ScalarType dtype);
 // Whether the forward computes x·W_ihᵀ in its steps (enough batch rows) or reads one GEMM's result.
 bool sequence_forward_projects_input(const LstmSequenceShape& shape);
