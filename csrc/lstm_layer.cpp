@@ -97,8 +97,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   if (whole_sequence) {
     // The whole recurrence in one call; it writes exactly what the loop below writes (gates, c_{t-1},
     // output rows, the cell state), and h_n is the output rows of the last visited step.
-    const at::Tensor input_c = input.contiguous();
-    const at::Tensor weight_ih_c = weight_ih.contiguous();
+    // The input and W_ih are read only by a backend that projects the input itself.
+    const at::Tensor input_c = backend_projects_input ? input.contiguous() : at::Tensor();
+    const at::Tensor weight_ih_c = backend_projects_input ? weight_ih.contiguous() : at::Tensor();
     const at::Tensor weight_hh_c = weight_hh.contiguous();
     LstmSequenceForwardParams params;
     params.steps = layout.steps;
@@ -108,8 +109,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     params.reverse = reverse;
     params.save_for_backward = save_for_backward;
     params.project_input = backend_projects_input;
-    params.input = input_c.data_ptr();
-    params.weight_ih = weight_ih_c.data_ptr();
+    params.input = backend_projects_input ? input_c.data_ptr() : nullptr;
+    params.weight_ih = backend_projects_input ? weight_ih_c.data_ptr() : nullptr;
     params.weight_hh = weight_hh_c.data_ptr();
     params.bias = combined_bias.data_ptr();
     params.h0 = hidden_state.data_ptr();

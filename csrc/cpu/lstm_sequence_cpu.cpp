@@ -288,14 +288,14 @@ void forward_panels(const ForwardStep& s, int64_t begin, int64_t end) {
   const int64_t lanes = shape.lanes, width = 4 * lanes;
   const int64_t tile_height = tile_rows_for(s.rows, shape.max_rows);
   for (int64_t panel = begin; panel < end; ++panel) {
-    const float* weights_ih = s.packed_ih + panel * s.C * width;
     const float* weights_hh = s.packed_hh + panel * s.H * width;
     const int64_t first_unit = panel * lanes;
     const int64_t units = std::min(lanes, s.H - first_unit);
     for (int64_t row0 = 0; row0 < s.rows; row0 += tile_height) {
       const int rows = static_cast<int>(std::min<int64_t>(tile_height, s.rows - row0));
       if (s.project_input) {
-        tile_product(s.isa, rows, s.C, s.input + row0 * s.C, s.C, weights_ih, /*accumulate=*/false, tile);
+        tile_product(s.isa, rows, s.C, s.input + row0 * s.C, s.C, s.packed_ih + panel * s.C * width,
+                     /*accumulate=*/false, tile);
       } else {
         load_tile(rows, s.H, units, lanes, s.gates + row0 * 4 * s.H + first_unit, tile);
       }
@@ -415,7 +415,7 @@ void sequence_forward(const LstmSequenceForwardParams& p, at::ScalarType dtype) 
     step.H = H;
     step.C = C;
     step.project_input = p.project_input;
-    step.input = static_cast<const float*>(p.input) + t * B * C;
+    step.input = p.project_input ? static_cast<const float*>(p.input) + t * B * C : nullptr;
     step.packed_ih = packed_ih.data();  // empty unless projecting per step
     step.packed_hh = packed_hh.data();
     step.bias = static_cast<const float*>(p.bias);
