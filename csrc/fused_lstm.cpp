@@ -49,10 +49,11 @@ lstm_layer_backward_cpu(const at::Tensor& grad_output, const at::Tensor& grad_h_
                         const at::Tensor& weight_ih, const at::Tensor& weight_hh,
                         const std::optional<at::Tensor>& weight_hr, const at::Tensor& output,
                         const at::Tensor& gates, const at::Tensor& cell_prev, const at::Tensor& proj_input,
-                        bool reverse, bool has_bias) {
+                        bool reverse, bool has_bias, bool compute_grad_input, bool compute_grad_weights) {
   check_cpu_dtype("fused_lstm.lstm_layer_backward", input);
   return lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, weight_ih, weight_hh,
-                             weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias, kCpuBackend);
+                             weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias, compute_grad_input,
+                             compute_grad_weights, kCpuBackend);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_cpu(
@@ -94,7 +95,8 @@ TORCH_LIBRARY(fused_lstm, m) {
   m.def(
       "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
       "Tensor batch_sizes, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? weight_hr, Tensor output, "
-      "Tensor gates, Tensor cell_prev, Tensor proj_input, bool reverse, bool has_bias) "
+      "Tensor gates, Tensor cell_prev, Tensor proj_input, bool reverse, bool has_bias, "
+      "bool compute_grad_input=True, bool compute_grad_weights=True) "
       "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
       "Tensor grad_bias, Tensor grad_weight_hr)");
   // One GRU layer in one direction. See gru_layer.h for the shapes.

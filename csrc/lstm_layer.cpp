@@ -164,7 +164,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
                     const at::Tensor& weight_ih, const at::Tensor& weight_hh,
                     const std::optional<at::Tensor>& weight_hr, const at::Tensor& output, const at::Tensor& gates,
                     const at::Tensor& cell_prev, const at::Tensor& proj_input, bool reverse, bool has_bias,
-                    const PointwiseBackend& backend) {
+                    bool compute_grad_input, bool compute_grad_weights, const PointwiseBackend& backend) {
   const char* op = "fused_lstm.lstm_layer_backward";
   check_defined(op, {{"grad_output", &grad_output}, {"grad_h_n", &grad_h_n}, {"grad_c_n", &grad_c_n},
                      {"input", &input}, {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"weight_ih", &weight_ih},
@@ -254,8 +254,13 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
     }
   }
 
-  // Everything that does not feed the recurrence is one large GEMM or reduction over all rows.
-  auto grad_input = gemm(grad_gates, weight_ih);
+  // Everything that does not feed the recurrence is one large GEMM or reduction over all rows, each
+  // only when something needs it (the input of a first layer over data, frozen weights).
+  const auto empty = [&] { return at::empty({0}, input.options()); };
+  auto grad_input = compute_grad_input ? gemm(grad_gates, weight_ih) : empty();
+  if (!compute_grad_weights) {
+    return {grad_input, grad_hidden_state, grad_cell_state.to(dtype), empty(), empty(), empty(), empty()};
+  }
   auto grad_weight_ih = gemm(grad_gates.t(), input);
   at::Tensor grad_weight_hh;
   if (layout.uniform_batch) {
@@ -270,9 +275,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
   } else {
     grad_weight_hh = gemm(grad_gates.t(), previous_hidden(layout, output, h0, reverse));
   }
-  auto grad_bias = has_bias ? grad_gates.sum(0) : at::empty({0}, input.options());
-  auto grad_weight_hr =
-      projected ? gemm(grad_hidden_total.t(), proj_input) : at::empty({0}, input.options());
+  auto grad_bias = has_bias ? grad_gates.sum(0) : empty();
+  auto grad_weight_hr = projected ? gemm(grad_hidden_total.t(), proj_input) : empty();
   return {grad_input, grad_hidden_state, grad_cell_state.to(dtype), grad_weight_ih, grad_weight_hh, grad_bias,
           grad_weight_hr};
 }

@@ -45,7 +45,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     bool reverse, bool save_for_backward, const PointwiseBackend& backend);
 
 // Returns (grad_input [N,C], grad_h0 [B,P], grad_c0 [B,H], grad_weight_ih [4H,C], grad_weight_hh [4H,P],
-// grad_bias [4H] (empty without bias), grad_weight_hr [P,H] (empty without projection)).
+// grad_bias [4H] (empty without bias), grad_weight_hr [P,H] (empty without projection)). grad_input is
+// empty unless compute_grad_input, and the weight and bias gradients are empty unless
+// compute_grad_weights: when nothing needs them, their GEMMs (up to 3 of the 4 large ones) are skipped.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 lstm_layer_backward(
     const at::Tensor& grad_output,  // [N, P]
@@ -61,6 +63,7 @@ lstm_layer_backward(
     const at::Tensor& gates,        // [N, 4H] saved activations
     const at::Tensor& cell_prev,    // [N, H] saved c_{t-1}, accumulation dtype
     const at::Tensor& proj_input,   // [N, H] saved o·tanh(c_t) when projecting, else empty
-    bool reverse, bool has_bias, const PointwiseBackend& backend);
+    bool reverse, bool has_bias, bool compute_grad_input, bool compute_grad_weights,
+    const PointwiseBackend& backend);
 
 }  // namespace fused_lstm

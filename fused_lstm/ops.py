@@ -60,19 +60,21 @@ def _lstm_layer_forward_fake(input, batch_sizes, h0, c0, weight_ih, weight_hh, b
 
 @torch.library.register_fake("fused_lstm::lstm_layer_backward")
 def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, weight_ih, weight_hh,
-                              weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias):
+                              weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias,
+                              compute_grad_input=True, compute_grad_weights=True):
     _check_fake_devices("lstm_layer_backward", input, batch_sizes, grad_output=grad_output, grad_h_n=grad_h_n,
                         grad_c_n=grad_c_n, h0=h0, weight_ih=weight_ih, weight_hh=weight_hh, weight_hr=weight_hr,
                         output=output, gates=gates, cell_prev=cell_prev, proj_input=proj_input)
     hidden = weight_ih.shape[0] // 4
+    weights = compute_grad_weights
     return (
-        torch.empty_like(input),
+        torch.empty_like(input) if compute_grad_input else input.new_empty(0),
         torch.empty_like(h0),
         input.new_empty(grad_c_n.shape),
-        torch.empty_like(weight_ih),
-        torch.empty_like(weight_hh),
-        input.new_empty(4 * hidden) if has_bias else input.new_empty(0),
-        torch.empty_like(weight_hr) if weight_hr is not None else input.new_empty(0),
+        torch.empty_like(weight_ih) if weights else input.new_empty(0),
+        torch.empty_like(weight_hh) if weights else input.new_empty(0),
+        input.new_empty(4 * hidden) if weights and has_bias else input.new_empty(0),
+        torch.empty_like(weight_hr) if weights and weight_hr is not None else input.new_empty(0),
     )
 
 
@@ -129,12 +131,17 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_non_differentiable):
             (grad_output, grad_h_n, grad_c_n), differentiable, needed)
     else:
         _check_saved(ctx)
+        # Skip dL/dx (one large GEMM) and the weight gradients (two or three) when nothing needs them.
+        input_needed = ctx.needs_input_grad[0]
+        weights_needed = any(ctx.needs_input_grad[4:8])
         (grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias,
          grad_weight_hr) = torch.ops.fused_lstm.lstm_layer_backward(
             grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, weight_ih, weight_hh, weight_hr, out, gates,
-            cell_prev, proj_input, ctx.reverse, ctx.has_bias)
-        per_input = [grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh,
-                     grad_bias if ctx.has_bias else None, grad_weight_hr if weight_hr is not None else None]
+            cell_prev, proj_input, ctx.reverse, ctx.has_bias, input_needed, weights_needed)
+        per_input = [grad_input if input_needed else None, grad_h0, grad_c0,
+                     grad_weight_ih if weights_needed else None, grad_weight_hh if weights_needed else None,
+                     grad_bias if weights_needed and ctx.has_bias else None,
+                     grad_weight_hr if weights_needed and weight_hr is not None else None]
 
     grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias, grad_weight_hr = per_input
     return (grad_input, None, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias, grad_weight_hr, None,

@@ -293,3 +293,35 @@ def test_runs_on_fused_ops_not_on_torch_lstm(monkeypatch):
     assert len(calls) == 4
     fused_lstm.LSTMCell(INPUT_SIZE, HIDDEN_SIZE)(torch.randn(2, INPUT_SIZE))
     assert len(calls) == 5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("frozen", ["input", "weights", "input_and_weights"])
+def test_gradients_not_asked_for_are_not_computed(device, frozen):
+    """A first layer over data (the input needs no gradient) or a frozen LSTM (its weights need none): the
+    gradients that are asked for match nn.LSTM's, and the backward skips the GEMMs of the others."""
+    torch_lstm, fused = make_pair(device, torch.float32, num_layers=2, bidirectional=True)
+    # Batch 5: the CPU fused step projects the input inside its steps, so the forward makes no GEMM.
+    x = torch.randn(6, 5, torch_lstm.input_size, device=device)
+    h0 = torch.randn(4, 5, torch_lstm.hidden_size, device=device, requires_grad=True)
+    c0 = torch.randn(4, 5, torch_lstm.hidden_size, device=device)
+    x.requires_grad_(frozen == "weights")
+    grads, gemms = [], []
+    for module in (torch_lstm, fused):
+        for parameter in module.parameters():
+            parameter.requires_grad_(frozen == "input")
+        leaves = [t for t in (x, h0, *module.parameters()) if t.requires_grad]
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            output, _ = module(x, (h0, c0))
+            grads.append(torch.autograd.grad((output * output).sum(), leaves))
+        gemms.append(sum(event.name in ("aten::mm", "aten::addmm", "aten::addmm_")
+                         for event in profile.events()))
+    for actual, expected in zip(grads[1], grads[0]):
+        assert_close(actual, expected)
+    # The fused step makes no per-step GEMM (CPU): what is left are the after-the-loop GEMMs, per direction:
+    # dx (1), dW_ih (1) and dW_hh (2: over the output rows, and for h0). The first layer's dx is needed only
+    # if its input needs a gradient; deeper layers' dx always is (it flows to the layer below).
+    if device == "cpu":
+        first_layer = {"input": 3, "weights": 1, "input_and_weights": 0}[frozen]
+        deeper_layer = {"input": 4, "weights": 1, "input_and_weights": 1}[frozen]
+        assert gemms[1] == 2 * (first_layer + deeper_layer), gemms

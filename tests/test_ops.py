@@ -114,6 +114,28 @@ def test_opcheck_backward(device):
                          sample["batch_sizes"], sample["h0"], sample["weight_ih"], sample["weight_hh"],
                          sample["weight_hr"], output, gates, cell_prev, proj_input, reverse, sample["bias"] is not None)
             torch.library.opcheck(torch.ops.fused_lstm.lstm_layer_backward.default, arguments)
+            for needed in ((False, True), (True, False), (False, False)):  # compute_grad_input, _weights
+                torch.library.opcheck(torch.ops.fused_lstm.lstm_layer_backward.default, arguments + needed)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", SAMPLE_KINDS)
+def test_backward_skips_only_the_gradients_not_asked_for(device, kind):
+    sample = layer_sample(device, dtype=torch.float32, requires_grad=False, **kind)
+    output, h_n, c_n, gates, cell_prev, proj_input = torch.ops.fused_lstm.lstm_layer_forward(
+        *sample.values(), False, True)
+    arguments = (torch.randn_like(output), torch.randn_like(h_n), torch.randn_like(c_n), sample["input"],
+                 sample["batch_sizes"], sample["h0"], sample["weight_ih"], sample["weight_hh"], sample["weight_hr"],
+                 output, gates, cell_prev, proj_input, False, sample["bias"] is not None)
+    full = torch.ops.fused_lstm.lstm_layer_backward(*arguments)
+    for compute_input, compute_weights in ((False, True), (True, False), (False, False)):
+        partial = torch.ops.fused_lstm.lstm_layer_backward(*arguments, compute_input, compute_weights)
+        for index, (a, e) in enumerate(zip(partial, full)):
+            skipped = (index == 0 and not compute_input) or (index >= 3 and not compute_weights)
+            if skipped:
+                assert a.numel() == 0, index
+            else:
+                assert torch.equal(a, e), index
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -67,7 +67,7 @@ lstm_layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_h
                          const at::Tensor& weight_ih, const at::Tensor& weight_hh,
                          const std::optional<at::Tensor>& weight_hr, const at::Tensor& output,
                          const at::Tensor& gates, const at::Tensor& cell_prev, const at::Tensor& proj_input,
-                         bool reverse, bool has_bias) {
+                         bool reverse, bool has_bias, bool compute_grad_input, bool compute_grad_weights) {
   check_devices("fused_lstm.lstm_layer_backward", input, batch_sizes,
                 {{"grad_output", &grad_output},
                  {"grad_h_n", &grad_h_n},
@@ -82,7 +82,8 @@ lstm_layer_backward_cuda(const at::Tensor& grad_output, const at::Tensor& grad_h
                  {"proj_input", weight_hr.has_value() ? &proj_input : nullptr}});
   const at::cuda::OptionalCUDAGuard device_guard(input.device());
   return lstm_layer_backward(grad_output, grad_h_n, grad_c_n, input, batch_sizes, h0, weight_ih, weight_hh,
-                             weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias, kCudaBackend);
+                             weight_hr, output, gates, cell_prev, proj_input, reverse, has_bias, compute_grad_input,
+                             compute_grad_weights, kCudaBackend);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_cuda(
