@@ -78,7 +78,7 @@ def make_inputs(case: RecurrentCase, device, mode):
     options = dict(device=device, dtype=getattr(torch, case.dtype))
     states = case.num_layers * case.directions
     sequence = torch.randn(case.seq_len, case.batch, case.input_size, **options)
-    sequence.requires_grad_(mode == "training")
+    sequence.requires_grad_(mode == "training")  # not in "training-data-input"
     h0 = torch.randn(states, case.batch, case.output_size, **options)
     hx = (h0, torch.randn(states, case.batch, case.hidden_size, **options)) if case.cell == "lstm" else h0
     output_grad = torch.randn(case.seq_len, case.batch, case.directions * case.output_size, **options)
@@ -92,11 +92,11 @@ def clear_grads(candidate: Candidate, inputs: RecurrentInputs):
 
 
 def run_once(candidate: Candidate, inputs: RecurrentInputs, mode):
-    """Inference: the forward under no_grad. Training: forward, then backward of the weighted loss.
+    """Inference: the forward under no_grad. Training (either kind): forward, then backward of the weighted loss.
     Returns (output, final states as a tuple: (h_n, c_n) or (h_n,))."""
     with torch.no_grad() if mode == "inference" else contextlib.nullcontext():
         output, final_states = candidate.call(inputs.input, inputs.hx)
-    if mode == "training":
+    if mode != "inference":
         output.backward(inputs.output_grad)  # the gradient of sum(output · output_grad)
     return output, final_states if isinstance(final_states, tuple) else (final_states,)
 
@@ -107,8 +107,9 @@ def collect_results(candidate: Candidate, inputs: RecurrentInputs, run_result, m
     outputs = {"output": output.detach()}
     outputs.update((name, state.detach()) for name, state in zip(("h_n", "c_n"), final_states))
     grads = {}
-    if mode == "training":
-        grads["input"] = inputs.input.grad
+    if mode != "inference":
+        if inputs.input.requires_grad:
+            grads["input"] = inputs.input.grad
         grads.update((name, parameter.grad) for name, parameter in candidate.module.named_parameters())
     return outputs, grads
 

@@ -62,8 +62,14 @@ class RecurrentCase:
 
     def flops(self, mode):
         # Backward runs two GEMMs (gradient of the input and of the weights) per forward GEMM, each
-        # as large, so forward + backward is 3× the forward.
-        return self.forward_flops() * (3 if mode == "training" else 1)
+        # as large, so forward + backward is 3× the forward; with a data input, the first layer's
+        # gradient of the input is not part of the work.
+        if mode == "inference":
+            return self.forward_flops()
+        total = 3 * self.forward_flops()
+        if mode == "training-data-input":
+            total -= self.directions * 2 * self.tokens * self.input_size * self.gate_count * self.hidden_size
+        return total
 
     def label(self):
         return shape_label(self)

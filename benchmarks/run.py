@@ -1,7 +1,7 @@
 """Times fused_lstm.LSTM, torch.nn.LSTM and the reference loop side by side in one process (or the GRUs).
 
     python -m benchmarks.run --device cpu|cuda [--cell lstm|gru] [--dtype float32[,bfloat16,...]] [--quick]
-                             [--sizes TxBxIxHxL[xbi][xpP],...] [--modes inference,training]
+                             [--sizes TxBxIxHxL[xbi][xpP],...] [--modes inference,training,...]
                              [--repeats N] [--warmup N] [--allow-tf32] [--out DIR]
 
 Writes results.csv, results.md, speedup_vs_batch.png and speedup_vs_hidden.png to --out (default
@@ -29,7 +29,10 @@ from .measure import (GEMM_PEAK_REPEATS, GEMM_PEAK_SIZE, PeakMemoryProbe, descri
 from .report import (ProgressBar, ResultRow, fill_speedups, format_terminal_table, plot_speedup, write_csv,
                      write_markdown)
 
-MODES = ("inference", "training")
+# "training-data-input": training where the input is data and needs no gradient (a first layer over
+# features); opt-in, the default sweeps time the harder case where it does.
+MODES = ("inference", "training", "training-data-input")
+DEFAULT_MODES = ("inference", "training")
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
 
 
@@ -66,7 +69,8 @@ def parse_arguments(argv):
     parser.add_argument("--sizes", default=None,
                         help="custom sizes instead of a sweep: TxBxIxHxLayers, optionally xbi (bidirectional) "
                              "and xp<proj_size>, comma-separated, e.g. 100x64x512x512x1,50x8x128x128x2xbi")
-    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: inference,training")
+    parser.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                        help=f"comma-separated among {','.join(MODES)} (default: {','.join(DEFAULT_MODES)})")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed rounds per case (default: enough for a time budget, within bounds)")
     parser.add_argument("--warmup", type=int, default=1,
@@ -156,7 +160,7 @@ def benchmark_case(case, mode, args, memory_probe, gemm_peaks):
             rows[name].status = _error_status(error)
         return list(rows.values())
     for candidate in candidates:
-        candidate.module.train(mode == "training")
+        candidate.module.train(mode != "inference")
 
     # The first call of each candidate: its peak memory, and its results for the correctness check.
     # It also absorbs one-time costs (kernel selection, allocator growth) before any timing.
@@ -225,10 +229,12 @@ def header_lines(args, gemm_peaks, memory_probe, precision_note):
         f"- GEMM peak ({size}×{size} matmul, median of {GEMM_PEAK_REPEATS}): {peaks}",
         f"- Timing: {clock}; one untimed correctness call and {args.warmup} warm-up round(s), then the median "
         "(min–max) of the repeats, candidates interleaved round-robin; inference under torch.no_grad(), "
-        "training = forward + backward of a randomly weighted sum of the output",
+        "training = forward + backward of a randomly weighted sum of the output (training-data-input: the "
+        "same with an input that needs no gradient)",
         "- GFLOP/s: GEMM FLOPs only, 2·T·B·(I+P)·G·H (G = 4 gates for the LSTM, 3 for the GRU; "
         "+ 2·T·B·H·P with a projection) per layer and direction, "
-        "3× for training; % GEMM peak is against the matmul rate above",
+        "3× for training (less the first layer's input gradient for training-data-input); % GEMM peak is "
+        "against the matmul rate above",
         f"- Peak memory: {memory_probe.description()}",
         f"- Precision: {precision_note}",
         f"- max|Δ|: largest absolute difference from torch.nn.{module} with the same weights and inputs "

@@ -85,3 +85,17 @@ def test_fma_peak_runs_and_reports_a_positive_rate():
     rate = fma_peak_gflops(threads=1, seconds=0.05)
     # One core of any x86-64 CPU with AVX2 does more than 1 and far less than 10,000 GFLOP/s.
     assert 1.0 < rate < 1e4
+
+
+def test_benchmark_training_with_a_data_input(tmp_path):
+    """The opt-in mode: training where the input needs no gradient; it runs and checks the gradients."""
+    exit_code = main(["--device", "cpu", "--sizes", "5x3x4x6x1,4x2x6x6x2xbi", "--modes", "training-data-input",
+                      "--repeats", "2", "--out", str(tmp_path)])
+    assert exit_code == 0
+    with open(tmp_path / "results.csv", newline="") as csv_file:
+        rows = list(csv.DictReader(csv_file))
+    assert {row["mode"] for row in rows} == {"training-data-input"}
+    for row in rows:
+        assert row["status"] == "ok", row
+        if row["candidate"] != "torch.nn":
+            assert float(row["max_abs_diff_grad"]) < 1e-4, row
