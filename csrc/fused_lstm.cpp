@@ -68,10 +68,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_cpu
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input, const at::Tensor& batch_sizes,
     const at::Tensor& h0, const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& output,
-    const at::Tensor& gates, const at::Tensor& candidate_hidden, bool reverse, bool has_bias) {
+    const at::Tensor& gates, const at::Tensor& candidate_hidden, bool reverse, bool has_bias, bool compute_grad_input,
+    bool compute_grad_weights) {
   check_cpu_dtype("fused_lstm.gru_layer_backward", input);
   return gru_layer_backward(grad_output, grad_h_n, input, batch_sizes, h0, weight_ih, weight_hh, output, gates,
-                            candidate_hidden, reverse, has_bias, kCpuGruBackend);
+                            candidate_hidden, reverse, has_bias, compute_grad_input, compute_grad_weights,
+                            kCpuGruBackend);
 }
 
 // The persistent recurrent kernel exists only on CUDA: every other device answers false. Registered for
@@ -107,8 +109,8 @@ TORCH_LIBRARY(fused_lstm, m) {
   m.def(
       "gru_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor batch_sizes, Tensor h0, "
       "Tensor weight_ih, Tensor weight_hh, Tensor output, Tensor gates, Tensor candidate_hidden, bool reverse, "
-      "bool has_bias) -> (Tensor grad_input, Tensor grad_h0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
-      "Tensor grad_bias_ih, Tensor grad_bias_hh)");
+      "bool has_bias, bool compute_grad_input=True, bool compute_grad_weights=True) -> (Tensor grad_input, "
+      "Tensor grad_h0, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias_ih, Tensor grad_bias_hh)");
   // Whether lstm_layer_forward would run this layer (input [N, C], h0 [B, P], weight_hh [4H, P],
   // batch_sizes [T]) as one persistent CUDA kernel instead of the per-step loop: only on CUDA, with
   // FUSED_LSTM_PERSISTENT=1, and for the cases the kernel covers (see cuda/lstm_persistent.h).

@@ -86,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input, const at::Tensor& batch_sizes,
     const at::Tensor& h0, const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& output,
     const at::Tensor& gates, const at::Tensor& candidate_hidden, bool reverse, bool has_bias,
-    const GruPointwiseBackend& backend) {
+    bool compute_grad_input, bool compute_grad_weights, const GruPointwiseBackend& backend) {
   const char* op = "fused_lstm.gru_layer_backward";
   check_defined(op, {{"grad_output", &grad_output}, {"grad_h_n", &grad_h_n}, {"input", &input},
                      {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"weight_ih", &weight_ih}, {"weight_hh", &weight_hh},
@@ -132,12 +132,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     gemm_into(grad_hidden_state.narrow(0, 0, rows), grad_hidden_gates.narrow(0, offset, rows), weight_hh, 1.0f);
   }
 
-  // Everything that does not feed the recurrence is one large GEMM or reduction over all rows.
-  auto grad_input = gemm(grad_gates, weight_ih);
+  // Everything that does not feed the recurrence is one large GEMM or reduction over all rows, each
+  // only when something needs it (as for the LSTM).
+  const auto empty = [&] { return at::empty({0}, input.options()); };
+  auto grad_input = compute_grad_input ? gemm(grad_gates, weight_ih) : empty();
+  if (!compute_grad_weights) return {grad_input, grad_hidden_state, empty(), empty(), empty(), empty()};
   auto grad_weight_ih = gemm(grad_gates.t(), input);
   auto grad_weight_hh = gemm(grad_hidden_gates.t(), hidden_prev);
-  auto grad_bias_ih = has_bias ? grad_gates.sum(0) : at::empty({0}, input.options());
-  auto grad_bias_hh = has_bias ? grad_hidden_gates.sum(0) : at::empty({0}, input.options());
+  auto grad_bias_ih = has_bias ? grad_gates.sum(0) : empty();
+  auto grad_bias_hh = has_bias ? grad_hidden_gates.sum(0) : empty();
   return {grad_input, grad_hidden_state, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh};
 }
 

@@ -30,7 +30,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
     bool reverse, bool save_for_backward, const GruPointwiseBackend& backend);
 
 // Returns (grad_input [N,C], grad_h0 [B,H], grad_weight_ih [3H,C], grad_weight_hh [3H,H],
-// grad_bias_ih [3H], grad_bias_hh [3H]); the bias gradients are empty without bias.
+// grad_bias_ih [3H], grad_bias_hh [3H]); the bias gradients are empty without bias, grad_input unless
+// compute_grad_input, and the weight and bias gradients unless compute_grad_weights.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward(
     const at::Tensor& grad_output,       // [N, H]
     const at::Tensor& grad_h_n,          // [B, H]
@@ -42,6 +43,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& output,            // [N, H] forward output
     const at::Tensor& gates,             // [N, 3H] saved r, z, n
     const at::Tensor& candidate_hidden,  // [N, H] saved h_n + b_hn
-    bool reverse, bool has_bias, const GruPointwiseBackend& backend);
+    bool reverse, bool has_bias, bool compute_grad_input, bool compute_grad_weights,
+    const GruPointwiseBackend& backend);
 
 }  // namespace fused_lstm

@@ -180,13 +180,17 @@ def _gru_layer_forward_fake(input, batch_sizes, h0, weight_ih, weight_hh, bias_i
 
 @torch.library.register_fake("fused_lstm::gru_layer_backward")
 def _gru_layer_backward_fake(grad_output, grad_h_n, input, batch_sizes, h0, weight_ih, weight_hh, output, gates,
-                             candidate_hidden, reverse, has_bias):
+                             candidate_hidden, reverse, has_bias, compute_grad_input=True, compute_grad_weights=True):
     _check_fake_devices("gru_layer_backward", input, batch_sizes, grad_output=grad_output, grad_h_n=grad_h_n, h0=h0,
                         weight_ih=weight_ih, weight_hh=weight_hh, output=output, gates=gates,
                         candidate_hidden=candidate_hidden)
-    bias_shape = (weight_ih.shape[0],) if has_bias else (0,)
-    return (torch.empty_like(input), torch.empty_like(h0), torch.empty_like(weight_ih), torch.empty_like(weight_hh),
-            input.new_empty(bias_shape), input.new_empty(bias_shape))
+    bias_shape = (weight_ih.shape[0],) if has_bias and compute_grad_weights else (0,)
+
+    def weight_like(weight):
+        return torch.empty_like(weight) if compute_grad_weights else input.new_empty(0)
+
+    return (torch.empty_like(input) if compute_grad_input else input.new_empty(0), torch.empty_like(h0),
+            weight_like(weight_ih), weight_like(weight_hh), input.new_empty(bias_shape), input.new_empty(bias_shape))
 
 
 def _gru_setup_context(ctx, inputs, output):
@@ -215,12 +219,15 @@ def _gru_backward(ctx, grad_output, grad_h_n, *_non_differentiable):
             (grad_output, grad_h_n), differentiable, needed)
     else:
         _check_saved(ctx)
+        input_needed = ctx.needs_input_grad[0]
+        weights_needed = any(ctx.needs_input_grad[3:7])  # as for the LSTM: skip the GEMMs nothing needs
         (grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih,
          grad_bias_hh) = torch.ops.fused_lstm.gru_layer_backward(
             grad_output, grad_h_n, input, batch_sizes, h0, weight_ih, weight_hh, out, gates, candidate_hidden,
-            ctx.reverse, ctx.has_bias)
-        biases = (grad_bias_ih, grad_bias_hh) if ctx.has_bias else (None, None)
-        per_input = [grad_input, grad_h0, grad_weight_ih, grad_weight_hh, *biases]
+            ctx.reverse, ctx.has_bias, input_needed, weights_needed)
+        weights = (grad_weight_ih, grad_weight_hh) if weights_needed else (None, None)
+        biases = (grad_bias_ih, grad_bias_hh) if ctx.has_bias and weights_needed else (None, None)
+        per_input = [grad_input if input_needed else None, grad_h0, *weights, *biases]
     grad_input, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh = per_input
     return grad_input, None, grad_h0, grad_weight_ih, grad_weight_hh, grad_bias_ih, grad_bias_hh, None, None
 

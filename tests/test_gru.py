@@ -159,6 +159,39 @@ def test_opcheck(device):
                          plain["h0"], plain["weight_ih"], plain["weight_hh"], output, gates, candidate, reverse,
                          plain["bias_ih"] is not None)
             torch.library.opcheck(torch.ops.fused_lstm.gru_layer_backward.default, arguments)
+            full = torch.ops.fused_lstm.gru_layer_backward(*arguments)
+            for needed in ((False, True), (True, False), (False, False)):  # compute_grad_input, _weights
+                torch.library.opcheck(torch.ops.fused_lstm.gru_layer_backward.default, arguments + needed)
+                partial = torch.ops.fused_lstm.gru_layer_backward(*arguments, *needed)
+                for index, (a, e) in enumerate(zip(partial, full)):
+                    skipped = (index == 0 and not needed[0]) or (index >= 2 and not needed[1])
+                    assert a.numel() == 0 if skipped else torch.equal(a, e), (needed, index)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("frozen", ["input", "weights"])
+def test_gradients_not_asked_for_are_not_computed(device, frozen):
+    """As for the LSTM: a data input or frozen weights; the gradients asked for match nn.GRU's."""
+    torch_gru, fused = make_pair(device, num_layers=2, bidirectional=True)
+    x = torch.randn(6, 5, torch_gru.input_size, device=device, requires_grad=frozen == "weights")
+    h0 = torch.randn(4, 5, torch_gru.hidden_size, device=device, requires_grad=True)
+    grads, gemms = [], []
+    for module in (torch_gru, fused):
+        for parameter in module.parameters():
+            parameter.requires_grad_(frozen == "input")
+        leaves = [t for t in (x, h0, *module.parameters()) if t.requires_grad]
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            output, _ = module(x, h0)
+            grads.append(torch.autograd.grad((output * output).sum(), leaves))
+        gemms.append(sum(event.name in ("aten::mm", "aten::addmm", "aten::addmm_") for event in profile.events()))
+    for actual, expected in zip(grads[1], grads[0]):
+        assert_close(actual, expected)
+    if device == "cpu":
+        # Per direction, forward: x·W_ihᵀ + one recurrent GEMM per step; backward: one per step, then dx (1),
+        # dW_ih (1), dW_hh (1) after the loop. The first layer's dx is needed only with frozen weights here.
+        steps = x.shape[0]
+        after_loop = {"input": (2, 3), "weights": (1, 1)}[frozen]  # (first layer, second layer)
+        assert gemms[1] == 2 * (2 * (1 + 2 * steps) + sum(after_loop)), gemms
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -104,7 +104,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward_cud
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n, const at::Tensor& input, const at::Tensor& batch_sizes,
     const at::Tensor& h0, const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& output,
-    const at::Tensor& gates, const at::Tensor& candidate_hidden, bool reverse, bool has_bias) {
+    const at::Tensor& gates, const at::Tensor& candidate_hidden, bool reverse, bool has_bias, bool compute_grad_input,
+    bool compute_grad_weights) {
   check_devices("fused_lstm.gru_layer_backward", input, batch_sizes,
                 {{"grad_output", &grad_output},
                  {"grad_h_n", &grad_h_n},
@@ -116,7 +117,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                  {"candidate_hidden", &candidate_hidden}});
   const at::cuda::OptionalCUDAGuard device_guard(input.device());
   return gru_layer_backward(grad_output, grad_h_n, input, batch_sizes, h0, weight_ih, weight_hh, output, gates,
-                            candidate_hidden, reverse, has_bias, kCudaGruBackend);
+                            candidate_hidden, reverse, has_bias, compute_grad_input, compute_grad_weights,
+                            kCudaGruBackend);
 }
 
 // The same decision lstm_layer_forward_cuda takes for these arguments, on input's device.
