@@ -46,9 +46,11 @@ __attribute__((target("avx2,fma"))) static float run_avx2(long iterations) {
   return lanes[0];
 }
 
-// Runs `threads` threads of `iterations` rounds; returns the float32 operations of one thread's round.
+// Runs `threads` threads of `iterations` rounds; returns the float32 operations of one thread's round, or 0
+// on a CPU with neither AVX-512 nor AVX2+FMA (nothing is run there).
 double fma_rounds(long threads, long iterations) {
   const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (!avx512 && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return 0.0;
   std::vector<std::thread> workers;
   std::vector<float> sink(threads);
   for (long t = 0; t < threads; ++t) {
@@ -72,6 +74,8 @@ def fma_peak_gflops(threads=None, seconds=0.5):
                               extra_cflags=["-O2"], verbose=False)
     threads = threads or torch.get_num_threads()
     iterations = 1_000_000
+    if _module.fma_rounds(threads, 1) == 0.0:
+        raise RuntimeError("benchmarks.fma_peak measures AVX-512 or AVX2+FMA; this CPU has neither")
     _module.fma_rounds(threads, iterations)  # warm up (clock ramp)
     while True:
         start = time.perf_counter()

@@ -207,7 +207,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
 
   const LstmSequenceShape sequence_shape{layout.steps, B, H, layout.uniform_batch, projected};
   if (backend.sequence_backward_supported != nullptr && backend.sequence_backward_supported(sequence_shape, dtype)) {
-    // The whole backward recurrence in one call: grad_gates of every step, dL/dh0 and dL/dc0 in place.
+    // The whole backward recurrence in one call: grad_gates of every step and dL/dc0 (in place).
     const at::Tensor weight_hh_c = weight_hh.contiguous();
     LstmSequenceBackwardParams params;
     params.steps = layout.steps;
@@ -218,10 +218,13 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
     params.gates = gates_c.data_ptr();
     params.cell_prev = cell_prev_c.data_ptr();
     params.grad_output = grad_output_c.data_ptr();
-    params.grad_hidden = grad_hidden_state.data_ptr();
+    params.grad_hidden_n = grad_hidden_state.data_ptr();
     params.grad_cell = grad_cell_state.data_ptr();
     params.grad_gates = grad_gates.data_ptr();
     backend.sequence_backward(params, dtype);
+    // dL/dh0 = dL/d(pre-activations of the first visited step)·W_hh, as the loop below ends.
+    const int64_t first_step = layout.step_offset[reverse ? layout.steps - 1 : 0];
+    gemm_into(grad_hidden_state, grad_gates.narrow(0, first_step, B), weight_hh, 0.0f);
   } else {
     auto order = layout.step_order(reverse);
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
@@ -262,19 +265,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
     return {grad_input, grad_hidden_state, grad_cell_state.to(dtype), empty(), empty(), empty(), empty()};
   }
   auto grad_weight_ih = gemm(grad_gates.t(), input);
-  at::Tensor grad_weight_hh;
-  if (layout.uniform_batch) {
-    // h_{t-1} is the previous visited step's output rows, and h0 for the first visited step: one GEMM
-    // over views of the output and a small one for h0, rather than a copy of the output.
-    const int64_t carried = N - B;
-    grad_weight_hh = gemm(grad_gates.narrow(0, reverse ? carried : 0, B).t(), h0);
-    if (carried > 0) {
-      gemm_into(grad_weight_hh, grad_gates.narrow(0, reverse ? 0 : B, carried).t(),
-                output.narrow(0, reverse ? B : 0, carried), 1.0f);
-    }
-  } else {
-    grad_weight_hh = gemm(grad_gates.t(), previous_hidden(layout, output, h0, reverse));
-  }
+  auto grad_weight_hh = recurrent_weight_gradient(layout, grad_gates, output, h0, reverse);
   auto grad_bias = has_bias ? grad_gates.sum(0) : empty();
   auto grad_weight_hr = projected ? gemm(grad_hidden_total.t(), proj_input) : empty();
   return {grad_input, grad_hidden_state, grad_cell_state.to(dtype), grad_weight_ih, grad_weight_hh, grad_bias,

@@ -47,7 +47,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 // Returns (grad_input [N,C], grad_h0 [B,P], grad_c0 [B,H], grad_weight_ih [4H,C], grad_weight_hh [4H,P],
 // grad_bias [4H] (empty without bias), grad_weight_hr [P,H] (empty without projection)). grad_input is
 // empty unless compute_grad_input, and the weight and bias gradients are empty unless
-// compute_grad_weights: when nothing needs them, their GEMMs (up to 3 of the 4 large ones) are skipped.
+// compute_grad_weights: when nothing needs them, their GEMMs (dx; dW_ih, dW_hh, dW_hr) are skipped.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 lstm_layer_backward(
     const at::Tensor& grad_output,  // [N, P]

@@ -57,8 +57,8 @@ struct LstmSequenceForwardParams {
 };
 
 // The whole backward recurrence of one layer in one direction (same cases and layout as above): the
-// gradients of the gate pre-activations of every step, and of h0 and c0. The weight and input
-// gradients are large GEMMs over all rows that the driver runs afterwards.
+// gradients of the gate pre-activations of every step and of c0. dL/dh0 (one small GEMM) and the weight
+// and input gradients (large GEMMs over all rows) are the driver's, afterwards.
 struct LstmSequenceBackwardParams {
   int64_t steps;            // T
   int64_t batch;            // B
@@ -68,7 +68,7 @@ struct LstmSequenceBackwardParams {
   const void* gates;        // [T·B, 4H] scalar; activations saved by forward
   const void* cell_prev;    // [T·B, H] acc; c_{t-1} saved by forward
   const void* grad_output;  // [T·B, H] scalar; dL/dh_t from the layer output
-  void* grad_hidden;        // [B, H] scalar; in: dL/dh_n, out: dL/dh0
+  const void* grad_hidden_n;  // [B, H] scalar; dL/dh_n
   void* grad_cell;          // [B, H] acc; in: dL/dc_n, out: dL/dc0
   void* grad_gates;         // [T·B, 4H] scalar; out: dL/d(pre-activations) of every step
 };

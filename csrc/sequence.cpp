@@ -1,6 +1,7 @@
 #include "sequence.h"
 
 #include "checks.h"
+#include "gemm.h"
 
 namespace fused_lstm {
 
@@ -79,14 +80,32 @@ void* row_address(const at::Tensor& matrix, int64_t row) {
   return static_cast<char*>(matrix.data_ptr()) + row * matrix.stride(0) * matrix.element_size();
 }
 
+namespace {
+
+// Padded input: the rows of h_{t-1} are h0 for the first visited step and, for every other step, the
+// output rows of the step visited before it.
+struct UniformPreviousRows {
+  int64_t first_step;   // h_{t-1} rows [first_step, first_step + B) are h0
+  int64_t carried;      // N - B rows come from the output ...
+  int64_t destination;  // ... into h_{t-1} rows [destination, destination + carried)
+  int64_t source;       // ... from output rows [source, source + carried)
+};
+
+UniformPreviousRows uniform_previous_rows(const SequenceLayout& layout, bool reverse) {
+  const int64_t B = layout.batch, carried = layout.rows - B;
+  return {reverse ? carried : 0, carried, reverse ? 0 : B, reverse ? B : 0};
+}
+
+}  // namespace
+
 at::Tensor previous_hidden(const SequenceLayout& layout, const at::Tensor& output, const at::Tensor& h0,
                            bool reverse) {
-  const int64_t B = layout.batch, N = layout.rows;
+  const int64_t B = layout.batch;
   auto h_prev = at::empty_like(output, at::MemoryFormat::Contiguous);
   if (layout.uniform_batch) {
-    const int64_t carried_rows = N - B;  // every row but the first step's comes from the previous step
-    h_prev.narrow(0, reverse ? carried_rows : 0, B).copy_(h0);
-    h_prev.narrow(0, reverse ? 0 : B, carried_rows).copy_(output.narrow(0, reverse ? B : 0, carried_rows));
+    const UniformPreviousRows rows = uniform_previous_rows(layout, reverse);
+    h_prev.narrow(0, rows.first_step, B).copy_(h0);
+    h_prev.narrow(0, rows.destination, rows.carried).copy_(output.narrow(0, rows.source, rows.carried));
     return h_prev;
   }
   for (int64_t t = 0; t < layout.steps; ++t) {
@@ -104,6 +123,18 @@ at::Tensor previous_hidden(const SequenceLayout& layout, const at::Tensor& outpu
     if (carried < rows) destination.narrow(0, carried, rows - carried).copy_(h0.narrow(0, carried, rows - carried));
   }
   return h_prev;
+}
+
+at::Tensor recurrent_weight_gradient(const SequenceLayout& layout, const at::Tensor& grad_gates,
+                                     const at::Tensor& output, const at::Tensor& h0, bool reverse) {
+  if (!layout.uniform_batch) return gemm(grad_gates.t(), previous_hidden(layout, output, h0, reverse));
+  const UniformPreviousRows rows = uniform_previous_rows(layout, reverse);
+  auto gradient = gemm(grad_gates.narrow(0, rows.first_step, layout.batch).t(), h0);
+  if (rows.carried > 0) {
+    gemm_into(gradient, grad_gates.narrow(0, rows.destination, rows.carried).t(),
+              output.narrow(0, rows.source, rows.carried), 1.0f);
+  }
+  return gradient;
 }
 
 }  // namespace fused_lstm

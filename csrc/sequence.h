@@ -43,9 +43,14 @@ LayerSizes check_weights(const char* op, const at::Tensor& input, const at::Tens
 // Address of row `row` of a matrix whose rows are contiguous.
 void* row_address(const at::Tensor& matrix, int64_t row);
 
-// h_{t-1} for every packed row, as one [N, P] matrix (so that dW_hh is one GEMM after the loop),
+// h_{t-1} for every packed row, as one [N, P] matrix (the GRU's backward reads it row by row),
 // rebuilt from the layer's output [N, P] and h0 [B, P] instead of being saved by forward.
 at::Tensor previous_hidden(const SequenceLayout& layout, const at::Tensor& output, const at::Tensor& h0,
                            bool reverse);
+
+// dW_hh = grad_gatesᵀ · h_{t-1} over all rows ([G·H, P]) after the loop. For padded input a GEMM over the
+// output rows plus a small one for h0, without building h_{t-1}; otherwise one GEMM over previous_hidden.
+at::Tensor recurrent_weight_gradient(const SequenceLayout& layout, const at::Tensor& grad_gates,
+                                     const at::Tensor& output, const at::Tensor& h0, bool reverse);
 
 }  // namespace fused_lstm

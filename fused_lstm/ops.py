@@ -66,15 +66,18 @@ def _lstm_layer_backward_fake(grad_output, grad_h_n, grad_c_n, input, batch_size
                         grad_c_n=grad_c_n, h0=h0, weight_ih=weight_ih, weight_hh=weight_hh, weight_hr=weight_hr,
                         output=output, gates=gates, cell_prev=cell_prev, proj_input=proj_input)
     hidden = weight_ih.shape[0] // 4
-    weights = compute_grad_weights
+
+    def weight_like(weight):
+        return torch.empty_like(weight) if compute_grad_weights and weight is not None else input.new_empty(0)
+
     return (
         torch.empty_like(input) if compute_grad_input else input.new_empty(0),
         torch.empty_like(h0),
         input.new_empty(grad_c_n.shape),
-        torch.empty_like(weight_ih) if weights else input.new_empty(0),
-        torch.empty_like(weight_hh) if weights else input.new_empty(0),
-        input.new_empty(4 * hidden) if weights and has_bias else input.new_empty(0),
-        torch.empty_like(weight_hr) if weights and weight_hr is not None else input.new_empty(0),
+        weight_like(weight_ih),
+        weight_like(weight_hh),
+        input.new_empty(4 * hidden) if compute_grad_weights and has_bias else input.new_empty(0),
+        weight_like(weight_hr),
     )
 
 
@@ -131,7 +134,7 @@ def _backward(ctx, grad_output, grad_h_n, grad_c_n, *_non_differentiable):
             (grad_output, grad_h_n, grad_c_n), differentiable, needed)
     else:
         _check_saved(ctx)
-        # Skip dL/dx (one large GEMM) and the weight gradients (two or three) when nothing needs them.
+        # Skip dL/dx and the weight gradients (their large GEMMs) when nothing needs them.
         input_needed = ctx.needs_input_grad[0]
         weights_needed = any(ctx.needs_input_grad[4:8])
         (grad_input, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias,

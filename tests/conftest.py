@@ -36,3 +36,18 @@ def run_python_child(code, **environment):
     prelude = f"import sys\nsys.path[:0] = {[os.path.dirname(tests), tests]!r}\n"
     return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
                           env=dict(os.environ, **environment), capture_output=True, text=True, timeout=300)
+
+
+def cpu_flags():
+    """The instruction-set flags of this CPU (Linux), or an empty set where /proc/cpuinfo says nothing."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return set(next(line for line in cpuinfo if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        return set()
+
+
+HAS_AVX2 = {"avx2", "fma"} <= cpu_flags()
+HAS_AVX512 = {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= cpu_flags()
+# Whether float32 padded LSTM layers run the CPU fused step here (csrc/cpu/lstm_sequence_cpu.cpp).
+FUSED_CPU_STEP = HAS_AVX2 and os.environ.get("FUSED_LSTM_CPU_FUSED_STEP", "1") != "0"

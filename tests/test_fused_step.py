@@ -9,19 +9,8 @@ import pytest
 import torch
 
 import fused_lstm  # noqa: F401  (loads the ops)
-from conftest import assert_close, run_python_child
+from conftest import HAS_AVX2, HAS_AVX512, assert_close, run_python_child
 
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return set(next(line for line in cpuinfo if line.startswith("flags")).split())
-    except (OSError, StopIteration):
-        return set()
-
-
-HAS_AVX2 = {"avx2", "fma"} <= cpu_flags()
-HAS_AVX512 = {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= cpu_flags()
 pytestmark = pytest.mark.skipif(not HAS_AVX2, reason="the fused CPU step needs AVX2 and FMA")
 
 # An AVX-512 register tile is up to 6 rows (B split evenly: 7 = 4 + 3, 13 = 5 + 4 + 4) × 64 columns: 16
@@ -92,7 +81,9 @@ def test_fused_step_matches_float64(size, reverse, bias):
 
 
 EVERY_SIZE = """
-    from test_fused_step import SIZES, compare_with_float64
+    from test_fused_step import (GEMMS_AFTER_THE_LOOP, PROFILED, SIZES, compare_with_float64, layer_arguments,
+                                 per_step_gemms)
+    assert per_step_gemms(layer_arguments(**PROFILED, bias=True)) <= GEMMS_AFTER_THE_LOOP  # the fused step ran
     for size in SIZES:
         for reverse in (False, True):
             for bias in (False, True):
@@ -129,9 +120,9 @@ def per_step_gemms(arguments):
 
 # Small enough that every GEMM of the per-step path goes through aten (not oneDNN's matmul).
 PROFILED = dict(T=9, B=4, C=8, H=24)
-# What the fused step leaves to aten, all after the backward loop: dx, dW_ih and dW_hh (as a GEMM over the
-# output rows plus one for h0). The forward makes none.
-GEMMS_AFTER_THE_LOOP = 4
+# What the fused step leaves to aten, all after the backward loop: dL/dh0, dx, dW_ih and dW_hh (as a GEMM
+# over the output rows plus one for h0). The forward makes none.
+GEMMS_AFTER_THE_LOOP = 5
 
 
 def test_fused_step_makes_no_per_step_gemm():

@@ -361,7 +361,9 @@ def test_fuzz_lstm_cell_matches_nn_lstm_cell(device, dtype, batch, input_size, h
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 def test_pointwise_pass_split_over_threads_matches_nn_lstm(hidden, batch, packed):
     """Batches big enough that the CPU pointwise passes split their rows between 2 intra-op threads (16384
-    elements per task): forward and gradients still match nn.LSTM (the fuzz above runs single-threaded)."""
+    elements per task; packed input, and padded input where the fused step is off), or that the fused step
+    runs many row tiles per panel (padded float32): forward and gradients still match nn.LSTM (the fuzz
+    above runs single-threaded)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -34,7 +34,8 @@ struct TileShape {
 // 16 registers, with the weights read as memory operands.
 constexpr TileShape kAvx512Tiles{16, 6};
 constexpr TileShape kAvx2Tiles{8, 3};
-constexpr int kMaxTileFloats = 6 * 64;  // the larger of the two tiles
+constexpr int64_t kMaxLanes = kAvx512Tiles.lanes;
+constexpr int64_t kMaxTileFloats = kAvx512Tiles.max_rows * 4 * kAvx512Tiles.lanes;  // the larger tile
 constexpr int64_t kMinRowsToProjectPerStep = 4;
 
 int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -253,7 +254,7 @@ __attribute__((noinline)) FL_CPU_CLONES void forward_tile_row(int64_t H, int64_t
   if (cell_prev_saved) {
     for (int64_t lane = 0; lane < units; ++lane) cell_prev_saved[lane] = cell[lane];
   }
-  float activations[4][16];
+  float activations[4][kMaxLanes];
   for (int64_t lane = 0; lane < units; ++lane) {
     float next_cell, hidden;
     math::cell_forward<float>(tile_row[lane] + bias[lane], tile_row[lanes + lane] + bias[H + lane],
@@ -357,31 +358,15 @@ void backward_panels(const BackwardStep& s, int64_t begin, int64_t end) {
   }
 }
 
-// out[rows, cols] = a[rows, K] · the matrix behind `packed` (column panels), for column panels [begin, end).
-void product_panels(Isa isa, int64_t rows, int64_t K, const float* a, const float* packed, int64_t cols, float* out,
-                    int64_t begin, int64_t end) {
-  alignas(64) float tile[kMaxTileFloats];
-  const TileShape shape = tile_shape(isa);
-  const int64_t width = 4 * shape.lanes;
-  const int64_t tile_height = tile_rows_for(rows, shape.max_rows);
-  for (int64_t panel = begin; panel < end; ++panel) {
-    const int64_t first = panel * width, count = std::min(width, cols - first);
-    for (int64_t row0 = 0; row0 < rows; row0 += tile_height) {
-      const int tile_rows = static_cast<int>(std::min<int64_t>(tile_height, rows - row0));
-      tile_product(isa, tile_rows, K, a + row0 * K, K, packed + panel * K * width, /*accumulate=*/false, tile);
-      for (int r = 0; r < tile_rows; ++r) {
-        std::memcpy(out + (row0 + r) * cols + first, tile + r * width, count * sizeof(float));
-      }
-    }
-  }
-}
 #endif
 
-Isa check_supported(const LstmSequenceShape& shape, at::ScalarType dtype) {
-  TORCH_CHECK(sequence_supported(shape, dtype),
-              "fused_lstm: the fused CPU step serves float32 padded sequences without projection on a CPU with "
-              "AVX2 and FMA; got ", dtype);
-  return fused_step_isa();
+// The hooks are called only where sequence_supported said yes; a direct call elsewhere raises.
+Isa check_supported(at::ScalarType dtype) {
+  TORCH_CHECK(dtype == at::kFloat, "fused_lstm: the fused CPU step serves float32, got ", dtype);
+  const Isa isa = fused_step_isa();
+  TORCH_CHECK(isa != Isa::kNone, "fused_lstm: the fused CPU step is off (FUSED_LSTM_CPU_FUSED_STEP=0) or this CPU "
+              "has neither AVX-512 nor AVX2+FMA");
+  return isa;
 }
 
 }  // namespace
@@ -393,12 +378,11 @@ bool sequence_forward_projects_input(const LstmSequenceShape& shape) {
 }
 
 bool sequence_supported(const LstmSequenceShape& shape, at::ScalarType dtype) {
-  return dtype == at::kFloat && shape.uniform_batch && !shape.projected && shape.hidden > 0 &&
-         fused_step_isa() != Isa::kNone;
+  return dtype == at::kFloat && shape.uniform_batch && !shape.projected && fused_step_isa() != Isa::kNone;
 }
 
 void sequence_forward(const LstmSequenceForwardParams& p, at::ScalarType dtype) {
-  const Isa isa = check_supported({p.steps, p.batch, p.hidden, true, false}, dtype);
+  const Isa isa = check_supported(dtype);
 #if FL_HAVE_X86_TILES
   const int64_t T = p.steps, B = p.batch, H = p.hidden, C = p.input_size;
   const int64_t lanes = tile_shape(isa).lanes;
@@ -432,7 +416,7 @@ void sequence_forward(const LstmSequenceForwardParams& p, at::ScalarType dtype) 
 }
 
 void sequence_backward(const LstmSequenceBackwardParams& p, at::ScalarType dtype) {
-  const Isa isa = check_supported({p.steps, p.batch, p.hidden, true, false}, dtype);
+  const Isa isa = check_supported(dtype);
 #if FL_HAVE_X86_TILES
   const int64_t T = p.steps, B = p.batch, H = p.hidden;
   const int64_t width = 4 * tile_shape(isa).lanes;
@@ -449,7 +433,7 @@ void sequence_backward(const LstmSequenceBackwardParams& p, at::ScalarType dtype
     step.H = H;
     step.packed_hh = packed_hh.data();
     step.grad_gates_later = grad_gates_later;
-    step.grad_hidden_n = static_cast<const float*>(p.grad_hidden);
+    step.grad_hidden_n = static_cast<const float*>(p.grad_hidden_n);
     step.gates = static_cast<const float*>(p.gates) + t * B * 4 * H;
     step.cell_prev = static_cast<const float*>(p.cell_prev) + t * B * H;
     step.grad_output = static_cast<const float*>(p.grad_output) + t * B * H;
@@ -458,11 +442,6 @@ void sequence_backward(const LstmSequenceBackwardParams& p, at::ScalarType dtype
     at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) { backward_panels(step, begin, end); });
     grad_gates_later = step.grad_gates;
   }
-  // dL/dh0 = dL/d(pre-activations of the first visited step) · W_hh.
-  auto* grad_hidden = static_cast<float*>(p.grad_hidden);
-  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
-    product_panels(isa, B, 4 * H, grad_gates_later, packed_hh.data(), H, grad_hidden, begin, end);
-  });
 #endif
 }
 

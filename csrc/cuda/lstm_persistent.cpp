@@ -41,6 +41,8 @@ bool persistent_forward_supported(const LstmSequenceShape& shape, at::ScalarType
 }
 
 void persistent_forward(const LstmSequenceForwardParams& params, at::ScalarType dtype) {
+  // This kernel reads x·W_ihᵀ from params.gates; the CUDA backend never asks it to project the input.
+  TORCH_CHECK(!params.project_input, "fused_lstm: the persistent LSTM kernel does not project the input itself");
   switch (dtype) {
     case at::kFloat: return launch_persistent_forward<float>(params);
     case at::kHalf: return launch_persistent_forward<c10::Half>(params);
