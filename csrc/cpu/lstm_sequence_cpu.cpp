@@ -76,9 +76,15 @@ Isa fused_step_isa() {
 
 TileShape tile_shape(Isa isa) { return isa == Isa::kAvx512 ? kAvx512Tiles : kAvx2Tiles; }
 
-// Rows per register tile: as few tiles as max_rows allows, evenly filled (8 rows as 4 + 4, not 6 + 2:
-// a 2-row AVX-512 tile does 8 multiply-adds per 6 loads).
-int64_t tile_rows_for(int64_t rows, int max_rows) { return rows == 0 ? 1 : divup(rows, divup(rows, max_rows)); }
+// The row tiles of a step: as few as max_rows allows, their heights differing by at most one (32 rows as
+// 6 + 6 + 5 + 5 + 5 + 5 and 8 as 4 + 4, not ... + 2: a 2-row AVX-512 tile does 8 multiply-adds per 6 loads).
+struct RowTiles {
+  RowTiles(int64_t rows, int max_rows)
+      : count(divup(rows, max_rows)), base(count ? rows / count : 0), extra(count ? rows % count : 0) {}
+  int64_t first_row(int64_t tile) const { return tile * base + std::min(tile, extra); }
+  int rows(int64_t tile) const { return static_cast<int>(base + (tile < extra ? 1 : 0)); }
+  int64_t count, base, extra;
+};
 
 // Forward panels: gate g of unit j is row g·H + j of a weight [4H, K]. Panel p holds, for every k, the
 // four gates of units lanes·p .. lanes·(p+1)-1 side by side ([H/lanes][K][4][lanes], zero beyond unit H),
@@ -287,13 +293,14 @@ void forward_panels(const ForwardStep& s, int64_t begin, int64_t end) {
   alignas(64) float tile[kMaxTileFloats];
   const TileShape shape = tile_shape(s.isa);
   const int64_t lanes = shape.lanes, width = 4 * lanes;
-  const int64_t tile_height = tile_rows_for(s.rows, shape.max_rows);
+  const RowTiles row_tiles(s.rows, shape.max_rows);
   for (int64_t panel = begin; panel < end; ++panel) {
     const float* weights_hh = s.packed_hh + panel * s.H * width;
     const int64_t first_unit = panel * lanes;
     const int64_t units = std::min(lanes, s.H - first_unit);
-    for (int64_t row0 = 0; row0 < s.rows; row0 += tile_height) {
-      const int rows = static_cast<int>(std::min<int64_t>(tile_height, s.rows - row0));
+    for (int64_t row_tile = 0; row_tile < row_tiles.count; ++row_tile) {
+      const int64_t row0 = row_tiles.first_row(row_tile);
+      const int rows = row_tiles.rows(row_tile);
       if (s.project_input) {
         tile_product(s.isa, rows, s.C, s.input + row0 * s.C, s.C, s.packed_ih + panel * s.C * width,
                      /*accumulate=*/false, tile);
@@ -337,12 +344,13 @@ void backward_panels(const BackwardStep& s, int64_t begin, int64_t end) {
   alignas(64) float tile[kMaxTileFloats];
   const TileShape shape = tile_shape(s.isa);
   const int64_t width = 4 * shape.lanes, H = s.H;
-  const int64_t tile_height = tile_rows_for(s.rows, shape.max_rows);
+  const RowTiles row_tiles(s.rows, shape.max_rows);
   for (int64_t panel = begin; panel < end; ++panel) {
     const int64_t first_unit = panel * width;
     const int64_t units = std::min(width, H - first_unit);
-    for (int64_t row0 = 0; row0 < s.rows; row0 += tile_height) {
-      const int rows = static_cast<int>(std::min<int64_t>(tile_height, s.rows - row0));
+    for (int64_t row_tile = 0; row_tile < row_tiles.count; ++row_tile) {
+      const int64_t row0 = row_tiles.first_row(row_tile);
+      const int rows = row_tiles.rows(row_tile);
       if (s.grad_gates_later) {
         tile_product(s.isa, rows, 4 * H, s.grad_gates_later + row0 * 4 * H, 4 * H,
                      s.packed_hh + panel * 4 * H * width, /*accumulate=*/false, tile);
