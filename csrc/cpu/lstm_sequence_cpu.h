@@ -12,8 +12,8 @@
 // Each step is one parallel pass over the panels (at::parallel_for).
 //
 // Why: the per-step path calls a library GEMM with M = batch rows every step, which reaches 75–150
-// GFLOP/s on the 2-core development machine against 180–240 for these tiles (FMA peak ~230), plus separate
-// pointwise passes; oneDNN's fused RNN (what nn.LSTM runs on the CPU) is built the same way as this.
+// GFLOP/s on the 2-core development machine (whole layers on these tiles: 160–210; FMA peak ~230), plus
+// separate pointwise passes; oneDNN's fused RNN (what nn.LSTM runs on the CPU) is built the same way.
 #pragma once
 
 #include <ATen/ATen.h>
