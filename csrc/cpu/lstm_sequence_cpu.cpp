@@ -38,8 +38,6 @@ constexpr int64_t kMaxLanes = kAvx512Tiles.lanes;
 constexpr int64_t kMaxTileFloats = kAvx512Tiles.max_rows * 4 * kAvx512Tiles.lanes;  // the larger tile
 constexpr int64_t kMinRowsToProjectPerStep = 4;
 
-int64_t divup(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 Isa best_isa() {
 #if FL_HAVE_X86_TILES
   static const Isa isa = [] {
@@ -80,7 +78,7 @@ TileShape tile_shape(Isa isa) { return isa == Isa::kAvx512 ? kAvx512Tiles : kAvx
 // 6 + 6 + 5 + 5 + 5 + 5 and 8 as 4 + 4, not ... + 2: a 2-row AVX-512 tile does 8 multiply-adds per 6 loads).
 struct RowTiles {
   RowTiles(int64_t rows, int max_rows)
-      : count(divup(rows, max_rows)), base(count ? rows / count : 0), extra(count ? rows % count : 0) {}
+      : count(at::divup(rows, max_rows)), base(count ? rows / count : 0), extra(count ? rows % count : 0) {}
   int64_t first_row(int64_t tile) const { return tile * base + std::min(tile, extra); }
   int rows(int64_t tile) const { return static_cast<int>(base + (tile < extra ? 1 : 0)); }
   int64_t count, base, extra;
@@ -90,7 +88,7 @@ struct RowTiles {
 // four gates of units lanes·p .. lanes·(p+1)-1 side by side ([H/lanes][K][4][lanes], zero beyond unit H),
 // so that one register tile row is the four gates of `lanes` units and the cell update can run on it.
 std::vector<float> pack_gate_panels(const float* weight, int64_t H, int64_t K, int64_t lanes) {
-  const int64_t panels = divup(H, lanes), width = 4 * lanes;
+  const int64_t panels = at::divup(H, lanes), width = 4 * lanes;
   std::vector<float> packed(static_cast<size_t>(panels * K * width));
   at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t panel = begin; panel < end; ++panel) {
@@ -115,7 +113,7 @@ std::vector<float> pack_gate_panels(const float* weight, int64_t H, int64_t K, i
 // Column panels of a matrix [R, cols]: panel p is columns width·p .. width·(p+1)-1 of every row
 // ([cols/width][R][width], zero beyond column `cols`), contiguous so that a tile streams it.
 std::vector<float> pack_column_panels(const float* matrix, int64_t R, int64_t cols, int64_t width) {
-  const int64_t panels = divup(cols, width);
+  const int64_t panels = at::divup(cols, width);
   std::vector<float> packed(static_cast<size_t>(panels * R * width), 0.0f);
   at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t panel = begin; panel < end; ++panel) {
@@ -398,27 +396,28 @@ void sequence_forward(const LstmSequenceForwardParams& p, at::ScalarType dtype) 
                                            ? pack_gate_panels(static_cast<const float*>(p.weight_ih), H, C, lanes)
                                            : std::vector<float>();
   const std::vector<float> packed_hh = pack_gate_panels(static_cast<const float*>(p.weight_hh), H, H, lanes);
-  const float* hidden_prev = static_cast<const float*>(p.h0);
+  const int64_t panels = at::divup(H, lanes);
+  // What stays the same over the steps is set once; each step moves the row pointers.
+  ForwardStep step;
+  step.isa = isa;
+  step.rows = B;
+  step.H = H;
+  step.C = C;
+  step.project_input = p.project_input;
+  step.packed_ih = packed_ih.data();  // empty unless projecting per step
+  step.packed_hh = packed_hh.data();
+  step.bias = static_cast<const float*>(p.bias);
+  step.hidden_prev = static_cast<const float*>(p.h0);
+  step.save_gates = p.save_for_backward;
+  step.cell = static_cast<float*>(p.cell);
   for (int64_t i = 0; i < T; ++i) {
     const int64_t t = p.reverse ? T - 1 - i : i;
-    ForwardStep step;
-    step.isa = isa;
-    step.rows = B;
-    step.H = H;
-    step.C = C;
-    step.project_input = p.project_input;
     step.input = p.project_input ? static_cast<const float*>(p.input) + t * B * C : nullptr;
-    step.packed_ih = packed_ih.data();  // empty unless projecting per step
-    step.packed_hh = packed_hh.data();
-    step.bias = static_cast<const float*>(p.bias);
-    step.hidden_prev = hidden_prev;
-    step.save_gates = p.save_for_backward;
     step.gates = p.save_for_backward || !p.project_input ? static_cast<float*>(p.gates) + t * B * 4 * H : nullptr;
-    step.cell = static_cast<float*>(p.cell);
     step.cell_prev_saved = p.save_for_backward ? static_cast<float*>(p.cell_prev_saved) + t * B * H : nullptr;
     step.output = static_cast<float*>(p.output) + t * B * H;
-    at::parallel_for(0, divup(H, lanes), 1, [&](int64_t begin, int64_t end) { forward_panels(step, begin, end); });
-    hidden_prev = step.output;
+    at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) { forward_panels(step, begin, end); });
+    step.hidden_prev = step.output;
   }
 #endif
 }
@@ -429,26 +428,25 @@ void sequence_backward(const LstmSequenceBackwardParams& p, at::ScalarType dtype
   const int64_t T = p.steps, B = p.batch, H = p.hidden;
   const int64_t width = 4 * tile_shape(isa).lanes;
   const std::vector<float> packed_hh = pack_column_panels(static_cast<const float*>(p.weight_hh), 4 * H, H, width);
-  const int64_t panels = divup(H, width);
-  auto* grad_gates = static_cast<float*>(p.grad_gates);
-  const float* grad_gates_later = nullptr;
+  const int64_t panels = at::divup(H, width);
+  // What stays the same over the steps is set once; each step moves the row pointers.
+  BackwardStep step;
+  step.isa = isa;
+  step.rows = B;
+  step.H = H;
+  step.packed_hh = packed_hh.data();
+  step.grad_gates_later = nullptr;  // the last step has no later one
+  step.grad_hidden_n = static_cast<const float*>(p.grad_hidden_n);
+  step.grad_cell = static_cast<float*>(p.grad_cell);
   // Steps in the opposite order of the forward's visit.
   for (int64_t i = 0; i < T; ++i) {
     const int64_t t = p.reverse ? i : T - 1 - i;
-    BackwardStep step;
-    step.isa = isa;
-    step.rows = B;
-    step.H = H;
-    step.packed_hh = packed_hh.data();
-    step.grad_gates_later = grad_gates_later;
-    step.grad_hidden_n = static_cast<const float*>(p.grad_hidden_n);
     step.gates = static_cast<const float*>(p.gates) + t * B * 4 * H;
     step.cell_prev = static_cast<const float*>(p.cell_prev) + t * B * H;
     step.grad_output = static_cast<const float*>(p.grad_output) + t * B * H;
-    step.grad_cell = static_cast<float*>(p.grad_cell);
-    step.grad_gates = grad_gates + t * B * 4 * H;
+    step.grad_gates = static_cast<float*>(p.grad_gates) + t * B * 4 * H;
     at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) { backward_panels(step, begin, end); });
-    grad_gates_later = step.grad_gates;
+    step.grad_gates_later = step.grad_gates;
   }
 #endif
 }
