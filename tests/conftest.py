@@ -51,3 +51,11 @@ HAS_AVX2 = {"avx2", "fma"} <= cpu_flags()
 HAS_AVX512 = {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= cpu_flags()
 # Whether float32 padded LSTM layers run the CPU fused step here (csrc/cpu/lstm_sequence_cpu.cpp).
 FUSED_CPU_STEP = HAS_AVX2 and os.environ.get("FUSED_LSTM_CPU_FUSED_STEP", "1") != "0"
+
+
+def run_counting_aten_gemms(fn):
+    """Runs fn() under the CPU profiler; returns (its result, how many aten GEMM calls it made). The large
+    float32 products that csrc/gemm.cpp hands to oneDNN's matmul directly do not show as aten ops."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        result = fn()
+    return result, sum(event.name in ("aten::mm", "aten::addmm", "aten::addmm_") for event in profile.events())

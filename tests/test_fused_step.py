@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import fused_lstm  # noqa: F401  (loads the ops)
-from conftest import HAS_AVX2, HAS_AVX512, assert_close, run_python_child
+from conftest import HAS_AVX2, HAS_AVX512, assert_close, run_counting_aten_gemms, run_python_child
 
 pytestmark = pytest.mark.skipif(not HAS_AVX2, reason="the fused CPU step needs AVX2 and FMA")
 
@@ -106,16 +106,9 @@ def test_forcing_a_missing_instruction_set_raises():
     assert "FUSED_LSTM_CPU_FUSED_STEP=avx512 but this CPU does not have it" in result.stderr
 
 
-def ops_called(fn):
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
-        fn()
-    return [event.name for event in profile.events()]
-
-
 def per_step_gemms(arguments):
     """The aten GEMM calls of one forward + backward: the per-step path makes one (or more) per step."""
-    names = ops_called(lambda: run_layer(arguments, reverse=False))
-    return sum(name in ("aten::addmm", "aten::addmm_", "aten::mm") for name in names)
+    return run_counting_aten_gemms(lambda: run_layer(arguments, reverse=False))[1]
 
 
 # Small enough that every GEMM of the per-step path goes through aten (not oneDNN's matmul).

@@ -7,7 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fused_lstm
-from conftest import DEVICES, assert_close
+from conftest import DEVICES, assert_close, run_counting_aten_gemms
 from test_errors import assert_same_error
 
 INPUT_SIZE, HIDDEN_SIZE = 5, 7
@@ -180,10 +180,13 @@ def test_gradients_not_asked_for_are_not_computed(device, frozen):
         for parameter in module.parameters():
             parameter.requires_grad_(frozen == "input")
         leaves = [t for t in (x, h0, *module.parameters()) if t.requires_grad]
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        def forward_and_backward():
             output, _ = module(x, h0)
-            grads.append(torch.autograd.grad((output * output).sum(), leaves))
-        gemms.append(sum(event.name in ("aten::mm", "aten::addmm", "aten::addmm_") for event in profile.events()))
+            return torch.autograd.grad((output * output).sum(), leaves)
+
+        module_grads, module_gemms = run_counting_aten_gemms(forward_and_backward)
+        grads.append(module_grads)
+        gemms.append(module_gemms)
     for actual, expected in zip(grads[1], grads[0]):
         assert_close(actual, expected)
     if device == "cpu":
