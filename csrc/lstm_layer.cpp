@@ -1,6 +1,9 @@
 #include "lstm_layer.h"
 
+#include <algorithm>
 #include <vector>
+
+#include <ATen/Parallel.h>
 
 #include "checks.h"
 #include "gemm.h"
@@ -41,6 +44,80 @@ LstmShape check_lstm_arguments(const char* op, const at::Tensor& input, const at
                 ") columns, got ", shape.P);
   }
   return shape;
+}
+
+
+using LstmBackwardOutputs =
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// The backward of a backend that runs the whole recurrence (padded input, no projection) goes through the
+// sequence in blocks of steps, in the backward's order: the backend writes one block's dL/d(pre-activations)
+// into a buffer reused block after block, and the input and weight gradients of the block are taken from it
+// right away, while it is still in the last-level cache. So the backward never holds [N, 4H], and the buffer
+// is not fresh memory faulted in page by page for every block. Bytes of that buffer:
+constexpr int64_t kGradGatesBlockBytes = int64_t(8) << 20;
+
+LstmBackwardOutputs backward_in_step_blocks(
+    const SequenceLayout& layout, int64_t H,
+    const at::Tensor& grad_output,        // [N, H] contiguous
+    const at::Tensor& grad_hidden_state,  // [B, H] in: dL/dh_n; out: dL/dh0
+    const at::Tensor& grad_cell_state,    // [B, H] in: dL/dc_n; out: dL/dc0
+    const at::Tensor& input,              // [N, C]
+    const at::Tensor& h0,                 // [B, H]
+    const at::Tensor& weight_ih,          // [4H, C]
+    const at::Tensor& weight_hh,          // [4H, H]
+    const at::Tensor& output,             // [N, H]
+    const at::Tensor& gates,              // [N, 4H] contiguous
+    const at::Tensor& cell_prev,          // [N, H] contiguous
+    bool reverse, bool has_bias, bool compute_grad_input, bool compute_grad_weights,
+    const PointwiseBackend& backend) {
+  const int64_t T = layout.steps, B = layout.batch, N = layout.rows, C = input.size(1);
+  const auto dtype = input.scalar_type();
+  const auto options = input.options();
+  const auto empty = [&] { return at::empty({0}, options); };
+  const int64_t step_bytes = std::max<int64_t>(1, B * 4 * H * input.element_size());
+  const int64_t block_steps = std::clamp<int64_t>(kGradGatesBlockBytes / step_bytes, 1, T);
+  auto grad_gates = at::empty({block_steps * B, 4 * H}, options);
+  auto grad_input = compute_grad_input ? at::empty({N, C}, options) : empty();
+  auto grad_weight_ih = compute_grad_weights ? at::empty({4 * H, C}, options) : empty();
+  auto grad_weight_hh = compute_grad_weights ? at::empty({4 * H, H}, options) : empty();
+  auto grad_bias = compute_grad_weights && has_bias ? at::zeros({4 * H}, options) : empty();
+  const at::Tensor weight_hh_c = weight_hh.contiguous();
+
+  LstmSequenceBackwardParams params;
+  params.batch = B;
+  params.hidden = H;
+  params.reverse = reverse;
+  params.weight_hh = weight_hh_c.data_ptr();
+  params.grad_hidden_n = grad_hidden_state.data_ptr();
+  params.grad_cell = grad_cell_state.data_ptr();
+  params.grad_gates = grad_gates.data_ptr();
+  const int64_t blocks = at::divup(T, block_steps);
+  for (int64_t block = 0; block < blocks; ++block) {
+    // The forward visited the steps upwards (downwards in reverse); the backward starts at its end.
+    const int64_t first_step = reverse ? block * block_steps : std::max<int64_t>(0, T - (block + 1) * block_steps);
+    const int64_t end_step = reverse ? std::min(T, first_step + block_steps) : T - block * block_steps;
+    const int64_t first_row = first_step * B, rows = (end_step - first_step) * B;
+    params.steps = end_step - first_step;
+    params.gates = row_address(gates, first_row);
+    params.cell_prev = row_address(cell_prev, first_row);
+    params.grad_output = row_address(grad_output, first_row);
+    backend.sequence_backward(params, dtype);
+    const at::Tensor block_grad_gates = grad_gates.narrow(0, 0, rows);
+    // dL/dh into the next block (dL/dh0 after the last) = dL/d(pre-activations of the block's first
+    // visited step)·W_hh; the backend read the previous value already.
+    const int64_t entry_step = reverse ? end_step - 1 : first_step;
+    gemm_into(grad_hidden_state, block_grad_gates.narrow(0, (entry_step - first_step) * B, B), weight_hh, 0.0f);
+    if (compute_grad_input) gemm_into(grad_input.narrow(0, first_row, rows), block_grad_gates, weight_ih, 0.0f);
+    if (!compute_grad_weights) continue;
+    const float beta = block == 0 ? 0.0f : 1.0f;
+    gemm_into(grad_weight_ih, block_grad_gates.t(), input.narrow(0, first_row, rows), beta);
+    add_recurrent_weight_gradient(grad_weight_hh, layout, first_step, end_step, block_grad_gates, output, h0, reverse,
+                                  beta);
+    if (has_bias) grad_bias.add_(block_grad_gates.sum(0));
+  }
+  return {grad_input, grad_hidden_state, grad_cell_state.to(dtype), grad_weight_ih, grad_weight_hh, grad_bias,
+          empty()};
 }
 
 }  // namespace
@@ -198,7 +275,6 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
   const auto gates_c = gates.contiguous();
   const auto cell_prev_c = cell_prev.contiguous();
   const auto grad_output_c = grad_output.contiguous();
-  auto grad_gates = at::empty({N, 4 * H}, input.options());
   auto grad_hidden_state = grad_h_n.contiguous().clone();  // dL/dh flowing back through the recurrence
   auto grad_cell_state = grad_c_n.to(acc_dtype).contiguous().clone();
   // With a projection: the total dL/dh of every row (for dW_hr) and one step's dL/d(o·tanh c).
@@ -207,54 +283,39 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
 
   const LstmSequenceShape sequence_shape{layout.steps, B, H, layout.uniform_batch, projected};
   if (backend.sequence_backward_supported != nullptr && backend.sequence_backward_supported(sequence_shape, dtype)) {
-    // The whole backward recurrence in one call: grad_gates of every step and dL/dc0 (in place).
-    const at::Tensor weight_hh_c = weight_hh.contiguous();
-    LstmSequenceBackwardParams params;
-    params.steps = layout.steps;
-    params.batch = B;
-    params.hidden = H;
-    params.reverse = reverse;
-    params.weight_hh = weight_hh_c.data_ptr();
-    params.gates = gates_c.data_ptr();
-    params.cell_prev = cell_prev_c.data_ptr();
-    params.grad_output = grad_output_c.data_ptr();
-    params.grad_hidden_n = grad_hidden_state.data_ptr();
-    params.grad_cell = grad_cell_state.data_ptr();
-    params.grad_gates = grad_gates.data_ptr();
-    backend.sequence_backward(params, dtype);
-    // dL/dh0 = dL/d(pre-activations of the first visited step)·W_hh, as the loop below ends.
-    const int64_t first_step = layout.step_offset[reverse ? layout.steps - 1 : 0];
-    gemm_into(grad_hidden_state, grad_gates.narrow(0, first_step, B), weight_hh, 0.0f);
-  } else {
-    auto order = layout.step_order(reverse);
-    for (auto it = order.rbegin(); it != order.rend(); ++it) {
-      const int64_t t = *it;
-      const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
-      if (rows == 0) continue;
-      auto step_grad_hidden = grad_hidden_state.narrow(0, 0, rows);
-      auto step_grad_gates = grad_gates.narrow(0, offset, rows);
+    return backward_in_step_blocks(layout, H, grad_output_c, grad_hidden_state, grad_cell_state, input, h0,
+                                   weight_ih, weight_hh, output, gates_c, cell_prev_c, reverse, has_bias,
+                                   compute_grad_input, compute_grad_weights, backend);
+  }
+  auto grad_gates = at::empty({N, 4 * H}, input.options());
+  auto order = layout.step_order(reverse);
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    const int64_t t = *it;
+    const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
+    if (rows == 0) continue;
+    auto step_grad_hidden = grad_hidden_state.narrow(0, 0, rows);
+    auto step_grad_gates = grad_gates.narrow(0, offset, rows);
 
-      LstmBackwardPointwiseParams params;
-      params.rows = rows;
-      params.hidden = H;
-      params.gates = row_address(gates_c, offset);
-      params.cell_prev = row_address(cell_prev_c, offset);
-      params.grad_cell = grad_cell_state.data_ptr();
-      params.grad_gates = step_grad_gates.data_ptr();
-      if (projected) {
-        auto step_total = grad_hidden_total.narrow(0, offset, rows);
-        at::add_out(step_total, grad_output_c.narrow(0, offset, rows), step_grad_hidden);
-        auto step_grad_proj_input = grad_proj_input.narrow(0, 0, rows);
-        gemm_into(step_grad_proj_input, step_total, *weight_hr, 0.0f);
-        params.grad_hidden = step_grad_proj_input.data_ptr();
-        params.grad_hidden_2 = nullptr;
-      } else {
-        params.grad_hidden = row_address(grad_output_c, offset);
-        params.grad_hidden_2 = step_grad_hidden.data_ptr();
-      }
-      backend.backward(params, dtype);
-      gemm_into(step_grad_hidden, step_grad_gates, weight_hh, 0.0f);
+    LstmBackwardPointwiseParams params;
+    params.rows = rows;
+    params.hidden = H;
+    params.gates = row_address(gates_c, offset);
+    params.cell_prev = row_address(cell_prev_c, offset);
+    params.grad_cell = grad_cell_state.data_ptr();
+    params.grad_gates = step_grad_gates.data_ptr();
+    if (projected) {
+      auto step_total = grad_hidden_total.narrow(0, offset, rows);
+      at::add_out(step_total, grad_output_c.narrow(0, offset, rows), step_grad_hidden);
+      auto step_grad_proj_input = grad_proj_input.narrow(0, 0, rows);
+      gemm_into(step_grad_proj_input, step_total, *weight_hr, 0.0f);
+      params.grad_hidden = step_grad_proj_input.data_ptr();
+      params.grad_hidden_2 = nullptr;
+    } else {
+      params.grad_hidden = row_address(grad_output_c, offset);
+      params.grad_hidden_2 = step_grad_hidden.data_ptr();
     }
+    backend.backward(params, dtype);
+    gemm_into(step_grad_hidden, step_grad_gates, weight_hh, 0.0f);
   }
 
   // Everything that does not feed the recurrence is one large GEMM or reduction over all rows, each

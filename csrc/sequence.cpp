@@ -125,15 +125,37 @@ at::Tensor previous_hidden(const SequenceLayout& layout, const at::Tensor& outpu
   return h_prev;
 }
 
+void add_recurrent_weight_gradient(const at::Tensor& gradient, const SequenceLayout& layout, int64_t first_step,
+                                   int64_t end_step, const at::Tensor& grad_gates, const at::Tensor& output,
+                                   const at::Tensor& h0, bool reverse, float beta) {
+  TORCH_CHECK(layout.uniform_batch && 0 <= first_step && first_step < end_step && end_step <= layout.steps &&
+                  grad_gates.size(0) == (end_step - first_step) * layout.batch,
+              "fused_lstm: add_recurrent_weight_gradient takes a range of steps of a padded sequence");
+  const int64_t B = layout.batch;
+  // The step whose h_{t-1} is h0: the first the forward visits. The others read the output rows of their
+  // neighbour, one step earlier in the visit: t - 1 forward, t + 1 in reverse.
+  const int64_t h0_step = reverse ? layout.steps - 1 : 0;
+  int64_t carried_first = first_step, carried_end = end_step;
+  if (h0_step >= first_step && h0_step < end_step) {
+    gemm_into(gradient, grad_gates.narrow(0, (h0_step - first_step) * B, B).t(), h0, beta);
+    beta = 1.0f;
+    if (reverse) {
+      carried_end = end_step - 1;
+    } else {
+      carried_first = first_step + 1;
+    }
+  }
+  if (carried_first == carried_end) return;
+  const int64_t neighbour = reverse ? 1 : -1;
+  gemm_into(gradient, grad_gates.narrow(0, (carried_first - first_step) * B, (carried_end - carried_first) * B).t(),
+            output.narrow(0, (carried_first + neighbour) * B, (carried_end - carried_first) * B), beta);
+}
+
 at::Tensor recurrent_weight_gradient(const SequenceLayout& layout, const at::Tensor& grad_gates,
                                      const at::Tensor& output, const at::Tensor& h0, bool reverse) {
   if (!layout.uniform_batch) return gemm(grad_gates.t(), previous_hidden(layout, output, h0, reverse));
-  const UniformPreviousRows rows = uniform_previous_rows(layout, reverse);
-  auto gradient = gemm(grad_gates.narrow(0, rows.first_step, layout.batch).t(), h0);
-  if (rows.carried > 0) {
-    gemm_into(gradient, grad_gates.narrow(0, rows.destination, rows.carried).t(),
-              output.narrow(0, rows.source, rows.carried), 1.0f);
-  }
+  auto gradient = at::empty({grad_gates.size(1), h0.size(1)}, grad_gates.options());
+  add_recurrent_weight_gradient(gradient, layout, 0, layout.steps, grad_gates, output, h0, reverse, 0.0f);
   return gradient;
 }
 

@@ -53,4 +53,11 @@ at::Tensor previous_hidden(const SequenceLayout& layout, const at::Tensor& outpu
 at::Tensor recurrent_weight_gradient(const SequenceLayout& layout, const at::Tensor& grad_gates,
                                      const at::Tensor& output, const at::Tensor& h0, bool reverse);
 
+// The same for the steps [first_step, end_step) of a padded sequence (a backward that works in blocks of
+// steps): gradient [G·H, P] = beta·gradient + grad_gatesᵀ · h_{t-1}, where grad_gates holds the rows of
+// those steps only, [(end_step - first_step)·B, G·H]. beta is 0 or 1.
+void add_recurrent_weight_gradient(const at::Tensor& gradient, const SequenceLayout& layout, int64_t first_step,
+                                   int64_t end_step, const at::Tensor& grad_gates, const at::Tensor& output,
+                                   const at::Tensor& h0, bool reverse, float beta);
+
 }  // namespace fused_lstm

@@ -29,7 +29,7 @@ SIZES = [  # (T, B, C, H)
 ]
 
 
-def layer_arguments(T, B, C, H, bias, dtype=torch.float32):
+def layer_arguments(T, B, C, H, bias, dtype=torch.float32, weight_scale=0.4):
     generator = torch.Generator().manual_seed(T * 1000 + B * 100 + C * 10 + H)
 
     def random(*shape, scale=1.0):
@@ -37,7 +37,8 @@ def layer_arguments(T, B, C, H, bias, dtype=torch.float32):
 
     return dict(
         input=random(T * B, C), batch_sizes=torch.full((T,), B, dtype=torch.long), h0=random(B, H, scale=0.5),
-        c0=random(B, H, scale=0.5), weight_ih=random(4 * H, C, scale=0.4), weight_hh=random(4 * H, H, scale=0.4),
+        c0=random(B, H, scale=0.5), weight_ih=random(4 * H, C, scale=weight_scale),
+        weight_hh=random(4 * H, H, scale=weight_scale),
         bias=random(4 * H, scale=0.3) if bias else None)
 
 
@@ -63,8 +64,8 @@ def run_layer(arguments, reverse):
                        backward[:6]))}
 
 
-def compare_with_float64(size, reverse, bias):
-    arguments = layer_arguments(*size, bias=bias)
+def compare_with_float64(size, reverse, bias, weight_scale=0.4):
+    arguments = layer_arguments(*size, bias=bias, weight_scale=weight_scale)
     fused = run_layer(arguments, reverse)
     exact = run_layer({k: (v.double() if v is not None and v.is_floating_point() else v)
                        for k, v in arguments.items()}, reverse)
@@ -78,6 +79,43 @@ def compare_with_float64(size, reverse, bias):
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
 def test_fused_step_matches_float64(size, reverse, bias):
     compare_with_float64(size, reverse, bias)
+
+
+# The fused backward works in blocks of steps whose dL/d(pre-activations) fill an 8 MiB buffer
+# (csrc/lstm_layer.cpp, kGradGatesBlockBytes): B·4H·4 bytes a step, so 32 steps here; 70 steps are three
+# blocks (32 + 32 + 6, from the end of the visit), which checks the recurrent gradient carried from one block
+# into the next, dW_hh's h0 rows in the first or last block, and the weight gradients summed over blocks.
+# Weights of scale 1/√H keep the recurrence from amplifying float32 rounding over 70 steps.
+MANY_BLOCKS = (70, 64, 24, 256)
+MANY_BLOCKS_WEIGHT_SCALE = 256 ** -0.5
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_backward_in_many_blocks_matches_float64(reverse):
+    compare_with_float64(MANY_BLOCKS, reverse, bias=True, weight_scale=MANY_BLOCKS_WEIGHT_SCALE)
+
+
+def test_backward_in_many_blocks_skips_only_what_is_not_asked_for():
+    """The flags that skip dL/dx or the weight gradients leave the other results bitwise the same."""
+    a = layer_arguments(*MANY_BLOCKS, bias=True, weight_scale=MANY_BLOCKS_WEIGHT_SCALE)
+    output, h_n, c_n, gates, cell_prev, proj_input = torch.ops.fused_lstm.lstm_layer_forward(
+        a["input"], a["batch_sizes"], a["h0"], a["c0"], a["weight_ih"], a["weight_hh"], a["bias"], None, False, True)
+    grads = [torch.randn_like(output), torch.randn_like(h_n), torch.randn_like(c_n)]
+
+    def backward(compute_grad_input, compute_grad_weights):
+        return torch.ops.fused_lstm.lstm_layer_backward(
+            *grads, a["input"], a["batch_sizes"], a["h0"], a["weight_ih"], a["weight_hh"], None, output, gates,
+            cell_prev, proj_input, False, True, compute_grad_input, compute_grad_weights)
+
+    everything = backward(True, True)
+    no_input = backward(False, True)
+    no_weights = backward(True, False)
+    assert no_input[0].numel() == 0 and all(t.numel() == 0 for t in no_weights[3:])
+    for name, index in [("grad_h0", 1), ("grad_c0", 2), ("grad_weight_ih", 3), ("grad_weight_hh", 4),
+                        ("grad_bias", 5)]:
+        assert torch.equal(no_input[index], everything[index]), name
+    for name, index in [("grad_input", 0), ("grad_h0", 1), ("grad_c0", 2)]:
+        assert torch.equal(no_weights[index], everything[index]), name
 
 
 EVERY_SIZE = """
