@@ -56,9 +56,10 @@ struct LstmSequenceForwardParams {
   void* output;             // [T·B, H] scalar; out: h_t of every step
 };
 
-// The whole backward recurrence of one layer in one direction (same cases and layout as above): the
-// gradients of the gate pre-activations of every step and of c0. dL/dh0 (one small GEMM) and the weight
-// and input gradients (large GEMMs over all rows) are the driver's, afterwards.
+// The backward recurrence of one layer in one direction over T consecutive steps (same cases and layout
+// as above; the driver calls it for blocks of steps, last visited first): the gradients of the gate
+// pre-activations of every step and of the cell state before the block. dL/dh into the block visited next
+// (one small GEMM) and the weight and input gradients (large GEMMs over the block's rows) are the driver's.
 struct LstmSequenceBackwardParams {
   int64_t steps;            // T
   int64_t batch;            // B
@@ -68,8 +69,8 @@ struct LstmSequenceBackwardParams {
   const void* gates;        // [T·B, 4H] scalar; activations saved by forward
   const void* cell_prev;    // [T·B, H] acc; c_{t-1} saved by forward
   const void* grad_output;  // [T·B, H] scalar; dL/dh_t from the layer output
-  const void* grad_hidden_n;  // [B, H] scalar; dL/dh_n
-  void* grad_cell;          // [B, H] acc; in: dL/dc_n, out: dL/dc0
+  const void* grad_hidden_n;  // [B, H] scalar; dL/dh of the block's last visited step from later steps (dL/dh_n)
+  void* grad_cell;          // [B, H] acc; in: dL/dc of the block's last visited step, out: dL/dc before the block
   void* grad_gates;         // [T·B, 4H] scalar; out: dL/d(pre-activations) of every step
 };
 

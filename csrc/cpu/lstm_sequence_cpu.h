@@ -7,8 +7,8 @@
 //    gate matrix at all (below 4 batch rows x·W_ihᵀ is one GEMM over all rows first, and the tiles start
 //    from it);
 //  - backward: per step, dL/dh_t = dL/d(gates_{t+1})·W_hh for 64 hidden units per tile (32 with AVX2), and
-//    the backward of the cell update on that tile; the weight and input gradients stay large GEMMs after
-//    the loop.
+//    the backward of the cell update on that tile; the weight and input gradients are large GEMMs over
+//    blocks of steps, taken by the caller (csrc/lstm_layer.cpp, backward_in_step_blocks) between calls.
 // Each step is one parallel pass over the panels (at::parallel_for).
 //
 // Why: the per-step path calls a library GEMM with M = batch rows every step, which reaches 75–150
