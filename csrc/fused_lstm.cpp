@@ -24,6 +24,7 @@ const PointwiseBackend kCpuBackend{&cpu::forward_pointwise,
                                    &cpu::sequence_forward,
                                    &cpu::sequence_forward_projects_input,
                                    &cpu::sequence_supported,
+                                   &cpu::sequence_backward_prepare_weight,
                                    &cpu::sequence_backward};
 const GruPointwiseBackend kCpuGruBackend{&cpu::gru_forward_pointwise, &cpu::gru_backward_pointwise};
 

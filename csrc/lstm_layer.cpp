@@ -82,13 +82,13 @@ LstmBackwardOutputs backward_in_step_blocks(
   auto grad_weight_ih = compute_grad_weights ? at::empty({4 * H, C}, options) : empty();
   auto grad_weight_hh = compute_grad_weights ? at::empty({4 * H, H}, options) : empty();
   auto grad_bias = compute_grad_weights && has_bias ? at::zeros({4 * H}, options) : empty();
-  const at::Tensor weight_hh_c = weight_hh.contiguous();
+  const at::Tensor weight_hh_prepared = backend.sequence_backward_prepare_weight(weight_hh);
 
   LstmSequenceBackwardParams params;
   params.batch = B;
   params.hidden = H;
   params.reverse = reverse;
-  params.weight_hh = weight_hh_c.data_ptr();
+  params.weight_hh_prepared = weight_hh_prepared.data_ptr();
   params.grad_hidden_n = grad_hidden_state.data_ptr();
   params.grad_cell = grad_cell_state.data_ptr();
   params.grad_gates = grad_gates.data_ptr();

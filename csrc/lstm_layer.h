@@ -27,6 +27,9 @@ struct PointwiseBackend {
   // reading it from one GEMM over all rows that the driver runs first (see LstmSequenceForwardParams).
   bool (*sequence_forward_projects_input)(const LstmSequenceShape& shape);
   bool (*sequence_backward_supported)(const LstmSequenceShape& shape, at::ScalarType dtype);
+  // W_hh [4H, H] in the layout sequence_backward reads (e.g. packed panels), made once per backward and
+  // passed to each of its calls, one per block of steps, as LstmSequenceBackwardParams::weight_hh_prepared.
+  at::Tensor (*sequence_backward_prepare_weight)(const at::Tensor& weight_hh);
   void (*sequence_backward)(const LstmSequenceBackwardParams& params, at::ScalarType dtype);
 };
 

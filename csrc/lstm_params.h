@@ -65,7 +65,7 @@ struct LstmSequenceBackwardParams {
   int64_t batch;            // B
   int64_t hidden;           // H
   bool reverse;             // the forward visited the steps from T-1 down to 0
-  const void* weight_hh;    // [4H, H] scalar
+  const void* weight_hh_prepared;  // W_hh in the backend's own layout (PointwiseBackend's prepare hook)
   const void* gates;        // [T·B, 4H] scalar; activations saved by forward
   const void* cell_prev;    // [T·B, H] acc; c_{t-1} saved by forward
   const void* grad_output;  // [T·B, H] scalar; dL/dh_t from the layer output

@@ -112,14 +112,15 @@ std::vector<float> pack_gate_panels(const float* weight, int64_t H, int64_t K, i
 
 // Column panels of a matrix [R, cols]: panel p is columns width·p .. width·(p+1)-1 of every row
 // ([cols/width][R][width], zero beyond column `cols`), contiguous so that a tile streams it.
-std::vector<float> pack_column_panels(const float* matrix, int64_t R, int64_t cols, int64_t width) {
+at::Tensor pack_column_panels(const float* matrix, int64_t R, int64_t cols, int64_t width) {
   const int64_t panels = at::divup(cols, width);
-  std::vector<float> packed(static_cast<size_t>(panels * R * width), 0.0f);
+  at::Tensor packed = at::zeros({panels * R * width}, at::TensorOptions().dtype(at::kFloat));
+  float* packed_data = packed.data_ptr<float>();
   at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t panel = begin; panel < end; ++panel) {
       const int64_t first = panel * width, count = std::min(width, cols - first);
       for (int64_t r = 0; r < R; ++r) {
-        std::memcpy(packed.data() + (panel * R + r) * width, matrix + r * cols + first, count * sizeof(float));
+        std::memcpy(packed_data + (panel * R + r) * width, matrix + r * cols + first, count * sizeof(float));
       }
     }
   });
@@ -151,8 +152,9 @@ struct BackwardStep {
   int64_t rows;                   // B
   int64_t H;
   const float* packed_hh;         // column panels of W_hh [4H, H] (K = 4H)
-  const float* grad_gates_later;  // [B, 4H] dL/d(pre-activations) of the step after this one, nullptr at the last
-  const float* grad_hidden_n;     // [B, H] dL/dh_n: the recurrent gradient of the last step
+  const float* grad_gates_later;  // [B, 4H] dL/d(pre-activations) of the step after this one; nullptr at
+                                  // the first step a call visits (the last of its block)
+  const float* grad_hidden_n;     // [B, H] dL/dh of that step from later ones (dL/dh_n for the last block)
   const float* gates;             // [B, 4H] saved activations
   const float* cell_prev;         // [B, H] saved c_{t-1}
   const float* grad_output;       // [B, H]
@@ -318,8 +320,8 @@ void forward_panels(const ForwardStep& s, int64_t begin, int64_t end) {
 }
 
 // The backward of the cell update for `units` units of one row; `recurrent` is dL/dh_t arriving through
-// the recurrence (a tile row, or dL/dh_n at the last step), added to the output's gradient as the
-// per-step pass adds them.
+// the recurrence (a tile row, or grad_hidden_n at the first step a call visits), added to the output's
+// gradient as the per-step pass adds them.
 __attribute__((noinline)) FL_CPU_CLONES void backward_tile_row(
     int64_t H, int64_t units, const float* __restrict recurrent, const float* __restrict grad_output,
     const float* __restrict gates, const float* __restrict cell_prev, float* __restrict grad_cell,
@@ -422,20 +424,29 @@ void sequence_forward(const LstmSequenceForwardParams& p, at::ScalarType dtype) 
 #endif
 }
 
+at::Tensor sequence_backward_prepare_weight(const at::Tensor& weight_hh) {
+  const Isa isa = check_supported(weight_hh.scalar_type());
+  TORCH_CHECK(weight_hh.dim() == 2 && weight_hh.size(0) == 4 * weight_hh.size(1) && weight_hh.device().is_cpu(),
+              "fused_lstm: the fused CPU step takes a CPU weight_hh of shape [4H, H], got ", weight_hh.sizes(), " on ",
+              weight_hh.device());
+  const at::Tensor weight = weight_hh.contiguous();
+  const int64_t H = weight.size(1);
+  return pack_column_panels(weight.data_ptr<float>(), 4 * H, H, 4 * tile_shape(isa).lanes);
+}
+
 void sequence_backward(const LstmSequenceBackwardParams& p, at::ScalarType dtype) {
   const Isa isa = check_supported(dtype);
 #if FL_HAVE_X86_TILES
   const int64_t T = p.steps, B = p.batch, H = p.hidden;
   const int64_t width = 4 * tile_shape(isa).lanes;
-  const std::vector<float> packed_hh = pack_column_panels(static_cast<const float*>(p.weight_hh), 4 * H, H, width);
   const int64_t panels = at::divup(H, width);
   // What stays the same over the steps is set once; each step moves the row pointers.
   BackwardStep step;
   step.isa = isa;
   step.rows = B;
   step.H = H;
-  step.packed_hh = packed_hh.data();
-  step.grad_gates_later = nullptr;  // the last step has no later one
+  step.packed_hh = static_cast<const float*>(p.weight_hh_prepared);
+  step.grad_gates_later = nullptr;  // the block's last step reads grad_hidden_n instead
   step.grad_hidden_n = static_cast<const float*>(p.grad_hidden_n);
   step.grad_cell = static_cast<float*>(p.grad_cell);
   // Steps in the opposite order of the forward's visit.

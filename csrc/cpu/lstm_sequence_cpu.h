@@ -30,6 +30,8 @@ bool sequence_supported(const LstmSequenceShape& shape, at::ScalarType dtype);
 // Whether the forward computes x·W_ihᵀ in its steps (enough batch rows) or reads one GEMM's result.
 bool sequence_forward_projects_input(const LstmSequenceShape& shape);
 void sequence_forward(const LstmSequenceForwardParams& params, at::ScalarType dtype);
+// W_hh [4H, H] float32 as column panels of 64 gate columns (32 with AVX2), zero beyond column H.
+at::Tensor sequence_backward_prepare_weight(const at::Tensor& weight_hh);
 void sequence_backward(const LstmSequenceBackwardParams& params, at::ScalarType dtype);
 
 }  // namespace cpu

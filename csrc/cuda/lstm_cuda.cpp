@@ -24,6 +24,7 @@ const PointwiseBackend kCudaBackend{&cuda::forward_pointwise,
                                     &cuda::persistent_forward,
                                     /*sequence_forward_projects_input=*/nullptr,
                                     /*sequence_backward_supported=*/nullptr,
+                                    /*sequence_backward_prepare_weight=*/nullptr,
                                     /*sequence_backward=*/nullptr};
 const GruPointwiseBackend kCudaGruBackend{&cuda::gru_forward_pointwise, &cuda::gru_backward_pointwise};
 
