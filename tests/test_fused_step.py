@@ -206,18 +206,28 @@ def test_bad_switch_value_raises():
     assert "FUSED_LSTM_CPU_FUSED_STEP must be 0, 1, avx2 or avx512, got 'yes'" in result.stderr
 
 
-def test_forward_is_bitwise_independent_of_the_thread_count():
-    # From 4 rows the forward is all fused step (no library GEMM): each output is summed by one thread in a
-    # fixed order, whichever thread that is (docs/robustness.md, Determinism).
-    arguments = layer_arguments(T=7, B=9, C=40, H=130, bias=True)
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_recurrence_is_bitwise_independent_of_the_thread_count(reverse):
+    # From 4 rows the forward is all fused step (no library GEMM), and so is the backward's dL/dc0 within one
+    # block: each value is summed by one thread in a fixed order, whichever thread that is, with 1 or 2
+    # threads in the team (docs/robustness.md, Determinism).
+    a = layer_arguments(T=7, B=9, C=40, H=130, bias=True)
+    generator = torch.Generator().manual_seed(3)
+    grad_output, grad_h_n, grad_c_n = (torch.randn(*shape, generator=generator) for shape in
+                                       [(7 * 9, 130), (9, 130), (9, 130)])
     previous = torch.get_num_threads()
     results = []
     try:
         for threads in (1, 2, 1):
             torch.set_num_threads(threads)
-            results.append(torch.ops.fused_lstm.lstm_layer_forward(
-                arguments["input"], arguments["batch_sizes"], arguments["h0"], arguments["c0"],
-                arguments["weight_ih"], arguments["weight_hh"], arguments["bias"], None, False, True)[:5])
+            forward = torch.ops.fused_lstm.lstm_layer_forward(
+                a["input"], a["batch_sizes"], a["h0"], a["c0"], a["weight_ih"], a["weight_hh"], a["bias"], None,
+                reverse, True)
+            output, _, _, gates, cell_prev, proj_input = forward
+            grad_c0 = torch.ops.fused_lstm.lstm_layer_backward(
+                grad_output, grad_h_n, grad_c_n, a["input"], a["batch_sizes"], a["h0"], a["weight_ih"],
+                a["weight_hh"], None, output, gates, cell_prev, proj_input, reverse, True)[2]
+            results.append((*forward[:5], grad_c0))
     finally:
         torch.set_num_threads(previous)
     for other in results[1:]:

@@ -400,27 +400,28 @@ void sequence_forward(const LstmSequenceForwardParams& p, at::ScalarType dtype) 
   const std::vector<float> packed_hh = pack_gate_panels(static_cast<const float*>(p.weight_hh), H, H, lanes);
   const int64_t panels = at::divup(H, lanes);
   // What stays the same over the steps is set once; each step moves the row pointers.
-  ForwardStep step;
-  step.isa = isa;
-  step.rows = B;
-  step.H = H;
-  step.C = C;
-  step.project_input = p.project_input;
-  step.packed_ih = packed_ih.data();  // empty unless projecting per step
-  step.packed_hh = packed_hh.data();
-  step.bias = static_cast<const float*>(p.bias);
-  step.hidden_prev = static_cast<const float*>(p.h0);
-  step.save_gates = p.save_for_backward;
-  step.cell = static_cast<float*>(p.cell);
-  for (int64_t i = 0; i < T; ++i) {
+  ForwardStep first;
+  first.isa = isa;
+  first.rows = B;
+  first.H = H;
+  first.C = C;
+  first.project_input = p.project_input;
+  first.packed_ih = packed_ih.data();  // empty unless projecting per step
+  first.packed_hh = packed_hh.data();
+  first.bias = static_cast<const float*>(p.bias);
+  first.save_gates = p.save_for_backward;
+  first.cell = static_cast<float*>(p.cell);
+  float* const output = static_cast<float*>(p.output);
+  parallel_steps(T, panels, [&](int64_t i, int64_t begin, int64_t end) {
     const int64_t t = p.reverse ? T - 1 - i : i;
+    ForwardStep step = first;
+    step.hidden_prev = i == 0 ? static_cast<const float*>(p.h0) : output + (p.reverse ? t + 1 : t - 1) * B * H;
     step.input = p.project_input ? static_cast<const float*>(p.input) + t * B * C : nullptr;
     step.gates = p.save_for_backward || !p.project_input ? static_cast<float*>(p.gates) + t * B * 4 * H : nullptr;
     step.cell_prev_saved = p.save_for_backward ? static_cast<float*>(p.cell_prev_saved) + t * B * H : nullptr;
-    step.output = static_cast<float*>(p.output) + t * B * H;
-    at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) { forward_panels(step, begin, end); });
-    step.hidden_prev = step.output;
-  }
+    step.output = output + t * B * H;
+    forward_panels(step, begin, end);
+  });
 #endif
 }
 
@@ -441,24 +442,26 @@ void sequence_backward(const LstmSequenceBackwardParams& p, at::ScalarType dtype
   const int64_t width = 4 * tile_shape(isa).lanes;
   const int64_t panels = at::divup(H, width);
   // What stays the same over the steps is set once; each step moves the row pointers.
-  BackwardStep step;
-  step.isa = isa;
-  step.rows = B;
-  step.H = H;
-  step.packed_hh = static_cast<const float*>(p.weight_hh_prepared);
-  step.grad_gates_later = nullptr;  // the block's last step reads grad_hidden_n instead
-  step.grad_hidden_n = static_cast<const float*>(p.grad_hidden_n);
-  step.grad_cell = static_cast<float*>(p.grad_cell);
+  BackwardStep first;
+  first.isa = isa;
+  first.rows = B;
+  first.H = H;
+  first.packed_hh = static_cast<const float*>(p.weight_hh_prepared);
+  first.grad_hidden_n = static_cast<const float*>(p.grad_hidden_n);
+  first.grad_cell = static_cast<float*>(p.grad_cell);
+  float* const grad_gates = static_cast<float*>(p.grad_gates);
   // Steps in the opposite order of the forward's visit.
-  for (int64_t i = 0; i < T; ++i) {
+  parallel_steps(T, panels, [&](int64_t i, int64_t begin, int64_t end) {
     const int64_t t = p.reverse ? i : T - 1 - i;
+    BackwardStep step = first;
+    // The block's last step reads grad_hidden_n instead of a later step's gradients.
+    step.grad_gates_later = i == 0 ? nullptr : grad_gates + (p.reverse ? t - 1 : t + 1) * B * 4 * H;
     step.gates = static_cast<const float*>(p.gates) + t * B * 4 * H;
     step.cell_prev = static_cast<const float*>(p.cell_prev) + t * B * H;
     step.grad_output = static_cast<const float*>(p.grad_output) + t * B * H;
-    step.grad_gates = static_cast<float*>(p.grad_gates) + t * B * 4 * H;
-    at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) { backward_panels(step, begin, end); });
-    step.grad_gates_later = step.grad_gates;
-  }
+    step.grad_gates = grad_gates + t * B * 4 * H;
+    backward_panels(step, begin, end);
+  });
 #endif
 }
 

@@ -9,7 +9,8 @@
 //  - backward: per step, dL/dh_t = dL/d(gates_{t+1})·W_hh for 64 hidden units per tile (32 with AVX2), and
 //    the backward of the cell update on that tile; the weight and input gradients are large GEMMs over
 //    blocks of steps, taken by the caller (csrc/lstm_layer.cpp, backward_in_step_blocks) between calls.
-// Each step is one parallel pass over the panels (at::parallel_for).
+// Each step is one parallel pass over the panels, by one team of threads kept for the whole recurrence
+// (parallel_steps in parallel.h).
 //
 // Why: the per-step path calls a library GEMM with M = batch rows every step, which reaches 75–150
 // GFLOP/s on the 2-core development machine (whole layers on these tiles: 160–210; FMA peak ~230), plus
