@@ -82,18 +82,33 @@ void* row_address(const at::Tensor& matrix, int64_t row) {
 
 namespace {
 
-// Padded input: the rows of h_{t-1} are h0 for the first visited step and, for every other step, the
-// output rows of the step visited before it.
-struct UniformPreviousRows {
-  int64_t first_step;   // h_{t-1} rows [first_step, first_step + B) are h0
-  int64_t carried;      // N - B rows come from the output ...
-  int64_t destination;  // ... into h_{t-1} rows [destination, destination + carried)
-  int64_t source;       // ... from output rows [source, source + carried)
+// Padded input, steps [first_step, end_step): h_{t-1} is h0 for the first step the forward visits (when it is
+// in the range) and, for every other step, the output rows of its neighbour one step earlier in the visit
+// (t - 1 forward, t + 1 in reverse). In steps; rows are B per step.
+struct PreviousRowsOfSteps {
+  bool has_h0_step;       // the range holds the step whose h_{t-1} is h0 ...
+  int64_t h0_step;        // ... this one
+  int64_t carried_first;  // h_{t-1} of the steps [carried_first, carried_end) are the output rows ...
+  int64_t carried_end;
+  int64_t source_first;   // ... of the steps [source_first, source_first + carried_end - carried_first)
 };
 
-UniformPreviousRows uniform_previous_rows(const SequenceLayout& layout, bool reverse) {
-  const int64_t B = layout.batch, carried = layout.rows - B;
-  return {reverse ? carried : 0, carried, reverse ? 0 : B, reverse ? B : 0};
+PreviousRowsOfSteps previous_rows_of_steps(const SequenceLayout& layout, int64_t first_step, int64_t end_step,
+                                           bool reverse) {
+  PreviousRowsOfSteps rows;
+  rows.h0_step = reverse ? layout.steps - 1 : 0;
+  rows.has_h0_step = first_step <= rows.h0_step && rows.h0_step < end_step;
+  rows.carried_first = first_step;
+  rows.carried_end = end_step;
+  if (rows.has_h0_step) {
+    if (reverse) {
+      rows.carried_end = end_step - 1;
+    } else {
+      rows.carried_first = first_step + 1;
+    }
+  }
+  rows.source_first = rows.carried_first + (reverse ? 1 : -1);
+  return rows;
 }
 
 }  // namespace
@@ -103,9 +118,10 @@ at::Tensor previous_hidden(const SequenceLayout& layout, const at::Tensor& outpu
   const int64_t B = layout.batch;
   auto h_prev = at::empty_like(output, at::MemoryFormat::Contiguous);
   if (layout.uniform_batch) {
-    const UniformPreviousRows rows = uniform_previous_rows(layout, reverse);
-    h_prev.narrow(0, rows.first_step, B).copy_(h0);
-    h_prev.narrow(0, rows.destination, rows.carried).copy_(output.narrow(0, rows.source, rows.carried));
+    const PreviousRowsOfSteps rows = previous_rows_of_steps(layout, 0, layout.steps, reverse);
+    const int64_t carried = (rows.carried_end - rows.carried_first) * B;
+    h_prev.narrow(0, rows.h0_step * B, B).copy_(h0);
+    h_prev.narrow(0, rows.carried_first * B, carried).copy_(output.narrow(0, rows.source_first * B, carried));
     return h_prev;
   }
   for (int64_t t = 0; t < layout.steps; ++t) {
@@ -132,23 +148,15 @@ void add_recurrent_weight_gradient(const at::Tensor& gradient, const SequenceLay
                   grad_gates.size(0) == (end_step - first_step) * layout.batch,
               "fused_lstm: add_recurrent_weight_gradient takes a range of steps of a padded sequence");
   const int64_t B = layout.batch;
-  // The step whose h_{t-1} is h0: the first the forward visits. The others read the output rows of their
-  // neighbour, one step earlier in the visit: t - 1 forward, t + 1 in reverse.
-  const int64_t h0_step = reverse ? layout.steps - 1 : 0;
-  int64_t carried_first = first_step, carried_end = end_step;
-  if (h0_step >= first_step && h0_step < end_step) {
-    gemm_into(gradient, grad_gates.narrow(0, (h0_step - first_step) * B, B).t(), h0, beta);
+  const PreviousRowsOfSteps rows = previous_rows_of_steps(layout, first_step, end_step, reverse);
+  if (rows.has_h0_step) {
+    gemm_into(gradient, grad_gates.narrow(0, (rows.h0_step - first_step) * B, B).t(), h0, beta);
     beta = 1.0f;
-    if (reverse) {
-      carried_end = end_step - 1;
-    } else {
-      carried_first = first_step + 1;
-    }
   }
-  if (carried_first == carried_end) return;
-  const int64_t neighbour = reverse ? 1 : -1;
-  gemm_into(gradient, grad_gates.narrow(0, (carried_first - first_step) * B, (carried_end - carried_first) * B).t(),
-            output.narrow(0, (carried_first + neighbour) * B, (carried_end - carried_first) * B), beta);
+  const int64_t carried = (rows.carried_end - rows.carried_first) * B;
+  if (carried == 0) return;
+  gemm_into(gradient, grad_gates.narrow(0, (rows.carried_first - first_step) * B, carried).t(),
+            output.narrow(0, rows.source_first * B, carried), beta);
 }
 
 at::Tensor recurrent_weight_gradient(const SequenceLayout& layout, const at::Tensor& grad_gates,
