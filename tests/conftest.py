@@ -59,3 +59,23 @@ def run_counting_aten_gemms(fn):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
         result = fn()
     return result, sum(event.name in ("aten::mm", "aten::addmm", "aten::addmm_") for event in profile.events())
+
+
+def gradients_counting_aten_gemms(modules, parameters_need_grad, inputs, run):
+    """For each module: sets whether its parameters need gradients, then takes the gradients of
+    sum(output²) (output = run(module)) with respect to those of `inputs` and of its parameters that need
+    one, counting aten GEMMs. Returns ([gradients of each module], [GEMM count of each module])."""
+    gradients, gemms = [], []
+    for module in modules:
+        for parameter in module.parameters():
+            parameter.requires_grad_(parameters_need_grad)
+        leaves = [t for t in (*inputs, *module.parameters()) if t.requires_grad]
+
+        def forward_and_backward():
+            output = run(module)
+            return torch.autograd.grad((output * output).sum(), leaves)
+
+        module_gradients, module_gemms = run_counting_aten_gemms(forward_and_backward)
+        gradients.append(module_gradients)
+        gemms.append(module_gemms)
+    return gradients, gemms

@@ -7,7 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fused_lstm
-from conftest import DEVICES, assert_close, run_counting_aten_gemms
+from conftest import DEVICES, assert_close, gradients_counting_aten_gemms
 from test_errors import assert_same_error
 
 INPUT_SIZE, HIDDEN_SIZE = 5, 7
@@ -175,18 +175,8 @@ def test_gradients_not_asked_for_are_not_computed(device, frozen):
     torch_gru, fused = make_pair(device, num_layers=2, bidirectional=True)
     x = torch.randn(6, 5, torch_gru.input_size, device=device, requires_grad=frozen == "weights")
     h0 = torch.randn(4, 5, torch_gru.hidden_size, device=device, requires_grad=True)
-    grads, gemms = [], []
-    for module in (torch_gru, fused):
-        for parameter in module.parameters():
-            parameter.requires_grad_(frozen == "input")
-        leaves = [t for t in (x, h0, *module.parameters()) if t.requires_grad]
-        def forward_and_backward():
-            output, _ = module(x, h0)
-            return torch.autograd.grad((output * output).sum(), leaves)
-
-        module_grads, module_gemms = run_counting_aten_gemms(forward_and_backward)
-        grads.append(module_grads)
-        gemms.append(module_gemms)
+    grads, gemms = gradients_counting_aten_gemms((torch_gru, fused), frozen == "input", (x, h0),
+                                                 lambda module: module(x, h0)[0])
     for actual, expected in zip(grads[1], grads[0]):
         assert_close(actual, expected)
     if device == "cpu":

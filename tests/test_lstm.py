@@ -10,7 +10,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fused_lstm
-from conftest import DEVICES, FUSED_CPU_STEP, assert_close, run_counting_aten_gemms
+from conftest import DEVICES, FUSED_CPU_STEP, assert_close, gradients_counting_aten_gemms
 
 INPUT_SIZE, HIDDEN_SIZE, PROJ_SIZE = 5, 7, 3
 
@@ -306,18 +306,8 @@ def test_gradients_not_asked_for_are_not_computed(device, frozen):
     h0 = torch.randn(4, 5, torch_lstm.hidden_size, device=device, requires_grad=True)
     c0 = torch.randn(4, 5, torch_lstm.hidden_size, device=device)
     x.requires_grad_(frozen == "weights")
-    grads, gemms = [], []
-    for module in (torch_lstm, fused):
-        for parameter in module.parameters():
-            parameter.requires_grad_(frozen == "input")
-        leaves = [t for t in (x, h0, *module.parameters()) if t.requires_grad]
-        def forward_and_backward():
-            output, _ = module(x, (h0, c0))
-            return torch.autograd.grad((output * output).sum(), leaves)
-
-        module_grads, module_gemms = run_counting_aten_gemms(forward_and_backward)
-        grads.append(module_grads)
-        gemms.append(module_gemms)
+    grads, gemms = gradients_counting_aten_gemms((torch_lstm, fused), frozen == "input", (x, h0),
+                                                 lambda module: module(x, (h0, c0))[0])
     for actual, expected in zip(grads[1], grads[0]):
         assert_close(actual, expected)
     # The fused step makes no per-step GEMM (CPU): what is left are the after-the-loop GEMMs, per direction:
