@@ -85,16 +85,19 @@ def test_fused_step_matches_float64(size, reverse, bias):
 # (csrc/lstm_layer.cpp, kGradGatesBlockBytes): B·4H·4 bytes a step, so 32 steps here; 70 steps are three
 # blocks (32 + 32 + 6, from the end of the visit), which checks the recurrent gradient carried from one block
 # into the next, dW_hh's h0 rows in the first or last block, and the weight gradients summed over blocks.
-# Weights of scale 1/√H keep the recurrence from amplifying float32 rounding over 70 steps.
+# Weights of scale 1/√H keep the recurrence from amplifying float32 rounding over 70 steps. Even so dL/dx
+# sums 70 steps of rounding: 3.4e-5 on an entry of 3.8 on an Intel Xeon with AMX (its MKL/oneDNN GEMMs sum
+# in another order than on AMD), 9e-5 relative, hence twice the default scale.
 MANY_BLOCKS = (70, 64, 24, 256)
 MANY_BLOCKS_WEIGHT_SCALE = 256 ** -0.5
+MANY_BLOCKS_TOLERANCE = 4.0
 # One step larger than the buffer (520·4096·4 bytes > 8 MiB): every block is that one step. Its weight
 # gradients sum 1560 rows of float32 products: the largest error is 1.5e-4 on entries up to 75 (7e-5 with the
 # per-step path's one GEMM), 3e-5 on an entry of 0.4, hence the wider tolerance there.
 ONE_STEP_BLOCKS = (3, 520, 4, 1024)
 
 
-@pytest.mark.parametrize("size, tolerance_scale", [(MANY_BLOCKS, 2.0), (ONE_STEP_BLOCKS, 8.0)],
+@pytest.mark.parametrize("size, tolerance_scale", [(MANY_BLOCKS, MANY_BLOCKS_TOLERANCE), (ONE_STEP_BLOCKS, 8.0)],
                          ids=["blocks-of-32-steps", "blocks-of-1-step"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_backward_in_many_blocks_matches_float64(size, tolerance_scale, reverse):
@@ -127,14 +130,15 @@ def test_backward_in_many_blocks_skips_only_what_is_not_asked_for(reverse):
 
 
 EVERY_SIZE = """
-    from test_fused_step import (GEMMS_AFTER_THE_LOOP, MANY_BLOCKS, MANY_BLOCKS_WEIGHT_SCALE, PROFILED, SIZES,
-                                 compare_with_float64, layer_arguments, per_step_gemms)
+    from test_fused_step import (GEMMS_AFTER_THE_LOOP, MANY_BLOCKS, MANY_BLOCKS_TOLERANCE, MANY_BLOCKS_WEIGHT_SCALE,
+                                 PROFILED, SIZES, compare_with_float64, layer_arguments, per_step_gemms)
     assert per_step_gemms(layer_arguments(**PROFILED, bias=True)) <= GEMMS_AFTER_THE_LOOP  # the fused step ran
     for reverse in (False, True):
         for size in SIZES:
             for bias in (False, True):
                 compare_with_float64(size, reverse, bias)
-        compare_with_float64(MANY_BLOCKS, reverse, True, weight_scale=MANY_BLOCKS_WEIGHT_SCALE)
+        compare_with_float64(MANY_BLOCKS, reverse, True, weight_scale=MANY_BLOCKS_WEIGHT_SCALE,
+                             tolerance_scale=MANY_BLOCKS_TOLERANCE)
     print("ok")
 """
 
