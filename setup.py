@@ -1,7 +1,11 @@
 """Builds fused_lstm._C: the C++ ops always, the CUDA kernels whenever a CUDA toolkit is found.
 
+Builds fused_lstm._emulated_cuda too: the CUDA kernels compiled by the host compiler for the host emulation of
+CUDA (csrc/cuda/emulation/), which the tests run on machines without a GPU.
+
 Switches (environment variables), printed at build time:
   FUSED_LSTM_CUDA=0        skip the CUDA sources (quick local CPU rebuilds; CI builds them)
+  FUSED_LSTM_EMULATION=0   skip the emulated CUDA kernels (their tests then skip)
   TORCH_CUDA_ARCH_LIST     GPU architectures; defaults to "8.0;9.0" when no GPU is visible
   MAX_JOBS                 parallel compile jobs (ninja)
 """
@@ -34,6 +38,22 @@ def nvidia_wheel_include_dirs():
     return sorted(found)
 
 
+def emulated_cuda_extension():
+    """The CUDA backend and its kernels on the host emulation, with the shared drivers: a test library."""
+    sources = relative_sources("csrc/cuda/emulation/*.cpp") + [
+        "csrc/cuda/cuda_backend.cpp", "csrc/cuda/lstm_pointwise_cuda.cpp", "csrc/cuda/lstm_persistent.cpp",
+        "csrc/lstm_layer.cpp", "csrc/gru_layer.cpp", "csrc/sequence.cpp", "csrc/gemm.cpp"]
+    return cpp_extension.CppExtension(
+        name="fused_lstm._emulated_cuda",
+        sources=sources,
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        define_macros=[("FUSED_LSTM_CUDA_EMULATION", None)],
+        # Hidden symbols: the same C++ names as in fused_lstm._C must not bind across the two libraries.
+        extra_compile_args={"cxx": ["-O2", "-fvisibility=hidden", "-fno-trapping-math", "-fno-math-errno"]},
+        py_limited_api=False,
+    )
+
+
 def build_extension():
     cuda_requested = os.environ.get("FUSED_LSTM_CUDA", "1") != "0"
     cuda_home = cpp_extension.CUDA_HOME
@@ -54,11 +74,9 @@ def build_extension():
     cxx_flags = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-fopenmp"]
     extra_compile_args = {"cxx": cxx_flags}
     include_dirs = [os.path.join(ROOT, "csrc")]
-    define_macros = []
     if with_cuda:
         sources += cuda_sources
         include_dirs += nvidia_wheel_include_dirs()
-        define_macros.append(("FUSED_LSTM_WITH_CUDA", None))
         # -Xptxas -v prints registers and spills of every kernel into the build log.
         extra_compile_args["nvcc"] = ["-O3", "-Xptxas", "-v", "--expt-relaxed-constexpr", "-lineinfo"]
 
@@ -74,19 +92,22 @@ def build_extension():
         name="fused_lstm._C",
         sources=sources,
         include_dirs=include_dirs,
-        define_macros=define_macros,
         extra_compile_args=extra_compile_args,
         extra_link_args=["-fopenmp"],
         py_limited_api=False,
     )
 
 
+EMULATION = os.environ.get("FUSED_LSTM_EMULATION", "1") != "0"
+print(f"  FUSED_LSTM_EMULATION={'1' if EMULATION else '0'}  -> emulated CUDA kernels {'ON' if EMULATION else 'OFF'}",
+      file=sys.stderr)
+
 setup(
     name="fused_lstm",
     version="0.1.0",
     description="A fused LSTM for PyTorch: drop-in nn.LSTM / nn.LSTMCell on fused C++/CUDA kernels",
     packages=["fused_lstm"],
-    ext_modules=[build_extension()],
+    ext_modules=[build_extension()] + ([emulated_cuda_extension()] if EMULATION else []),
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.10",
     install_requires=["torch"],

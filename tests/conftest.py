@@ -14,6 +14,10 @@ TOLERANCES = {
     torch.float16: (1e-2, 1e-2),
 }
 
+# cuDNN's float32 RNNs may run in TF32 (torch.backends.cudnn.allow_tf32 is True by default) while cuBLAS,
+# which our GEMMs run on, does not: float32 comparisons with nn.LSTM/nn.GRU on CUDA would measure TF32.
+torch.backends.cudnn.allow_tf32 = False
+
 # Every test that takes `device` runs on the CPU here and on CUDA where a GPU is present.
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                                  reason="needs a CUDA GPU"))]

@@ -138,24 +138,22 @@ template <typename scalar_t, int kVec>
 void launch_gru_forward_kernel(const GruForwardPointwiseParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
   const LaunchShape shape = launch_shape(p.rows, p.hidden / kVec);
-  gru_forward_pointwise_kernel<scalar_t, acc_t, kVec><<<shape.grid, shape.block, 0, at::cuda::getCurrentCUDAStream()>>>(
+  launch_kernel(&gru_forward_pointwise_kernel<scalar_t, acc_t, kVec>, shape.grid, shape.block, 0,
       p.rows, p.hidden, static_cast<scalar_t*>(p.gates), static_cast<const scalar_t*>(p.hidden_gates),
       static_cast<const scalar_t*>(p.bias_ih), static_cast<const scalar_t*>(p.bias_hh),
       static_cast<scalar_t*>(p.hidden_state), static_cast<scalar_t*>(p.hidden_out),
       static_cast<scalar_t*>(p.candidate_hidden_saved));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename scalar_t, int kVec>
 void launch_gru_backward_kernel(const GruBackwardPointwiseParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
   const LaunchShape shape = launch_shape(p.rows, p.hidden / kVec);
-  gru_backward_pointwise_kernel<scalar_t, acc_t, kVec><<<shape.grid, shape.block, 0, at::cuda::getCurrentCUDAStream()>>>(
+  launch_kernel(&gru_backward_pointwise_kernel<scalar_t, acc_t, kVec>, shape.grid, shape.block, 0,
       p.rows, p.hidden, static_cast<const scalar_t*>(p.gates), static_cast<const scalar_t*>(p.candidate_hidden),
       static_cast<const scalar_t*>(p.hidden_prev), static_cast<const scalar_t*>(p.grad_output),
       static_cast<scalar_t*>(p.grad_hidden), static_cast<scalar_t*>(p.grad_gates),
       static_cast<scalar_t*>(p.grad_hidden_gates));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace detail

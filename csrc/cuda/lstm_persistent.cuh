@@ -35,11 +35,8 @@
 // bias; this kernel keeps that sum in float, so fp16/bf16 results differ from it by rounding only.
 #pragma once
 
-#include <ATen/cuda/CUDAContext.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
+#include <ATen/OpMathType.h>
 #include <c10/util/Exception.h>
-#include <cooperative_groups.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -49,6 +46,7 @@
 #include "../lstm_math.h"
 #include "../lstm_params.h"
 #include "lstm_persistent.h"
+#include "device_runtime.cuh"
 #include "pointwise_cuda_common.cuh"
 
 namespace fused_lstm {
@@ -61,11 +59,8 @@ constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kGates = 4;
 constexpr unsigned kFullMask = 0xffffffffu;
 
-// V: elements of one 16-byte vector.
-template <typename scalar_t>
-constexpr int vector_width() {
-  return detail::kVectorBytes / static_cast<int>(sizeof(scalar_t));
-}
+using detail::ceil_div;
+using detail::vector_width;  // V: elements of one 16-byte vector
 
 // One element through L2 only (ld.global.cg): rows another CTA wrote in the previous step are never
 // served from this SM's (non-coherent) L1.
@@ -130,7 +125,7 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_persistent_forward_kernel(
     scalar_t* __restrict__ output) {         // [T·B, H] out: h_t
   namespace cg = cooperative_groups;
   constexpr int kVec = vector_width<scalar_t>();
-  extern __shared__ __align__(16) unsigned char shared_memory[];
+  FL_DYNAMIC_SHARED_MEMORY(shared_memory);
   const int padded_hidden = (hidden + kVec - 1) / kVec * kVec;  // Hp: rows stay 16-byte aligned
   // [4·Hc, Hp]: row g·Hc + j holds W_hh row g·H + j0 + j.
   scalar_t* weight_shared = reinterpret_cast<scalar_t*>(shared_memory);
@@ -282,12 +277,9 @@ __global__ void __launch_bounds__(kThreads, 1) lstm_persistent_forward_kernel(
 }
 
 template <typename scalar_t>
-const void* kernel_for(int rows_per_item) {
-  return rows_per_item == 1 ? reinterpret_cast<const void*>(&lstm_persistent_forward_kernel<scalar_t, 1>)
-                            : reinterpret_cast<const void*>(&lstm_persistent_forward_kernel<scalar_t, 4>);
+auto kernel_for(int rows_per_item) {
+  return rows_per_item == 1 ? &lstm_persistent_forward_kernel<scalar_t, 1> : &lstm_persistent_forward_kernel<scalar_t, 4>;
 }
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace persistent_detail
 
@@ -295,9 +287,9 @@ template <typename scalar_t>
 PersistentPlan plan_persistent_forward(int64_t batch, int64_t hidden) {
   using namespace persistent_detail;
   PersistentPlan plan;
-  const cudaDeviceProp* properties = at::cuda::getCurrentDeviceProperties();
-  if (!properties->cooperativeLaunch || batch < 1 || hidden < 1) return plan;
-  const int64_t multiprocessors = properties->multiProcessorCount;
+  const DeviceLimits device = current_device_limits();
+  if (!device.cooperative_launch || batch < 1 || hidden < 1) return plan;
+  const int64_t multiprocessors = device.multiprocessors;
   const int64_t padded_hidden = ceil_div(hidden, vector_width<scalar_t>()) * vector_width<scalar_t>();
   const int64_t row_bytes = padded_hidden * static_cast<int64_t>(sizeof(scalar_t));
   const int64_t units = ceil_div(hidden, multiprocessors);  // Hc: one CTA per SM at most
@@ -305,7 +297,7 @@ PersistentPlan plan_persistent_forward(int64_t batch, int64_t hidden) {
   // W_hh slice [4·Hc, Hp] and bias [4, Hc] once; per staged batch row: h [Hp], x·W_ihᵀ [4, Hc], c [Hc].
   const int64_t fixed_bytes = kGates * units * row_bytes + kGates * units * static_cast<int64_t>(sizeof(float));
   const int64_t tile_row_bytes = row_bytes + (kGates + 1) * units * static_cast<int64_t>(sizeof(float));
-  const int64_t budget = static_cast<int64_t>(properties->sharedMemPerBlockOptin) - fixed_bytes;
+  const int64_t budget = static_cast<int64_t>(device.shared_memory_per_block_optin) - fixed_bytes;
   if (budget < rows_per_item * tile_row_bytes) return plan;  // not even one row group fits beside W_hh
   const int64_t largest_tile = budget / tile_row_bytes / rows_per_item * rows_per_item;
   const int64_t tile = std::min(largest_tile, ceil_div(batch, rows_per_item) * rows_per_item);
@@ -316,12 +308,9 @@ PersistentPlan plan_persistent_forward(int64_t batch, int64_t hidden) {
   plan.shared_bytes = static_cast<std::size_t>(fixed_bytes + tile * tile_row_bytes);
 
   // Above 48 KB of dynamic shared memory a kernel must opt in; the occupancy query then counts it.
-  const void* kernel = kernel_for<scalar_t>(rows_per_item);
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(plan.shared_bytes)));
-  int active_per_multiprocessor = 0;
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&active_per_multiprocessor, kernel, kThreads,
-                                                               plan.shared_bytes));
+  const auto kernel = kernel_for<scalar_t>(rows_per_item);
+  allow_dynamic_shared_memory(kernel, plan.shared_bytes);
+  const int active_per_multiprocessor = max_active_blocks_per_multiprocessor(kernel, kThreads, plan.shared_bytes);
   // A cooperative launch needs every CTA resident at once (grid.sync would otherwise deadlock; the
   // launch itself refuses such a grid).
   plan.fits = active_per_multiprocessor >= 1 && plan.blocks <= active_per_multiprocessor * multiprocessors;
@@ -335,28 +324,15 @@ void launch_persistent_forward(const LstmSequenceForwardParams& p) {
   const PersistentPlan plan = plan_persistent_forward<scalar_t>(p.batch, p.hidden);
   TORCH_CHECK(plan.fits, "fused_lstm: internal error: the persistent LSTM kernel was called for batch ", p.batch,
               " and hidden size ", p.hidden, ", which it does not fit");
-  // The kernel's arguments, as variables of exactly its parameter types (cudaLaunchCooperativeKernel
-  // takes their addresses).
-  int64_t steps = p.steps;
-  int64_t batch = p.batch;
-  int hidden = static_cast<int>(p.hidden);
-  int units_per_block = plan.units_per_block;
-  int batch_tile = plan.batch_tile;
-  bool reverse = p.reverse;
-  bool vectorized = p.hidden % vector_width<scalar_t>() == 0 && detail::vector_aligned({p.weight_hh, p.h0, p.output});
-  const scalar_t* weight_hh = static_cast<const scalar_t*>(p.weight_hh);
-  const scalar_t* bias = static_cast<const scalar_t*>(p.bias);
-  const scalar_t* h0 = static_cast<const scalar_t*>(p.h0);
-  scalar_t* gates = static_cast<scalar_t*>(p.gates);
-  float* cell = static_cast<float*>(p.cell);
-  float* cell_prev_saved = p.save_for_backward ? static_cast<float*>(p.cell_prev_saved) : nullptr;
-  scalar_t* output = static_cast<scalar_t*>(p.output);
-  void* arguments[] = {&steps,     &batch, &hidden, &units_per_block, &batch_tile, &reverse,          &vectorized,
-                       &weight_hh, &bias,  &h0,     &gates,           &cell,       &cell_prev_saved, &output};
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(kernel_for<scalar_t>(plan.rows_per_item), dim3(plan.blocks),
-                                             dim3(kThreads), arguments, plan.shared_bytes,
-                                             at::cuda::getCurrentCUDAStream()));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const bool vectorized =
+      p.hidden % vector_width<scalar_t>() == 0 && detail::vector_aligned({p.weight_hh, p.h0, p.output});
+  launch_cooperative_kernel(kernel_for<scalar_t>(plan.rows_per_item), dim3(plan.blocks), dim3(kThreads),
+                            plan.shared_bytes, p.steps, p.batch, static_cast<int>(p.hidden), plan.units_per_block,
+                            plan.batch_tile, p.reverse, vectorized, static_cast<const scalar_t*>(p.weight_hh),
+                            static_cast<const scalar_t*>(p.bias), static_cast<const scalar_t*>(p.h0),
+                            static_cast<scalar_t*>(p.gates), static_cast<float*>(p.cell),
+                            p.save_for_backward ? static_cast<float*>(p.cell_prev_saved) : nullptr,
+                            static_cast<scalar_t*>(p.output));
 }
 
 }  // namespace cuda

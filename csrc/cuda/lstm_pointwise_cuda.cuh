@@ -128,22 +128,20 @@ template <typename scalar_t, int kVec>
 void launch_lstm_forward_kernel(const LstmForwardPointwiseParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
   const LaunchShape shape = launch_shape(p.rows, p.hidden / kVec);
-  lstm_forward_pointwise_kernel<scalar_t, acc_t, kVec><<<shape.grid, shape.block, 0, at::cuda::getCurrentCUDAStream()>>>(
+  launch_kernel(&lstm_forward_pointwise_kernel<scalar_t, acc_t, kVec>, shape.grid, shape.block, 0,
       p.rows, p.hidden, static_cast<scalar_t*>(p.gates), static_cast<const scalar_t*>(p.bias),
       static_cast<acc_t*>(p.cell), static_cast<acc_t*>(p.cell_prev_saved), static_cast<scalar_t*>(p.hidden_out),
       static_cast<scalar_t*>(p.hidden_state));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename scalar_t, int kVec>
 void launch_lstm_backward_kernel(const LstmBackwardPointwiseParams& p) {
   using acc_t = at::opmath_type<scalar_t>;
   const LaunchShape shape = launch_shape(p.rows, p.hidden / kVec);
-  lstm_backward_pointwise_kernel<scalar_t, acc_t, kVec><<<shape.grid, shape.block, 0, at::cuda::getCurrentCUDAStream()>>>(
+  launch_kernel(&lstm_backward_pointwise_kernel<scalar_t, acc_t, kVec>, shape.grid, shape.block, 0,
       p.rows, p.hidden, static_cast<const scalar_t*>(p.gates), static_cast<const acc_t*>(p.cell_prev),
       static_cast<const scalar_t*>(p.grad_hidden), static_cast<const scalar_t*>(p.grad_hidden_2),
       static_cast<acc_t*>(p.grad_cell), static_cast<scalar_t*>(p.grad_gates));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace detail

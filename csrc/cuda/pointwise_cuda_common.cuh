@@ -8,14 +8,14 @@
 #pragma once
 
 #include <ATen/OpMathType.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
+
+#include "device_runtime.cuh"
 
 namespace fused_lstm {
 namespace cuda {

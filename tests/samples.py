@@ -1,0 +1,124 @@
+"""Samples of the raw ops' arguments, built in one place and keyed by the ops' schema argument names (so a
+sample is passed as op(**sample)), calls that return the outputs by their schema names, and the float64
+reference of a sample (fused_lstm.reference with autograd)."""
+
+import torch
+
+from fused_lstm import reference
+
+
+def batch_sizes_of(steps, batch, lengths=None):
+    """[T] int64: every step has all B rows (padded), or the rows still running for sorted `lengths`."""
+    if lengths is None:
+        return torch.full((steps,), batch, dtype=torch.int64)
+    assert list(lengths) == sorted(lengths, reverse=True) and len(lengths) == batch and lengths[0] == steps
+    return torch.tensor([sum(length > t for length in lengths) for t in range(steps)], dtype=torch.int64)
+
+
+def _random(generator, dtype, scale):
+    def random(*shape):
+        return (torch.randn(*shape, generator=generator, dtype=torch.float64) * scale).to(dtype)
+
+    return random
+
+
+def lstm_layer_sample(steps=4, batch=5, input_size=7, hidden=30, proj=0, bias=True, lengths=None,
+                      dtype=torch.float32, seed=0, weight_scale=None):
+    """Arguments of fused_lstm::lstm_layer_forward but reverse and save_for_backward: input [N, C], batch_sizes
+    [T], h0 [B, P], c0 [B, H], weight_ih [4H, C], weight_hh [4H, P], bias [4H] or None, weight_hr [P, H] or
+    None (P = proj or H). Drawn in float64 and rounded to dtype, so cast(sample, float64) is the same sample."""
+    generator = torch.Generator().manual_seed(seed)
+    state = proj or hidden
+    weight = _random(generator, dtype, weight_scale if weight_scale is not None else hidden ** -0.5)
+    value = _random(generator, dtype, 0.5)
+    batch_sizes = batch_sizes_of(steps, batch, lengths)
+    return dict(input=value(int(batch_sizes.sum()), input_size), batch_sizes=batch_sizes, h0=value(batch, state),
+                c0=value(batch, hidden), weight_ih=weight(4 * hidden, input_size), weight_hh=weight(4 * hidden, state),
+                bias=value(4 * hidden) if bias else None, weight_hr=weight(proj, hidden) if proj else None)
+
+
+def gru_layer_sample(steps=4, batch=5, input_size=7, hidden=30, bias=True, lengths=None, dtype=torch.float32, seed=0,
+                     weight_scale=None):
+    """Arguments of fused_lstm::gru_layer_forward but reverse and save_for_backward: input [N, C], batch_sizes
+    [T], h0 [B, H], weight_ih [3H, C], weight_hh [3H, H], bias_ih and bias_hh [3H] or None."""
+    generator = torch.Generator().manual_seed(seed)
+    weight = _random(generator, dtype, weight_scale if weight_scale is not None else hidden ** -0.5)
+    value = _random(generator, dtype, 0.5)
+    batch_sizes = batch_sizes_of(steps, batch, lengths)
+    return dict(input=value(int(batch_sizes.sum()), input_size), batch_sizes=batch_sizes, h0=value(batch, hidden),
+                weight_ih=weight(3 * hidden, input_size), weight_hh=weight(3 * hidden, hidden),
+                bias_ih=value(3 * hidden) if bias else None, bias_hh=value(3 * hidden) if bias else None)
+
+
+def cast(sample, dtype):
+    """The sample with every floating-point tensor converted to dtype."""
+    return {name: value.to(dtype) if torch.is_tensor(value) and value.is_floating_point() else value
+            for name, value in sample.items()}
+
+
+def call(op, **arguments):
+    """op(**arguments) with its outputs in a dict keyed by the schema's return names."""
+    packet = op.default if hasattr(op, "default") else op
+    result = op(**arguments)
+    result = result if isinstance(result, (tuple, list)) else (result,)
+    return dict(zip((ret.name for ret in packet._schema.returns), result))
+
+
+def cotangents(outputs, names, rounded_to=None, seed=7):
+    """Random gradients of the named outputs (dL/d output), drawn in float64 and rounded to `rounded_to`
+    (default: each output's dtype), in each output's dtype."""
+    generator = torch.Generator().manual_seed(seed)
+    return {f"grad_{name}": torch.randn(outputs[name].shape, generator=generator, dtype=torch.float64)
+            .to(rounded_to or outputs[name].dtype).to(outputs[name].dtype) for name in names}
+
+
+def lstm_forward_and_backward(ops, sample, reverse, compute_grad_input=True, compute_grad_weights=True):
+    """Forward (saving) then backward of ops.lstm_layer_* (a torch.ops namespace) on the sample, with the
+    cotangents of cotangents(); returns every output of both ops by name."""
+    forward = call(ops.lstm_layer_forward, **sample, reverse=reverse, save_for_backward=True)
+    grads = cotangents(forward, ["output", "h_n", "c_n"])
+    backward = call(ops.lstm_layer_backward, **grads, input=sample["input"], batch_sizes=sample["batch_sizes"],
+                    h0=sample["h0"], weight_ih=sample["weight_ih"], weight_hh=sample["weight_hh"],
+                    weight_hr=sample["weight_hr"], output=forward["output"], gates=forward["gates"],
+                    cell_prev=forward["cell_prev"], proj_input=forward["proj_input"], reverse=reverse,
+                    has_bias=sample["bias"] is not None, compute_grad_input=compute_grad_input,
+                    compute_grad_weights=compute_grad_weights)
+    return {**forward, **backward}
+
+
+def gru_forward_and_backward(ops, sample, reverse, compute_grad_input=True, compute_grad_weights=True):
+    """As lstm_forward_and_backward, for ops.gru_layer_*."""
+    forward = call(ops.gru_layer_forward, **sample, reverse=reverse, save_for_backward=True)
+    grads = cotangents(forward, ["output", "h_n"])
+    backward = call(ops.gru_layer_backward, **grads, input=sample["input"], batch_sizes=sample["batch_sizes"],
+                    h0=sample["h0"], weight_ih=sample["weight_ih"], weight_hh=sample["weight_hh"],
+                    output=forward["output"], gates=forward["gates"], candidate_hidden=forward["candidate_hidden"],
+                    reverse=reverse, has_bias=sample["bias_ih"] is not None, compute_grad_input=compute_grad_input,
+                    compute_grad_weights=compute_grad_weights)
+    return {**forward, **backward}
+
+
+def _reference_with_gradients(layer, sample, reverse, output_names, differentiable):
+    dtype = sample["input"].dtype  # the cotangents are rounded as those of the sample's own dtype
+    sample = cast(sample, torch.float64)
+    leaves = {name: sample[name].detach().requires_grad_() for name in differentiable if sample[name] is not None}
+    outputs = dict(zip(output_names, layer(**{**sample, **leaves}, reverse=reverse)))
+    grads = cotangents(outputs, output_names, rounded_to=dtype)
+    gradients = torch.autograd.grad([outputs[name] for name in output_names], list(leaves.values()),
+                                    [grads[f"grad_{name}"] for name in output_names])
+    result = {name: value.detach() for name, value in outputs.items()}
+    result.update({f"grad_{name}": gradient for name, gradient in zip(leaves, gradients)})
+    return result
+
+
+def lstm_reference(sample, reverse):
+    """output, h_n, c_n and the gradients grad_<argument> of the float64 reference on the sample (in float64)
+    for the same cotangents as lstm_forward_and_backward's: what that returns (grad_input, ..., grad_bias)."""
+    return _reference_with_gradients(reference.lstm_layer, sample, reverse, ["output", "h_n", "c_n"],
+                                      ["input", "h0", "c0", "weight_ih", "weight_hh", "bias", "weight_hr"])
+
+
+def gru_reference(sample, reverse):
+    """As lstm_reference, for the GRU."""
+    return _reference_with_gradients(reference.gru_layer, sample, reverse, ["output", "h_n"],
+                                     ["input", "h0", "weight_ih", "weight_hh", "bias_ih", "bias_hh"])
