@@ -46,6 +46,17 @@ def check_exportable(module, input):
                            "call model.eval() before torch.onnx.export")
 
 
+def refuse_fused_op_in_export(op_name):
+    """Called by the fused ops' fake kernels. torch.onnx.export(dynamo=True) retries a failed capture with
+    torch.export's strict mode, where dynamo reads torch.onnx.is_in_onnx_export() as False, so the modules
+    run the fused ops; failing that capture here (fake kernels run outside dynamo, where the flag is true)
+    lets the exporter report the first capture's error (e.g. check_exportable's) instead of a missing ONNX
+    function for fused_lstm::."""
+    if torch.onnx.is_in_onnx_export():
+        raise RuntimeError(f"fused_lstm::{op_name} cannot be exported to ONNX; the modules emit ONNX LSTM/GRU nodes "
+                           "instead when torch.export runs in non-strict mode (torch.onnx.export's first attempt)")
+
+
 def _check_dtype(input):
     if input.dtype not in _ONNX_RNN_DTYPES:
         raise RuntimeError(f"fused_lstm: ONNX LSTM and GRU operators do not accept {input.dtype}; export in float16, "
