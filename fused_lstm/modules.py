@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import ops
+from . import onnx_export, ops
 
 
 def _check_constructor_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size):
@@ -51,6 +51,15 @@ def _reset_uniform(module):
     stdv = 1.0 / math.sqrt(module.hidden_size) if module.hidden_size > 0 else 0
     for weight in module.parameters():
         nn.init.uniform_(weight, -stdv, stdv)
+
+
+def _layer_functions(module, input):
+    """Where a module's recurrences run: the fused ops, or, while torch.onnx.export captures the model,
+    onnx_export's layers, which become ONNX LSTM/GRU nodes (once it is checked that ONNX can express them)."""
+    if torch.onnx.is_in_onnx_export():
+        onnx_export.check_exportable(module, input)
+        return onnx_export
+    return ops
 
 
 class _RecurrentBase(nn.Module):
@@ -135,7 +144,7 @@ class LSTM(_RecurrentBase):
                          proj_size, device, dtype)
 
     def forward(self, input, hx=None):
-        return lstm_stack_forward(self, input, hx, ops.lstm_layer)
+        return lstm_stack_forward(self, input, hx, _layer_functions(self, input).lstm_layer)
 
 
 class GRU(_RecurrentBase):
@@ -147,7 +156,7 @@ class GRU(_RecurrentBase):
                          device, dtype)
 
     def forward(self, input, hx=None):
-        return gru_stack_forward(self, input, hx, ops.gru_layer)
+        return gru_stack_forward(self, input, hx, _layer_functions(self, input).gru_layer)
 
 
 class _CellBase(nn.Module):
@@ -184,7 +193,7 @@ class LSTMCell(_CellBase):
         super().__init__(4, input_size, hidden_size, bias, device, dtype)
 
     def forward(self, input, hx=None):
-        return lstm_cell_forward(self, input, hx, ops.lstm_layer)
+        return lstm_cell_forward(self, input, hx, _layer_functions(self, input).lstm_layer)
 
 
 class GRUCell(_CellBase):
@@ -194,7 +203,7 @@ class GRUCell(_CellBase):
         super().__init__(3, input_size, hidden_size, bias, device, dtype)
 
     def forward(self, input, hx=None):
-        return gru_cell_forward(self, input, hx, ops.gru_layer)
+        return gru_cell_forward(self, input, hx, _layer_functions(self, input).gru_layer)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -327,6 +336,14 @@ def _stack_forward(module, input, states, state_sizes, check_hx_dims, run_layer)
     return output, final_states
 
 
+def _lstm_biases(layer, bias_ih, bias_hh):
+    """The bias arguments of an LSTM layer function: onnx_export.lstm_layer takes bias_ih and bias_hh
+    apart (ONNX's B is [W_b; R_b]); ops' and reference's take their sum, or None."""
+    if layer is onnx_export.lstm_layer:
+        return bias_ih, bias_hh
+    return (None if bias_ih is None else bias_ih + bias_hh,)
+
+
 def lstm_stack_forward(module, input, hx, layer):
     """nn.LSTM.forward's contract: returns (output, (h_n, c_n))."""
     def check_hx_dims(states, is_batched):
@@ -338,9 +355,9 @@ def lstm_stack_forward(module, input, hx, layer):
                                f"({h0.dim()}-D, {c0.dim()}-D) tensors")
 
     def run_layer(layer_input, batch_sizes, layer_states, weights, reverse):
-        bias = weights["bias_ih"] + weights["bias_hh"] if "bias_ih" in weights else None
+        biases = _lstm_biases(layer, weights.get("bias_ih"), weights.get("bias_hh"))
         output, h_n, c_n = layer(layer_input, batch_sizes, *layer_states, weights["weight_ih"],
-                                 weights["weight_hh"], bias, weights.get("weight_hr"), reverse)
+                                 weights["weight_hh"], *biases, weights.get("weight_hr"), reverse)
         return output, (h_n, c_n)
 
     state_sizes = (module.proj_size or module.hidden_size, module.hidden_size)
@@ -404,9 +421,10 @@ def _cell_states(module, name, input, hx, state_count):
 def lstm_cell_forward(module, input, hx, layer):
     """nn.LSTMCell.forward's contract: returns (h_1, c_1); one step of `layer`."""
     input, (h0, c0), is_batched, dtype = _cell_states(module, "LSTMCell", input, hx, 2)
-    bias = (module.bias_ih + module.bias_hh).to(dtype) if module.bias else None
+    biases = tuple(None if bias is None else bias.to(dtype)
+                   for bias in _lstm_biases(layer, module.bias_ih, module.bias_hh))
     batch_sizes = torch.full((1,), input.size(0), dtype=torch.int64)
-    _, h_1, c_1 = layer(input, batch_sizes, h0, c0, module.weight_ih.to(dtype), module.weight_hh.to(dtype), bias,
+    _, h_1, c_1 = layer(input, batch_sizes, h0, c0, module.weight_ih.to(dtype), module.weight_hh.to(dtype), *biases,
                         None, False)
     return (h_1, c_1) if is_batched else (h_1.squeeze(0), c_1.squeeze(0))
 

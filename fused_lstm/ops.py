@@ -5,7 +5,7 @@ reference)."""
 import torch
 
 from . import _C  # noqa: F401  (loading the library registers torch.ops.fused_lstm.*)
-from . import reference
+from . import onnx_export, reference
 
 
 def _accumulation_dtype(dtype):
@@ -43,6 +43,7 @@ def lstm_layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias=None, weig
 @torch.library.register_fake("fused_lstm::lstm_layer_forward")
 def _lstm_layer_forward_fake(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, reverse,
                              save_for_backward):
+    onnx_export.refuse_fused_op_in_export("lstm_layer_forward")
     _check_fake_devices("lstm_layer_forward", input, batch_sizes, h0=h0, c0=c0, weight_ih=weight_ih,
                         weight_hh=weight_hh, bias=bias, weight_hr=weight_hr)
     rows, hidden = input.shape[0], weight_ih.shape[0] // 4
@@ -171,6 +172,7 @@ def gru_layer(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih=None, bias_h
 @torch.library.register_fake("fused_lstm::gru_layer_forward")
 def _gru_layer_forward_fake(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh, reverse,
                             save_for_backward):
+    onnx_export.refuse_fused_op_in_export("gru_layer_forward")
     _check_fake_devices("gru_layer_forward", input, batch_sizes, h0=h0, weight_ih=weight_ih, weight_hh=weight_hh,
                         bias_ih=bias_ih, bias_hh=bias_hh)
     rows, hidden = input.shape[0], weight_ih.shape[0] // 3
