@@ -4,11 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.requirements-installed
-# The nvcc on PATH may be a wrapper; point the build at the real toolkit when it is there.
-CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
-export CUDA_HOME
+# The oldest supported torch (setup.py's TORCH_REQUIREMENT; the newest is the pin in requirements.txt):
+# make test-torch-oldest builds a copy of this tree against it, in its own environment, and runs the tests.
+OLDEST_TORCH := 2.11.0
+OLDEST_VENV := .venv-torch$(OLDEST_TORCH)
+OLDEST_TREE := build/torch-$(OLDEST_TORCH)
 
-.PHONY: venv build test demo experiments benchmark clean
+.PHONY: venv build test test-torch-oldest demo experiments benchmark clean
 
 $(INSTALLED): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +26,22 @@ build: $(INSTALLED)
 
 test: build
 	$(PY) -m pytest -q tests
+
+$(OLDEST_VENV)/.requirements-installed: requirements.txt
+	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install torch==$(OLDEST_TORCH)
+	grep -v '^torch==' requirements.txt > $(OLDEST_VENV)/requirements-without-torch.txt
+	$(OLDEST_VENV)/bin/python -m pip install -r $(OLDEST_VENV)/requirements-without-torch.txt
+	touch $@
+
+test-torch-oldest: $(OLDEST_VENV)/.requirements-installed
+	mkdir -p $(OLDEST_TREE)
+	git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C $(OLDEST_TREE)
+	cd $(OLDEST_TREE) && $(CURDIR)/$(OLDEST_VENV)/bin/python setup.py build_ext --inplace > build.log 2>&1 || \
+		(tail -60 build.log; echo "build against torch $(OLDEST_TORCH) failed: see $(OLDEST_TREE)/build.log"; exit 1)
+	@grep -E "CUDA kernels|emulated CUDA" $(OLDEST_TREE)/build.log
+	cd $(OLDEST_TREE) && $(CURDIR)/$(OLDEST_VENV)/bin/python -m pytest -q tests
 
 demo: build
 	$(PY) -m benchmarks.run --device cpu --quick

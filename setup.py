@@ -3,22 +3,57 @@
 Builds fused_lstm._emulated_cuda too: the CUDA kernels compiled by the host compiler for the host emulation of
 CUDA (csrc/cuda/emulation/), which the tests run on machines without a GPU.
 
+It builds against the torch of the environment it runs in (torch 2.11 to 2.14 are supported and tested), so
+install with build isolation off:  pip install --no-build-isolation .   (or -e .)
+
 Switches (environment variables), printed at build time:
   FUSED_LSTM_CUDA=0        skip the CUDA sources (quick local CPU rebuilds; CI builds them)
   FUSED_LSTM_EMULATION=0   skip the emulated CUDA kernels (their tests then skip)
+  CUDA_HOME                the CUDA toolkit; otherwise /usr/local/cuda, then torch's guess from the nvcc on PATH,
+                           each used only if it holds bin/nvcc and include/cuda_runtime.h
   TORCH_CUDA_ARCH_LIST     GPU architectures; defaults to "8.0;9.0" when no GPU is visible
   MAX_JOBS                 parallel compile jobs (ninja)
 """
 
 import glob
 import os
+import shutil
 import sys
 
 from setuptools import setup
-from torch.utils import cpp_extension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ARCH_LIST = "8.0;9.0"
+# The torch versions this source builds against and is tested with (make test, make test-torch-oldest).
+TORCH_REQUIREMENT = "torch>=2.11,<2.15"
+
+
+def is_cuda_toolkit(path):
+    return bool(path) and os.path.isfile(os.path.join(path, "bin", "nvcc")) and os.path.isfile(
+        os.path.join(path, "include", "cuda_runtime.h"))
+
+
+def find_cuda_home():
+    """The CUDA toolkit to build with, or None. torch guesses CUDA_HOME from the nvcc on PATH, which may be a
+    wrapper outside any toolkit (/usr/local/bin/nvcc gives /usr/local): every candidate is checked."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+    return next((path for path in candidates if is_cuda_toolkit(path)), None)
+
+
+CUDA_HOME = find_cuda_home()
+if CUDA_HOME:
+    # Before torch.utils.cpp_extension reads it at import.
+    os.environ["CUDA_HOME"] = CUDA_HOME
+
+try:
+    from torch.utils import cpp_extension
+except ImportError:
+    sys.exit("fused_lstm builds against the torch installed in your environment, but this build sees none "
+             f"(pip builds in an isolated environment by default). Install {TORCH_REQUIREMENT} first, then: "
+             "pip install --no-build-isolation .")
 
 
 def relative_sources(pattern):
@@ -36,6 +71,13 @@ def nvidia_wheel_include_dirs():
     for base in nvidia.__path__:
         found += [d for d in glob.glob(os.path.join(base, "*", "include")) if os.path.isdir(d)]
     return sorted(found)
+
+
+def torch_has_cuda():
+    """A CPU-only torch has no CUDA headers or libraries to build the CUDA kernels against."""
+    import torch
+
+    return torch.version.cuda is not None
 
 
 def emulated_cuda_extension():
@@ -56,9 +98,8 @@ def emulated_cuda_extension():
 
 def build_extension():
     cuda_requested = os.environ.get("FUSED_LSTM_CUDA", "1") != "0"
-    cuda_home = cpp_extension.CUDA_HOME
     cuda_sources = relative_sources("csrc/cuda/*.cu") + relative_sources("csrc/cuda/*.cpp")
-    with_cuda = cuda_requested and cuda_home is not None and bool(cuda_sources)
+    with_cuda = cuda_requested and CUDA_HOME is not None and torch_has_cuda() and bool(cuda_sources)
     if with_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         import torch
 
@@ -81,8 +122,8 @@ def build_extension():
         extra_compile_args["nvcc"] = ["-O3", "-Xptxas", "-v", "--expt-relaxed-constexpr", "-lineinfo"]
 
     print("fused_lstm build switches:", file=sys.stderr)
-    print(f"  CUDA_HOME={cuda_home}  FUSED_LSTM_CUDA={'1' if cuda_requested else '0'}  "
-          f"-> CUDA kernels {'ON' if with_cuda else 'OFF'}", file=sys.stderr)
+    print(f"  CUDA_HOME={CUDA_HOME}  torch CUDA={torch_has_cuda()}  FUSED_LSTM_CUDA={'1' if cuda_requested else '0'}"
+          f"  -> CUDA kernels {'ON' if with_cuda else 'OFF'}", file=sys.stderr)
     if with_cuda:
         print(f"  TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')}", file=sys.stderr)
     print(f"  MAX_JOBS={os.environ.get('MAX_JOBS', '(default)')}  sources={len(sources)}", file=sys.stderr)
@@ -110,5 +151,5 @@ setup(
     ext_modules=[build_extension()] + ([emulated_cuda_extension()] if EMULATION else []),
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.10",
-    install_requires=["torch"],
+    install_requires=[TORCH_REQUIREMENT],
 )
