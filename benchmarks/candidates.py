@@ -70,7 +70,7 @@ def build_candidates(case: RecurrentCase, device, names):
         reference_module = getattr(nn, module_name)(**arguments)
         reference_module.load_state_dict(baseline.state_dict())
         candidates[REFERENCE] = Candidate(REFERENCE, reference_module,
-                                          partial(getattr(fused_lstm.reference, case.cell), reference_module))
+                                          partial(fused_lstm.run, reference_module, impl="reference"))
     return [candidates[name] for name in names]
 
 

@@ -1,16 +1,72 @@
-"""The machine's ceilings, measured at run time (the machines change): what a benchmark's rates are read against.
+"""The machine's ceilings, measured at run time (the machines change): what the benchmark's rates are read against.
 
-    python -m benchmarks.ceilings --device cuda [--json FILE]
+    python -m benchmarks.ceilings [--device cpu|cuda] [--json FILE]
 
-CUDA: large matmuls in bfloat16, IEEE float32 and TF32 (TFLOP/s) and a device-to-device copy (TB/s), each the
-best of several trials, so that a busy moment cannot lower a ceiling."""
+CPU: arithmetic peaks of threads doing only multiply-adds on registers, with the widest instructions the CPU has
+(fused_lstm::cpu_peak_probe, compiled with the extension): float32 FMA, and bfloat16 dot products (AVX512-BF16)
+where present. The ceiling of a dtype is the highest rate the CPU has for its arithmetic: float32 FMA for
+float32 and float64-free work, the best of float32 FMA and bfloat16 dot products for bfloat16 and float16 (the
+kernels compute in float32 where the CPU has no faster instruction). No library GEMM reaches these; rates read
+against them stay at or below 100%.
+
+CUDA: large matmuls in bfloat16, IEEE float32 and TF32 (TFLOP/s) and a device-to-device copy (TB/s).
+
+Every ceiling is the best of several trials, so that a busy moment cannot lower it; a sweep calls refresh()
+between cases and keeps the best of everything measured.
+"""
 
 import argparse
 import json
+import time
 
 import torch
 
+import fused_lstm  # noqa: F401  (registers fused_lstm::cpu_peak_probe)
+
 TRIALS = 3
+CPU_KINDS = ("float32_fma", "bfloat16_dot")
+# Which probes bound the arithmetic of each dtype on the CPU.
+CPU_DTYPE_KINDS = {"float32": ("float32_fma",), "bfloat16": CPU_KINDS, "float16": CPU_KINDS}
+
+
+def cpu_probe_gflops(kind, threads=None, seconds=0.2):
+    """GFLOP/s of `threads` threads (default: torch's) running only `kind` (see CPU_KINDS); 0.0 where the CPU
+    lacks its instructions. One trial: the rounds double until a call takes `seconds`."""
+    threads = threads or torch.get_num_threads()
+    probe = torch.ops.fused_lstm.cpu_peak_probe
+    if probe(kind, 1, 1) == 0.0:
+        return 0.0
+    rounds = 100_000
+    probe(kind, threads, rounds)  # warm-up: clocks ramp up
+    while True:
+        start = time.perf_counter()
+        flops_per_round = probe(kind, threads, rounds)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return threads * rounds * flops_per_round / elapsed / 1e9
+        rounds *= 2
+
+
+class CpuCeilings:
+    """The best rate of each CPU probe seen so far (measure() adds trials), and each dtype's ceiling from them."""
+
+    def __init__(self, threads=None):
+        self.threads = threads or torch.get_num_threads()
+        self.best = dict.fromkeys(CPU_KINDS, 0.0)
+
+    def measure(self, trials=TRIALS, seconds=0.2):
+        for _ in range(trials):
+            for kind in CPU_KINDS:
+                self.best[kind] = max(self.best[kind], cpu_probe_gflops(kind, self.threads, seconds))
+        return self
+
+    def gflops(self, dtype):
+        """The ceiling for work in `dtype` (a name: float32, bfloat16, float16), GFLOP/s."""
+        return max(self.best[kind] for kind in CPU_DTYPE_KINDS[dtype])
+
+    def description(self):
+        parts = [f"{kind.replace('_', ' ')} {value:,.0f}" for kind, value in self.best.items() if value > 0]
+        return f"{', '.join(parts)} GFLOP/s ({self.threads} threads, best of every trial)"
 
 
 def _best_seconds(fn, repeats, trials=TRIALS):
@@ -51,14 +107,19 @@ def cuda_ceilings(size=8192):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ceilings", description=__doc__.split("\n")[0])
-    parser.add_argument("--device", choices=("cuda",), default="cuda")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the ceilings to this file")
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        parser.error("--device cuda but no CUDA GPU is available")
-    ceilings = cuda_ceilings()
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            parser.error("--device cuda but no CUDA GPU is available")
+        ceilings = cuda_ceilings()
+    else:
+        measured = CpuCeilings(args.threads).measure()
+        ceilings = {"threads": measured.threads, **{f"{kind}_gflops": value for kind, value in measured.best.items()}}
     for key, value in ceilings.items():
-        print(f"{key:<22} {value:.2f}" if isinstance(value, float) else f"{key:<22} {value}")
+        print(f"{key:<22} {value:,.2f}" if isinstance(value, float) else f"{key:<22} {value}")
     if args.json:
         with open(args.json, "w") as out:
             json.dump(ceilings, out)

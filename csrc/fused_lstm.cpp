@@ -7,6 +7,7 @@
 #include <initializer_list>
 
 #include "checks.h"
+#include "cpu/cell_cpu.h"
 #include "cpu/lstm_pointwise_cpu.h"
 #include "cpu/lstm_sequence_cpu.h"
 #include "layer_ops.h"
@@ -23,7 +24,7 @@ namespace {
 
 struct CpuDevice {
   // Every tensor's device is checked against input's by the driver; here only what the CPU kernels serve.
-  static void check_devices(const char* op, const at::Tensor& input, const at::Tensor& /*batch_sizes*/,
+  static void check_devices(const char* op, const at::Tensor& input, const at::Tensor* /*batch_sizes*/,
                             std::initializer_list<NamedTensor> /*tensors*/) {
     check_defined(op, {{"input", &input}});
     TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
@@ -31,19 +32,32 @@ struct CpuDevice {
                 " (float16/bfloat16 run on CUDA)");
   }
   using Guard = NoDeviceGuard;
-  static const PointwiseBackend& lstm_backend() {
-    static const PointwiseBackend backend{&cpu::forward_pointwise,
-                                          &cpu::backward_pointwise,
-                                          &cpu::sequence_supported,
-                                          &cpu::sequence_forward,
-                                          &cpu::sequence_forward_projects_input,
-                                          &cpu::sequence_supported,
-                                          &cpu::sequence_backward_prepare_weight,
-                                          &cpu::sequence_backward};
+  static const LstmBackend& lstm_backend() {
+    static const LstmBackend backend = [] {
+      LstmBackend b;
+      b.forward = &cpu::forward_pointwise;
+      b.backward = &cpu::backward_pointwise;
+      b.sequence_forward_supported = &cpu::sequence_supported;
+      b.sequence_forward = &cpu::sequence_forward;
+      b.sequence_forward_projects_input = &cpu::sequence_forward_projects_input;
+      b.sequence_backward_supported = &cpu::sequence_supported;
+      b.sequence_backward_prepare_weight = &cpu::sequence_backward_prepare_weight;
+      b.sequence_backward = &cpu::sequence_backward;
+      b.cell_forward_supported = &cpu::cell_forward_supported;
+      b.cell_forward = &cpu::lstm_cell_forward;
+      return b;
+    }();
     return backend;
   }
-  static const GruPointwiseBackend& gru_backend() {
-    static const GruPointwiseBackend backend{&cpu::gru_forward_pointwise, &cpu::gru_backward_pointwise};
+  static const GruBackend& gru_backend() {
+    static const GruBackend backend = [] {
+      GruBackend b;
+      b.forward = &cpu::gru_forward_pointwise;
+      b.backward = &cpu::gru_backward_pointwise;
+      b.cell_forward_supported = &cpu::cell_forward_supported;
+      b.cell_forward = &cpu::gru_cell_forward;
+      return b;
+    }();
     return backend;
   }
 };

@@ -12,9 +12,13 @@
 
 namespace fused_lstm {
 
-struct GruPointwiseBackend {
-  void (*forward)(const GruForwardPointwiseParams& params, at::ScalarType dtype);
-  void (*backward)(const GruBackwardPointwiseParams& params, at::ScalarType dtype);
+// What a device gives the GRU drivers, filled by member name (see LstmBackend): the fused pointwise passes of
+// one step (required) and, optionally, the fused cell for small batches.
+struct GruBackend {
+  void (*forward)(const GruForwardPointwiseParams& params, at::ScalarType dtype) = nullptr;
+  void (*backward)(const GruBackwardPointwiseParams& params, at::ScalarType dtype) = nullptr;
+  bool (*cell_forward_supported)(int64_t batch, int64_t input_size, int64_t hidden, at::ScalarType dtype) = nullptr;
+  void (*cell_forward)(const GruCellForwardParams& params, at::ScalarType dtype) = nullptr;
 };
 
 // Returns (output [N,H], h_n [B,H], gates [N,3H], candidate_hidden [N,H]); the last two are what
@@ -27,7 +31,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
     const at::Tensor& weight_hh,    // [3H, H]
     const std::optional<at::Tensor>& bias_ih,  // [3H]
     const std::optional<at::Tensor>& bias_hh,  // [3H]
-    bool reverse, bool save_for_backward, const GruPointwiseBackend& backend);
+    bool reverse, bool save_for_backward, const GruBackend& backend);
 
 // Returns (grad_input [N,C], grad_h0 [B,H], grad_weight_ih [3H,C], grad_weight_hh [3H,H],
 // grad_bias_ih [3H], grad_bias_hh [3H]); the bias gradients are empty without bias, grad_input unless
@@ -44,6 +48,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& gates,             // [N, 3H] saved r, z, n
     const at::Tensor& candidate_hidden,  // [N, H] saved h_n + b_hn
     bool reverse, bool has_bias, bool compute_grad_input, bool compute_grad_weights,
-    const GruPointwiseBackend& backend);
+    const GruBackend& backend);
+
+// One step of a GRU cell (GRUCell): returns (h1 [B,H], gates [B,3H], candidate_hidden [B,H]); the last two,
+// what backward needs, are empty unless save_for_backward.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cell_forward(
+    const at::Tensor& input,      // [B, C]
+    const at::Tensor& h0,         // [B, H]
+    const at::Tensor& weight_ih,  // [3H, C]
+    const at::Tensor& weight_hh,  // [3H, H]
+    const std::optional<at::Tensor>& bias_ih,  // [3H]
+    const std::optional<at::Tensor>& bias_hh,  // [3H]
+    bool save_for_backward, const GruBackend& backend);
+
+// Returns (grad_input [B,C], grad_h0 [B,H], grad_weight_ih [3H,C], grad_weight_hh [3H,H], grad_bias_ih [3H],
+// grad_bias_hh [3H]), empty where not asked for (as lstm_cell_backward).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_cell_backward(
+    const at::Tensor& grad_h1,           // [B, H]
+    const at::Tensor& input,             // [B, C]
+    const at::Tensor& h0,                // [B, H]
+    const at::Tensor& weight_ih,         // [3H, C]
+    const at::Tensor& weight_hh,         // [3H, H]
+    const at::Tensor& gates,             // [B, 3H] saved r, z, n
+    const at::Tensor& candidate_hidden,  // [B, H] saved h0·W_hnᵀ + b_hn
+    bool has_bias, bool compute_grad_input, bool compute_grad_weights, const GruBackend& backend);
 
 }  // namespace fused_lstm

@@ -1,9 +1,10 @@
-// The layer ops' kernels, written once for every device. `Device` says how its kernels are reached:
-//   static void check_devices(const char* op, const at::Tensor& input, const at::Tensor& batch_sizes,
-//                             std::initializer_list<NamedTensor> tensors);  // raises before any kernel runs
+// The layer and cell ops' kernels, written once for every device. `Device` says how its kernels are reached:
+//   static void check_devices(const char* op, const at::Tensor& input, const at::Tensor* batch_sizes,
+//                             std::initializer_list<NamedTensor> tensors);  // raises before any kernel runs;
+//                                                                           // batch_sizes nullptr for cell ops
 //   using Guard = ...;                             // constructed from input.device(): makes it current
-//   static const PointwiseBackend& lstm_backend();
-//   static const GruPointwiseBackend& gru_backend();
+//   static const LstmBackend& lstm_backend();
+//   static const GruBackend& gru_backend();
 // register_layer_ops<Device>(m) registers them under m's dispatch key.
 #pragma once
 
@@ -23,7 +24,7 @@ struct LayerOps {
       const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
       const at::Tensor& weight_ih, const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias,
       const std::optional<at::Tensor>& weight_hr, bool reverse, bool save_for_backward) {
-    Device::check_devices("fused_lstm.lstm_layer_forward", input, batch_sizes,
+    Device::check_devices("fused_lstm.lstm_layer_forward", input, &batch_sizes,
                           {{"h0", &h0},
                            {"c0", &c0},
                            {"weight_ih", &weight_ih},
@@ -42,7 +43,7 @@ struct LayerOps {
                       const std::optional<at::Tensor>& weight_hr, const at::Tensor& output, const at::Tensor& gates,
                       const at::Tensor& cell_prev, const at::Tensor& proj_input, bool reverse, bool has_bias,
                       bool compute_grad_input, bool compute_grad_weights) {
-    Device::check_devices("fused_lstm.lstm_layer_backward", input, batch_sizes,
+    Device::check_devices("fused_lstm.lstm_layer_backward", input, &batch_sizes,
                           {{"grad_output", &grad_output},
                            {"grad_h_n", &grad_h_n},
                            {"grad_c_n", &grad_c_n},
@@ -66,7 +67,7 @@ struct LayerOps {
       const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& weight_ih,
       const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
       const std::optional<at::Tensor>& bias_hh, bool reverse, bool save_for_backward) {
-    Device::check_devices("fused_lstm.gru_layer_forward", input, batch_sizes,
+    Device::check_devices("fused_lstm.gru_layer_forward", input, &batch_sizes,
                           {{"h0", &h0},
                            {"weight_ih", &weight_ih},
                            {"weight_hh", &weight_hh},
@@ -82,7 +83,7 @@ struct LayerOps {
       const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
       const at::Tensor& output, const at::Tensor& gates, const at::Tensor& candidate_hidden, bool reverse,
       bool has_bias, bool compute_grad_input, bool compute_grad_weights) {
-    Device::check_devices("fused_lstm.gru_layer_backward", input, batch_sizes,
+    Device::check_devices("fused_lstm.gru_layer_backward", input, &batch_sizes,
                           {{"grad_output", &grad_output},
                            {"grad_h_n", &grad_h_n},
                            {"h0", &h0},
@@ -96,6 +97,70 @@ struct LayerOps {
                                           gates, candidate_hidden, reverse, has_bias, compute_grad_input,
                                           compute_grad_weights, Device::gru_backend());
   }
+
+  // Cell ops: one step, no batch_sizes.
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_cell_forward(
+      const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
+      const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
+      const std::optional<at::Tensor>& bias_hh, bool save_for_backward) {
+    Device::check_devices("fused_lstm.lstm_cell_forward", input, nullptr,
+                          {{"h0", &h0},
+                           {"c0", &c0},
+                           {"weight_ih", &weight_ih},
+                           {"weight_hh", &weight_hh},
+                           {"bias_ih", optional_address(bias_ih)},
+                           {"bias_hh", optional_address(bias_hh)}});
+    const typename Device::Guard guard(input.device());
+    return fused_lstm::lstm_cell_forward(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, save_for_backward,
+                                         Device::lstm_backend());
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_cell_backward(
+      const at::Tensor& grad_h1, const at::Tensor& grad_c1, const at::Tensor& input, const at::Tensor& h0,
+      const at::Tensor& c0, const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& gates,
+      bool has_bias, bool compute_grad_input, bool compute_grad_weights) {
+    Device::check_devices("fused_lstm.lstm_cell_backward", input, nullptr,
+                          {{"grad_h1", &grad_h1},
+                           {"grad_c1", &grad_c1},
+                           {"h0", &h0},
+                           {"c0", &c0},
+                           {"weight_ih", &weight_ih},
+                           {"weight_hh", &weight_hh},
+                           {"gates", &gates}});
+    const typename Device::Guard guard(input.device());
+    return fused_lstm::lstm_cell_backward(grad_h1, grad_c1, input, h0, c0, weight_ih, weight_hh, gates, has_bias,
+                                          compute_grad_input, compute_grad_weights, Device::lstm_backend());
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cell_forward(
+      const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+      const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh, bool save_for_backward) {
+    Device::check_devices("fused_lstm.gru_cell_forward", input, nullptr,
+                          {{"h0", &h0},
+                           {"weight_ih", &weight_ih},
+                           {"weight_hh", &weight_hh},
+                           {"bias_ih", optional_address(bias_ih)},
+                           {"bias_hh", optional_address(bias_hh)}});
+    const typename Device::Guard guard(input.device());
+    return fused_lstm::gru_cell_forward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, save_for_backward,
+                                        Device::gru_backend());
+  }
+
+  static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_cell_backward(
+      const at::Tensor& grad_h1, const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_ih,
+      const at::Tensor& weight_hh, const at::Tensor& gates, const at::Tensor& candidate_hidden, bool has_bias,
+      bool compute_grad_input, bool compute_grad_weights) {
+    Device::check_devices("fused_lstm.gru_cell_backward", input, nullptr,
+                          {{"grad_h1", &grad_h1},
+                           {"h0", &h0},
+                           {"weight_ih", &weight_ih},
+                           {"weight_hh", &weight_hh},
+                           {"gates", &gates},
+                           {"candidate_hidden", &candidate_hidden}});
+    const typename Device::Guard guard(input.device());
+    return fused_lstm::gru_cell_backward(grad_h1, input, h0, weight_ih, weight_hh, gates, candidate_hidden, has_bias,
+                                         compute_grad_input, compute_grad_weights, Device::gru_backend());
+  }
 };
 
 template <typename Device>
@@ -104,6 +169,10 @@ void register_layer_ops(torch::Library& m) {
   m.impl("lstm_layer_backward", &LayerOps<Device>::lstm_layer_backward);
   m.impl("gru_layer_forward", &LayerOps<Device>::gru_layer_forward);
   m.impl("gru_layer_backward", &LayerOps<Device>::gru_layer_backward);
+  m.impl("lstm_cell_forward", &LayerOps<Device>::lstm_cell_forward);
+  m.impl("lstm_cell_backward", &LayerOps<Device>::lstm_cell_backward);
+  m.impl("gru_cell_forward", &LayerOps<Device>::gru_cell_forward);
+  m.impl("gru_cell_backward", &LayerOps<Device>::gru_cell_backward);
 }
 
 // A Guard for devices that need none (the CPU).

@@ -12,25 +12,30 @@
 
 namespace fused_lstm {
 
-// The two fused pointwise passes of a backend; each dispatches on `dtype` and runs on the current
-// stream of its device. A backend may also offer the whole recurrence of a layer in one call (the CUDA
-// persistent kernel, the CPU fused step): when sequence_forward_supported (nullptr: never) says yes for a
-// case, the driver runs sequence_forward instead of the per-step GEMM + pointwise loop, and likewise for
-// the backward; each writes the same tensors as the loop it replaces, so either backward follows either
-// forward.
-struct PointwiseBackend {
-  void (*forward)(const LstmForwardPointwiseParams& params, at::ScalarType dtype);
-  void (*backward)(const LstmBackwardPointwiseParams& params, at::ScalarType dtype);
-  bool (*sequence_forward_supported)(const LstmSequenceShape& shape, at::ScalarType dtype);
-  void (*sequence_forward)(const LstmSequenceForwardParams& params, at::ScalarType dtype);
+// What a device gives the LSTM drivers, filled by member name; hooks left nullptr are never called.
+//  - forward / backward: the fused pointwise passes of one step (required); each dispatches on `dtype` and
+//    runs on the current stream of its device.
+//  - the whole-recurrence hooks (the CUDA persistent kernel, the CPU fused step): when
+//    sequence_forward_supported says yes for a case, the layer driver runs sequence_forward instead of its
+//    per-step GEMM + pointwise loop, and likewise for the backward; each writes the same tensors as the loop
+//    it replaces, so either backward follows either forward.
+//  - the fused cell (the CPU's, for small batches): one step of the cell with its GEMMs in one call, for the
+//    cell op and one-step layers, when cell_forward_supported says yes.
+struct LstmBackend {
+  void (*forward)(const LstmForwardPointwiseParams& params, at::ScalarType dtype) = nullptr;
+  void (*backward)(const LstmBackwardPointwiseParams& params, at::ScalarType dtype) = nullptr;
+  bool (*sequence_forward_supported)(const LstmSequenceShape& shape, at::ScalarType dtype) = nullptr;
+  void (*sequence_forward)(const LstmSequenceForwardParams& params, at::ScalarType dtype) = nullptr;
   // Whether sequence_forward computes x·W_ihᵀ inside its steps for this case (nullptr: never), rather than
   // reading it from one GEMM over all rows that the driver runs first (see LstmSequenceForwardParams).
-  bool (*sequence_forward_projects_input)(const LstmSequenceShape& shape);
-  bool (*sequence_backward_supported)(const LstmSequenceShape& shape, at::ScalarType dtype);
+  bool (*sequence_forward_projects_input)(const LstmSequenceShape& shape) = nullptr;
+  bool (*sequence_backward_supported)(const LstmSequenceShape& shape, at::ScalarType dtype) = nullptr;
   // W_hh [4H, H] in the layout sequence_backward reads (e.g. packed panels), made once per backward and
   // passed to each of its calls, one per block of steps, as LstmSequenceBackwardParams::weight_hh_prepared.
-  at::Tensor (*sequence_backward_prepare_weight)(const at::Tensor& weight_hh);
-  void (*sequence_backward)(const LstmSequenceBackwardParams& params, at::ScalarType dtype);
+  at::Tensor (*sequence_backward_prepare_weight)(const at::Tensor& weight_hh) = nullptr;
+  void (*sequence_backward)(const LstmSequenceBackwardParams& params, at::ScalarType dtype) = nullptr;
+  bool (*cell_forward_supported)(int64_t batch, int64_t input_size, int64_t hidden, at::ScalarType dtype) = nullptr;
+  void (*cell_forward)(const LstmCellForwardParams& params, at::ScalarType dtype) = nullptr;
 };
 
 // Returns (output [N,P], h_n [B,P], c_n [B,H], gates [N,4H], cell_prev [N,H], proj_input [N,H]).
@@ -45,7 +50,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& weight_hh,    // [4H, P]
     const std::optional<at::Tensor>& bias,       // [4H] b_ih + b_hh
     const std::optional<at::Tensor>& weight_hr,  // [P, H] projection
-    bool reverse, bool save_for_backward, const PointwiseBackend& backend);
+    bool reverse, bool save_for_backward, const LstmBackend& backend);
 
 // Returns (grad_input [N,C], grad_h0 [B,P], grad_c0 [B,H], grad_weight_ih [4H,C], grad_weight_hh [4H,P],
 // grad_bias [4H] (empty without bias), grad_weight_hr [P,H] (empty without projection)). grad_input is
@@ -67,6 +72,32 @@ lstm_layer_backward(
     const at::Tensor& cell_prev,    // [N, H] saved c_{t-1}, accumulation dtype
     const at::Tensor& proj_input,   // [N, H] saved o·tanh(c_t) when projecting, else empty
     bool reverse, bool has_bias, bool compute_grad_input, bool compute_grad_weights,
-    const PointwiseBackend& backend);
+    const LstmBackend& backend);
+
+// One step of an LSTM cell (LSTMCell): returns (h1 [B,H], c1 [B,H], gates [B,4H]); gates, the activations
+// backward needs, is empty unless save_for_backward.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_cell_forward(
+    const at::Tensor& input,      // [B, C]
+    const at::Tensor& h0,         // [B, H]
+    const at::Tensor& c0,         // [B, H]
+    const at::Tensor& weight_ih,  // [4H, C]
+    const at::Tensor& weight_hh,  // [4H, H]
+    const std::optional<at::Tensor>& bias_ih,  // [4H]
+    const std::optional<at::Tensor>& bias_hh,  // [4H]
+    bool save_for_backward, const LstmBackend& backend);
+
+// Returns (grad_input [B,C], grad_h0 [B,H], grad_c0 [B,H], grad_weight_ih [4H,C], grad_weight_hh [4H,H],
+// grad_bias [4H]: the gradient of b_ih and of b_hh alike); grad_input is empty unless compute_grad_input, the
+// weight and bias gradients unless compute_grad_weights, the bias gradient without a bias.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_cell_backward(
+    const at::Tensor& grad_h1,    // [B, H]
+    const at::Tensor& grad_c1,    // [B, H]
+    const at::Tensor& input,      // [B, C]
+    const at::Tensor& h0,         // [B, H]
+    const at::Tensor& c0,         // [B, H]
+    const at::Tensor& weight_ih,  // [4H, C]
+    const at::Tensor& weight_hh,  // [4H, H]
+    const at::Tensor& gates,      // [B, 4H] saved activations
+    bool has_bias, bool compute_grad_input, bool compute_grad_weights, const LstmBackend& backend);
 
 }  // namespace fused_lstm

@@ -22,7 +22,7 @@ struct LstmForwardPointwiseParams {
 };
 
 // What decides whether a backend can run the whole recurrence of a layer in one call (see
-// PointwiseBackend::sequence_forward_supported in lstm_layer.h).
+// LstmBackend::sequence_forward_supported in lstm_layer.h).
 struct LstmSequenceShape {
   int64_t steps;       // T
   int64_t batch;       // B
@@ -35,7 +35,7 @@ struct LstmSequenceShape {
 // step t are [t·B, (t+1)·B) of the [T·B, ...] tensors. Every pointer is contiguous and row-major.
 // The input projection x·W_ihᵀ either arrives in `gates` (project_input false: the driver ran it as one
 // GEMM over all rows) or the backend computes it inside each step from `input` and `weight_ih`
-// (project_input true, see PointwiseBackend::sequence_forward_projects_input), in which case `gates` is
+// (project_input true, see LstmBackend::sequence_forward_projects_input), in which case `gates` is
 // only written, and only when saving.
 struct LstmSequenceForwardParams {
   int64_t steps;            // T
@@ -65,13 +65,32 @@ struct LstmSequenceBackwardParams {
   int64_t batch;            // B
   int64_t hidden;           // H
   bool reverse;             // the forward visited the steps from T-1 down to 0
-  const void* weight_hh_prepared;  // W_hh in the backend's own layout (PointwiseBackend's prepare hook)
+  const void* weight_hh_prepared;  // W_hh in the backend's own layout (LstmBackend's prepare hook)
   const void* gates;        // [T·B, 4H] scalar; activations saved by forward
   const void* cell_prev;    // [T·B, H] acc; c_{t-1} saved by forward
   const void* grad_output;  // [T·B, H] scalar; dL/dh_t from the layer output
   const void* grad_hidden_n;  // [B, H] scalar; dL/dh of the block's last visited step from later steps (dL/dh_n)
   void* grad_cell;          // [B, H] acc; in: dL/dc of the block's last visited step, out: dL/dc before the block
   void* grad_gates;         // [T·B, 4H] scalar; out: dL/d(pre-activations) of every step
+};
+
+// One step of an LSTM cell over a batch, the GEMMs included, in one call: a backend's fused cell kernel for
+// the sizes where two library GEMMs and a pointwise pass cost mostly their fixed overhead (LSTMCell, one-step
+// layers). All pointers contiguous and row-major.
+struct LstmCellForwardParams {
+  int64_t batch;          // B
+  int64_t input_size;     // C
+  int64_t hidden;         // H
+  const void* input;      // [B, C] scalar
+  const void* h0;         // [B, H] scalar
+  const void* c0;         // [B, H] acc
+  const void* weight_ih;  // [4H, C] scalar
+  const void* weight_hh;  // [4H, H] scalar
+  const void* bias_ih;    // [4H] scalar, or nullptr (no bias)
+  const void* bias_hh;    // [4H] scalar, or nullptr (no bias)
+  void* h1;               // [B, H] scalar; out: o·tanh(c1)
+  void* c1;               // [B, H] acc; out
+  void* gates;            // [B, 4H] scalar; out: σ(i), σ(f), tanh(g), σ(o) for backward; nullptr at inference
 };
 
 // Backward of one step: gradient of the loss w.r.t. the gate pre-activations and c_{t-1}.
@@ -103,6 +122,22 @@ struct GruForwardPointwiseParams {
   void* hidden_state;            // [N, H] scalar; in: h_{t-1}, out: h_t (in place)
   void* hidden_out;              // [N, H] scalar; h_t, the layer output rows of this step
   void* candidate_hidden_saved;  // [N, H] scalar; receives h_n + b_hn for backward; nullptr at inference
+};
+
+// One step of a GRU cell over a batch, the GEMMs included, in one call (as LstmCellForwardParams).
+struct GruCellForwardParams {
+  int64_t batch;           // B
+  int64_t input_size;      // C
+  int64_t hidden;          // H
+  const void* input;       // [B, C] scalar
+  const void* h0;          // [B, H] scalar
+  const void* weight_ih;   // [3H, C] scalar
+  const void* weight_hh;   // [3H, H] scalar
+  const void* bias_ih;     // [3H] scalar, or nullptr (no bias)
+  const void* bias_hh;     // [3H] scalar, or nullptr (no bias)
+  void* h1;                // [B, H] scalar; out
+  void* gates;             // [B, 3H] scalar; out: r, z, n for backward; nullptr at inference
+  void* candidate_hidden;  // [B, H] scalar; out: h0·W_hnᵀ + b_hn for backward; nullptr at inference
 };
 
 // GRU backward of one step.

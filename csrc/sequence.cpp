@@ -76,6 +76,29 @@ LayerSizes check_weights(const char* op, const at::Tensor& input, const at::Tens
   return sizes;
 }
 
+CellSizes check_cell(const char* op, const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_ih,
+                     const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
+                     const std::optional<at::Tensor>& bias_hh, int64_t gate_count) {
+  check_dim(op, input, "input", 2);
+  const auto dtype = input.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op,
+              ": input must be float32, float64, float16 or bfloat16, got ", dtype);
+  check_dim(op, h0, "h0", 2);
+  check_like_input(op, h0, "h0", input);
+  TORCH_CHECK(h0.size(0) == input.size(0), op, ": h0 must have as many rows as input (", input.size(0), "), got ",
+              h0.size(0));
+  const LayerSizes sizes = check_weights(op, input, h0, weight_ih, weight_hh, gate_count);
+  TORCH_CHECK(sizes.state_size == sizes.hidden_size, op, ": h0 must have hidden_size (", sizes.hidden_size,
+              ") columns, got ", sizes.state_size);
+  TORCH_CHECK(bias_ih.has_value() == bias_hh.has_value(), op, ": give both biases or neither");
+  for (const auto& [bias, name] : {std::pair{&bias_ih, "bias_ih"}, std::pair{&bias_hh, "bias_hh"}}) {
+    if (!bias->has_value()) continue;
+    check_like_input(op, **bias, name, input);
+    check_shape(op, **bias, name, {gate_count * sizes.hidden_size});
+  }
+  return {input.size(0), sizes.input_size, sizes.hidden_size};
+}
+
 void* row_address(const at::Tensor& matrix, int64_t row) {
   return static_cast<char*>(matrix.data_ptr()) + row * matrix.stride(0) * matrix.element_size();
 }

@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <vector>
 
 namespace fused_lstm {
@@ -39,6 +40,19 @@ SequenceLayout check_sequence(const char* op, const at::Tensor& input, const at:
                               const at::Tensor& h0);
 LayerSizes check_weights(const char* op, const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_ih,
                          const at::Tensor& weight_hh, int64_t gate_count);
+
+// Sizes of one cell step (a cell op's arguments), checked against each other.
+struct CellSizes {
+  int64_t batch;       // B
+  int64_t input_size;  // C
+  int64_t hidden;      // H
+};
+
+// Checks input [B, C], h0 [B, H], weight_ih [gate_count·H, C], weight_hh [gate_count·H, H] and, when given,
+// bias_ih and bias_hh [gate_count·H] (both or neither): dtypes (input's), devices (input's) and shapes.
+CellSizes check_cell(const char* op, const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_ih,
+                     const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
+                     const std::optional<at::Tensor>& bias_hh, int64_t gate_count);
 
 // Address of row `row` of a matrix whose rows are contiguous.
 void* row_address(const at::Tensor& matrix, int64_t row);

@@ -4,7 +4,7 @@
 recurrences run on the fused C++/CUDA ops in ``torch.ops.fused_lstm``.
 """
 
-from . import ops, reference
-from .modules import GRU, LSTM, GRUCell, LSTMCell
+from . import ops, reference, stack
+from .modules import GRU, LSTM, GRUCell, LSTMCell, run
 
-__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "ops", "reference"]
+__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "run", "ops", "reference", "stack"]

@@ -1,20 +1,26 @@
-"""Drop-in replacements for torch.nn.LSTM and torch.nn.LSTMCell on the fused ops.
+"""Drop-in replacements for torch.nn.LSTM, GRU, LSTMCell and GRUCell on the fused ops.
 
 Same constructors, parameter names, shapes, order and initialisation as PyTorch's, so state dicts load
 both ways; same forward contracts, same exceptions for the same mistakes. They derive from nn.Module,
 not nn.RNNBase, because dynamo refuses to trace RNNBase subclasses: ``torch.compile(fullgraph=True)``
-works on these modules.
+works on these modules. Their forward is written so that TorchScript compiles it (``torch.jit.script`` of
+a model that holds them runs the fused ops through ``torch.ops``).
+
+``run(module, input, hx, impl)`` runs any module with torch.nn's parameters (a fused_lstm module or torch's
+own) through the same argument handling with another implementation of the layers (``stack``): the tests
+and benchmarks run the readable reference so.
 """
 
 import math
 import numbers
 import warnings
+from typing import List, Optional, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import onnx_export, ops
+from . import onnx_export, stack
 
 
 def _check_constructor_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size):
@@ -53,18 +59,87 @@ def _reset_uniform(module):
         nn.init.uniform_(weight, -stdv, stdv)
 
 
-def _layer_functions(module, input):
-    """Where a module's recurrences run: the fused ops, or, while torch.onnx.export captures the model,
-    onnx_export's layers, which become ONNX LSTM/GRU nodes (once it is checked that ONNX can express them)."""
+# ---------------------------------------------------------------------------------------------------
+# Eager-only decisions (TorchScript runs the fused ops in the weights' dtype; see stack.py).
+
+
+@torch.jit.unused
+def _layer_impl(module: nn.Module, input: object) -> str:
+    """The layers of a module's call: the fused ops, or ONNX's nodes while torch.onnx.export captures the model
+    (once it is checked that ONNX can express them)."""
     if torch.onnx.is_in_onnx_export():
         onnx_export.check_exportable(module, input)
-        return onnx_export
-    return ops
+        return "onnx"
+    return "fused"
+
+
+# What torch's own modules do under CPU autocast (measured: torch 2.11-2.14): nn.LSTM runs in the autocast
+# dtype (oneDNN's RNN), nn.GRU and the cells stay in float32. Under CUDA autocast all run in its dtype.
+_FOLLOWS_CPU_AUTOCAST = {"LSTM": True, "GRU": False, "LSTMCell": False, "GRUCell": False}
+
+
+@torch.jit.unused
+def _compute_dtype(mode: str, input: Tensor, weights: List[Tensor]) -> torch.dtype:
+    """The dtype the layers run in: the autocast dtype where torch's module runs in it, else the weights'
+    dtype, which the input must match."""
+    for weight in weights:
+        if weight.device != input.device:
+            raise RuntimeError("Input and parameter tensors are not at the same device, found input tensor at "
+                               f"{input.device} and parameter tensor at {weight.device}")
+    device_type = input.device.type
+    if device_type in ("cuda", "cpu") and torch.is_autocast_enabled(device_type):
+        if device_type == "cuda" or _FOLLOWS_CPU_AUTOCAST[mode]:
+            return torch.get_autocast_dtype(device_type)
+        if input.dtype in (torch.float16, torch.bfloat16):
+            return input.dtype
+    if input.dtype != weights[0].dtype and not torch._C._is_any_autocast_enabled():
+        raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({weights[0].dtype}). "
+                         f"Convert input: input.to({weights[0].dtype}), or convert model: model.to({input.dtype})")
+    return weights[0].dtype
+
+
+@torch.jit.unused
+def _in_dtype(dtype: torch.dtype, tensors: List[Tensor]) -> List[Tensor]:
+    return [tensor if tensor.dtype == dtype else tensor.to(dtype) for tensor in tensors]
+
+
+@torch.jit.unused
+def _cell_tensors_in_autocast(mode: str, tensors: List[Optional[Tensor]]) -> List[Optional[Tensor]]:
+    """A cell's input, states and parameters (tensors[0] is the input) in the dtype it runs in under autocast;
+    unchanged outside autocast."""
+    if not torch._C._is_any_autocast_enabled():
+        return tensors
+    dtype = _compute_dtype(mode, tensors[0], [tensors[-2]])
+    return [None if tensor is None else tensor.to(dtype) for tensor in tensors]
+
+
+@torch.jit.unused
+def _states_must_match_input(input: Tensor) -> bool:
+    """Under autocast the states may come in another dtype: they are converted like the input."""
+    return not torch.is_autocast_enabled(input.device.type)
+
+
+def _check_state(state: Tensor, input: Tensor, which: str):
+    # PyTorch's RNN kernels raise these for states on another device or of another dtype.
+    if state.device != input.device:
+        raise RuntimeError(f"Input and {which} tensors are not at the same device, found input tensor at "
+                           f"{input.device} and {which} tensor at {state.device}")
+    if state.dtype != input.dtype:
+        raise RuntimeError(f"Expected {which} and input to have the same dtype, got {which} {state.dtype} and "
+                           f"input {input.dtype}")
+
+
+def _check_state_size(state: Tensor, expected: List[int], which: str):
+    if list(state.size()) != expected:
+        expected_text = "(" + ", ".join([str(size) for size in expected]) + ")"
+        raise RuntimeError(f"Expected {which} size {expected_text}, got {list(state.size())}")
 
 
 class _RecurrentBase(nn.Module):
-    """Constructor, parameters and helpers shared by LSTM and GRU: nn.RNNBase's parameter layout
-    (names, shapes, order, initialisation) without deriving from it."""
+    """Constructor, parameters and helpers shared by LSTM and GRU: nn.RNNBase's parameter layout (names,
+    shapes, order, initialisation) and its _flat_weights list, without deriving from it."""
+
+    __jit_unused_properties__ = ["all_weights"]
 
     def __init__(self, mode, gate_count, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                  bidirectional, proj_size, device, dtype):
@@ -101,17 +176,39 @@ class _RecurrentBase(nn.Module):
                     names.append(name)
                 self._flat_weights_names.extend(names)
                 self._all_weights.append(names)
+        self._init_flat_weights()
         self.reset_parameters()
+
+    # _flat_weights: the parameters in nn.RNNBase's order, kept current as nn.RNNBase keeps it (a replaced
+    # parameter, .to()/.cuda()), for TorchScript, which cannot look parameters up by computed names. Eager
+    # calls read the parameters by name every time (parametrizations compute them anew).
+    def _init_flat_weights(self):
+        self._flat_weights = [getattr(self, name) for name in self._flat_weights_names]
+
+    def __setattr__(self, attr, value):
+        if attr in self.__dict__.get("_flat_weights_names", ()) and "_flat_weights" in self.__dict__:
+            self._flat_weights[self._flat_weights_names.index(attr)] = value
+        super().__setattr__(attr, value)
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        self._init_flat_weights()
+        return result
+
+    @torch.jit.unused
+    def _current_weights(self) -> List[Tensor]:
+        return [getattr(self, name) for name in self._flat_weights_names]
+
+    def _weights(self) -> List[Tensor]:
+        if torch.jit.is_scripting():
+            return self._flat_weights
+        return self._current_weights()
 
     def reset_parameters(self):
         _reset_uniform(self)
 
     def flatten_parameters(self):
         """Kept for code written for nn.LSTM/nn.GRU; the fused kernels need no flat weight buffer."""
-
-    @property
-    def _flat_weights(self):
-        return [getattr(self, name) for name in self._flat_weights_names]
 
     @property
     def all_weights(self):
@@ -134,6 +231,27 @@ class _RecurrentBase(nn.Module):
         return text.format(**self.__dict__)
 
 
+def _sequence_rows(input: Tensor, batch_first: bool, input_size: int, mode: str) -> Tuple[Tensor, Tensor, int, int]:
+    """Padded input [T, B, C] ([B, T, C] batch-first) as (time-major rows [T·B, C], batch_sizes [T], T, B).
+    T and B come from the shape, never from batch_sizes' values (torch.export traces them symbolically)."""
+    data = input.transpose(0, 1) if batch_first else input
+    if data.size(-1) != input_size:
+        raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {input_size}, got {data.size(-1)}")
+    steps, batch = data.size(0), data.size(1)
+    if steps == 0:
+        raise RuntimeError(f"fused_lstm: the input sequence is empty (length 0); an {mode} needs at least one step")
+    return data.reshape(steps * batch, input_size), torch.full([steps], batch, dtype=torch.int64), steps, batch
+
+
+def _sequence_output(rows: Tensor, steps: int, batch: int, batch_first: bool) -> Tensor:
+    output = rows.reshape(steps, batch, rows.size(-1))
+    return output.transpose(0, 1) if batch_first else output
+
+
+def _permute(state: Tensor, indices: Optional[Tensor]) -> Tensor:
+    return state if indices is None else state.index_select(1, indices)
+
+
 class LSTM(_RecurrentBase):
     """Multi-layer LSTM on fused kernels; a drop-in replacement for ``torch.nn.LSTM`` (same arguments,
     parameters and results; see its documentation)."""
@@ -143,8 +261,88 @@ class LSTM(_RecurrentBase):
         super().__init__("LSTM", 4, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          proj_size, device, dtype)
 
-    def forward(self, input, hx=None):
-        return lstm_stack_forward(self, input, hx, _layer_functions(self, input).lstm_layer)
+    @torch._jit_internal._overload_method  # noqa: F811
+    def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        pass
+
+    @torch._jit_internal._overload_method  # noqa: F811
+    def forward(self, input: PackedSequence,  # noqa: F811
+                hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[PackedSequence, Tuple[Tensor, Tensor]]:
+        pass
+
+    def forward(self, input, hx=None):  # noqa: F811
+        impl = "fused" if torch.jit.is_scripting() else _layer_impl(self, input)
+        return self.forward_with(input, hx, impl)
+
+    @torch._jit_internal._overload_method  # noqa: F811
+    def forward_with(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]],
+                     impl: str) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+        pass
+
+    @torch._jit_internal._overload_method  # noqa: F811
+    def forward_with(self, input: PackedSequence, hx: Optional[Tuple[Tensor, Tensor]],  # noqa: F811
+                     impl: str) -> Tuple[PackedSequence, Tuple[Tensor, Tensor]]:
+        pass
+
+    def forward_with(self, input, hx, impl: str):  # noqa: F811
+        """forward with the layers of `impl` (stack.py); `self` may be a torch.nn.LSTM."""
+        weights = self._weights() if torch.jit.is_scripting() else _module_weights(self)
+        state_rows = self.num_layers * (2 if self.bidirectional else 1)
+        real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+        orig_input = input
+        # The isinstance checks stay in conditionals for TorchScript, which compiles one body per overload.
+        if isinstance(orig_input, PackedSequence):
+            rows, batch_sizes, sorted_indices, unsorted_indices = orig_input
+            if rows.dim() != 2:
+                raise RuntimeError(f"input must have 2 dimensions, got {rows.dim()}")
+            if rows.size(-1) != self.input_size:
+                raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                                   f"got {rows.size(-1)}")
+            is_batched = True
+            batch, steps = int(batch_sizes[0]), batch_sizes.numel()
+        else:
+            if orig_input.dim() not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {orig_input.dim()}D instead")
+            is_batched = orig_input.dim() == 3
+            padded = orig_input if is_batched else orig_input.unsqueeze(0 if self.batch_first else 1)
+            sorted_indices = None
+            unsorted_indices = None
+            rows, batch_sizes, steps, batch = _sequence_rows(padded, self.batch_first, self.input_size, "LSTM")
+        dtype = rows.dtype if torch.jit.is_scripting() else _compute_dtype("LSTM", rows, weights)
+
+        if hx is None:
+            h0 = torch.zeros(state_rows, batch, real_hidden_size, dtype=dtype, device=rows.device)
+            c0 = torch.zeros(state_rows, batch, self.hidden_size, dtype=dtype, device=rows.device)
+        else:
+            h0, c0 = hx
+            if not isinstance(orig_input, PackedSequence):
+                expected_dim = 3 if is_batched else 2
+                if h0.dim() != expected_dim or c0.dim() != expected_dim:
+                    kind = "batched 3-D" if is_batched else "unbatched 2-D"
+                    raise RuntimeError(f"For {kind} input, hx and cx should also be {expected_dim}-D but got "
+                                       f"({h0.dim()}-D, {c0.dim()}-D) tensors")
+                if not is_batched:
+                    h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+            _check_state_size(h0, [state_rows, batch, real_hidden_size], "hidden[0]")
+            _check_state_size(c0, [state_rows, batch, self.hidden_size], "hidden[1]")
+            h0, c0 = _permute(h0, sorted_indices), _permute(c0, sorted_indices)
+            if torch.jit.is_scripting() or _states_must_match_input(rows):
+                _check_state(h0, rows, "hidden")
+                _check_state(c0, rows, "cell")
+        if not torch.jit.is_scripting():
+            rows, h0, c0 = _in_dtype(dtype, [rows, h0, c0])
+            weights = _in_dtype(dtype, weights)
+
+        output, h_n, c_n = stack.lstm_layers(impl, rows, batch_sizes, h0, c0, weights, self.num_layers,
+                                             self.bidirectional, self.bias, self.proj_size > 0, self.dropout,
+                                             self.training)
+        if isinstance(orig_input, PackedSequence):
+            packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+            return packed, (_permute(h_n, unsorted_indices), _permute(c_n, unsorted_indices))
+        padded_output = _sequence_output(output, steps, batch, self.batch_first)
+        if not is_batched:
+            return padded_output.squeeze(0 if self.batch_first else 1), (h_n.squeeze(1), c_n.squeeze(1))
+        return padded_output, (h_n, c_n)
 
 
 class GRU(_RecurrentBase):
@@ -155,8 +353,85 @@ class GRU(_RecurrentBase):
         super().__init__("GRU", 3, input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0,
                          device, dtype)
 
-    def forward(self, input, hx=None):
-        return gru_stack_forward(self, input, hx, _layer_functions(self, input).gru_layer)
+    @torch._jit_internal._overload_method  # noqa: F811
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        pass
+
+    @torch._jit_internal._overload_method  # noqa: F811
+    def forward(self, input: PackedSequence, hx: Optional[Tensor] = None) -> Tuple[PackedSequence, Tensor]:  # noqa: F811
+        pass
+
+    def forward(self, input, hx=None):  # noqa: F811
+        impl = "fused" if torch.jit.is_scripting() else _layer_impl(self, input)
+        return self.forward_with(input, hx, impl)
+
+    @torch._jit_internal._overload_method  # noqa: F811
+    def forward_with(self, input: Tensor, hx: Optional[Tensor], impl: str) -> Tuple[Tensor, Tensor]:
+        pass
+
+    @torch._jit_internal._overload_method  # noqa: F811
+    def forward_with(self, input: PackedSequence, hx: Optional[Tensor],  # noqa: F811
+                     impl: str) -> Tuple[PackedSequence, Tensor]:
+        pass
+
+    def forward_with(self, input, hx, impl: str):  # noqa: F811
+        """forward with the layers of `impl` (stack.py); `self` may be a torch.nn.GRU."""
+        weights = self._weights() if torch.jit.is_scripting() else _module_weights(self)
+        state_rows = self.num_layers * (2 if self.bidirectional else 1)
+        orig_input = input
+        if isinstance(orig_input, PackedSequence):
+            rows, batch_sizes, sorted_indices, unsorted_indices = orig_input
+            if rows.dim() != 2:
+                raise RuntimeError(f"input must have 2 dimensions, got {rows.dim()}")
+            if rows.size(-1) != self.input_size:
+                raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
+                                   f"got {rows.size(-1)}")
+            is_batched = True
+            batch, steps = int(batch_sizes[0]), batch_sizes.numel()
+        else:
+            if orig_input.dim() not in (2, 3):
+                raise ValueError(f"GRU: Expected input to be 2D or 3D, got {orig_input.dim()}D instead")
+            is_batched = orig_input.dim() == 3
+            padded = orig_input if is_batched else orig_input.unsqueeze(0 if self.batch_first else 1)
+            sorted_indices = None
+            unsorted_indices = None
+            rows, batch_sizes, steps, batch = _sequence_rows(padded, self.batch_first, self.input_size, "GRU")
+        dtype = rows.dtype if torch.jit.is_scripting() else _compute_dtype("GRU", rows, weights)
+
+        if hx is None:
+            h0 = torch.zeros(state_rows, batch, self.hidden_size, dtype=dtype, device=rows.device)
+        else:
+            h0 = hx
+            if not isinstance(orig_input, PackedSequence):
+                expected_dim = 3 if is_batched else 2
+                if h0.dim() != expected_dim:
+                    kind = "batched 3-D" if is_batched else "unbatched 2-D"
+                    raise RuntimeError(f"For {kind} input, hx should also be {expected_dim}-D but got {h0.dim()}-D "
+                                       "tensor")
+                if not is_batched:
+                    h0 = h0.unsqueeze(1)
+            _check_state_size(h0, [state_rows, batch, self.hidden_size], "hidden")
+            h0 = _permute(h0, sorted_indices)
+            if torch.jit.is_scripting() or _states_must_match_input(rows):
+                _check_state(h0, rows, "hidden")
+        if not torch.jit.is_scripting():
+            rows, h0 = _in_dtype(dtype, [rows, h0])
+            weights = _in_dtype(dtype, weights)
+
+        output, h_n = stack.gru_layers(impl, rows, batch_sizes, h0, weights, self.num_layers, self.bidirectional,
+                                       self.bias, self.dropout, self.training)
+        if isinstance(orig_input, PackedSequence):
+            return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), _permute(h_n, unsorted_indices)
+        padded_output = _sequence_output(output, steps, batch, self.batch_first)
+        if not is_batched:
+            return padded_output.squeeze(0 if self.batch_first else 1), h_n.squeeze(1)
+        return padded_output, h_n
+
+
+@torch.jit.unused
+def _module_weights(module: nn.Module) -> List[Tensor]:
+    """A module's weights in nn.RNNBase's order, read now (fused_lstm's modules or torch.nn's)."""
+    return [getattr(module, name) for name in module._flat_weights_names]
 
 
 class _CellBase(nn.Module):
@@ -186,14 +461,61 @@ class _CellBase(nn.Module):
         return text.format(**self.__dict__)
 
 
+def _cell_input(name: str, input: Tensor, input_size: int) -> Tuple[Tensor, bool]:
+    """nn.*Cell's input checks; returns (input as [B, C], whether it was batched)."""
+    if input.dim() not in (1, 2):
+        raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+    is_batched = input.dim() == 2
+    if not is_batched:
+        input = input.unsqueeze(0)
+    if input.size(1) != input_size:
+        raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {input_size}")
+    return input, is_batched
+
+
+def _cell_state(state: Tensor, index: int, count: int, name: str, input: Tensor, is_batched: bool,
+                hidden_size: int) -> Tensor:
+    """nn.*Cell's checks of one state (hx[index]); returns it as [B, H]."""
+    if state.dim() not in (1, 2):
+        which = f"hx[{index}]" if count > 1 else "hidden"
+        raise ValueError(f"{name}: Expected {which} to be 1D or 2D, got {state.dim()}D instead")
+    if not is_batched:
+        state = state.unsqueeze(0)
+    if state.size(0) != input.size(0):
+        raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden{index} batch size {state.size(0)}")
+    if state.size(1) != hidden_size:
+        raise RuntimeError(f"hidden{index} has inconsistent hidden_size: got {state.size(1)}, expected {hidden_size}")
+    return state
+
+
 class LSTMCell(_CellBase):
     """One LSTM step on the fused kernels; a drop-in replacement for ``torch.nn.LSTMCell``."""
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__(4, input_size, hidden_size, bias, device, dtype)
 
-    def forward(self, input, hx=None):
-        return lstm_cell_forward(self, input, hx, _layer_functions(self, input).lstm_layer)
+    def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+        impl = "fused" if torch.jit.is_scripting() else _layer_impl(self, input)
+        return self.forward_with(input, hx, impl)
+
+    def forward_with(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]], impl: str) -> Tuple[Tensor, Tensor]:
+        """forward with the cell of `impl` (stack.py); `self` may be a torch.nn.LSTMCell."""
+        x, is_batched = _cell_input("LSTMCell", input, self.input_size)
+        if hx is None:
+            h0 = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
+            c0 = h0
+        else:
+            h0 = _cell_state(hx[0], 0, 2, "LSTMCell", x, is_batched, self.hidden_size)
+            c0 = _cell_state(hx[1], 1, 2, "LSTMCell", x, is_batched, self.hidden_size)
+        if torch.jit.is_scripting():
+            h1, c1 = stack.lstm_cell(impl, x, h0, c0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        else:
+            t = _cell_tensors_in_autocast("LSTMCell", [x, h0, c0, self.bias_ih, self.bias_hh, self.weight_ih,
+                                                       self.weight_hh])
+            h1, c1 = stack.lstm_cell(impl, t[0], t[1], t[2], t[5], t[6], t[3], t[4])
+        if not is_batched:
+            return h1.squeeze(0), c1.squeeze(0)
+        return h1, c1
 
 
 class GRUCell(_CellBase):
@@ -202,237 +524,31 @@ class GRUCell(_CellBase):
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__(3, input_size, hidden_size, bias, device, dtype)
 
-    def forward(self, input, hx=None):
-        return gru_cell_forward(self, input, hx, _layer_functions(self, input).gru_layer)
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
+        impl = "fused" if torch.jit.is_scripting() else _layer_impl(self, input)
+        return self.forward_with(input, hx, impl)
+
+    def forward_with(self, input: Tensor, hx: Optional[Tensor], impl: str) -> Tensor:
+        """forward with the cell of `impl` (stack.py); `self` may be a torch.nn.GRUCell."""
+        x, is_batched = _cell_input("GRUCell", input, self.input_size)
+        if hx is None:
+            h0 = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
+        else:
+            h0 = _cell_state(hx, 0, 1, "GRUCell", x, is_batched, self.hidden_size)
+        if torch.jit.is_scripting():
+            h1 = stack.gru_cell(impl, x, h0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        else:
+            t = _cell_tensors_in_autocast("GRUCell", [x, h0, self.bias_ih, self.bias_hh, self.weight_ih,
+                                                      self.weight_hh])
+            h1 = stack.gru_cell(impl, t[0], t[1], t[4], t[5], t[2], t[3])
+        return h1 if is_batched else h1.squeeze(0)
 
 
-# ---------------------------------------------------------------------------------------------------
-# The sequence handling shared by LSTM and GRU, fused and reference alike: argument checks, packing,
-# layers, directions, dropout. `module` is anything with nn.LSTM's / nn.GRU's attributes and parameter
-# names; `layer` runs one layer in one direction (ops.lstm_layer / reference.lstm_layer for the LSTM,
-# ops.gru_layer / reference.gru_layer for the GRU).
-
-
-def _compute_dtype(module, input):
-    """The dtype the layers run in: the autocast dtype under CUDA autocast (as nn.LSTM does), else the
-    weights' dtype, which the input must match."""
-    weight = module.weight_ih_l0 if hasattr(module, "weight_ih_l0") else module.weight_ih
-    for parameter in module.parameters():
-        if parameter.device != input.device:
-            raise RuntimeError("Input and parameter tensors are not at the same device, found input tensor at "
-                               f"{input.device} and parameter tensor at {parameter.device}")
-    if input.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
-        return torch.get_autocast_dtype("cuda")
-    if input.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
-        raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
-                         f"Convert input: input.to({weight.dtype}), or convert model: model.to({input.dtype})")
-    return weight.dtype
-
-
-def _check_state(state, input, which):
-    # PyTorch's RNN kernels raise these for states on another device or of another dtype.
-    if torch.is_autocast_enabled("cuda"):
-        return
-    if state.device != input.device:
-        raise RuntimeError(f"Input and {which} tensors are not at the same device, found input tensor at "
-                           f"{input.device} and {which} tensor at {state.device}")
-    if state.dtype != input.dtype:
-        raise RuntimeError(f"Expected {which} and input to have the same dtype, got {which} {state.dtype} and "
-                           f"input {input.dtype}")
-
-
-def _layer_weights(module, layer_index, direction, dtype):
-    suffix = "_reverse" if direction == 1 else ""
-    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-    return {name: getattr(module, f"{name}_l{layer_index}{suffix}").to(dtype)
-            for name in names if hasattr(module, f"{name}_l{layer_index}{suffix}")}
-
-
-def _stack_forward(module, input, states, state_sizes, check_hx_dims, run_layer):
-    """nn.RNNBase.forward's contract for a stack of layers.
-
-    states: None, or the per-kind initial states ((h0, c0) for the LSTM, (h0,) for the GRU), each
-    [layers·directions, B, size] ([layers·directions, size] for unbatched input); state_sizes: their last
-    dimension; check_hx_dims(states, is_batched) raises nn's errors for states of the wrong rank;
-    run_layer(input, batch_sizes, layer_states, weights, reverse) -> (output, final_states).
-    Returns (output, final states as a tuple), output a PackedSequence if input is one.
-    """
-    num_directions = 2 if module.bidirectional else 1
-    state_rows = module.num_layers * num_directions
-    packed = isinstance(input, PackedSequence)
-    if packed:
-        data, batch_sizes, sorted_indices, unsorted_indices = input
-        is_batched = True
-        if data.dim() != 2:
-            raise RuntimeError(f"input must have 2 dimensions, got {data.dim()}")
-        batch, steps = int(batch_sizes[0]), batch_sizes.numel()
-    else:
-        if input.dim() not in (2, 3):
-            raise ValueError(f"{module.mode}: Expected input to be 2D or 3D, got {input.dim()}D instead")
-        is_batched = input.dim() == 3
-        batch_dim = 0 if module.batch_first else 1
-        if not is_batched:
-            input = input.unsqueeze(batch_dim)
-        sorted_indices = unsorted_indices = None
-        data = input.transpose(0, 1) if module.batch_first else input
-        steps, batch = data.shape[0], data.shape[1]
-    if data.size(-1) != module.input_size:
-        raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {module.input_size}, "
-                           f"got {data.size(-1)}")
-    dtype = _compute_dtype(module, data)
-
-    if states is None:
-        states = tuple(torch.zeros(state_rows, batch, size, dtype=dtype, device=data.device) for size in state_sizes)
-    else:
-        if not packed:
-            check_hx_dims(states, is_batched)
-            if not is_batched:
-                states = tuple(state.unsqueeze(1) for state in states)
-        for index, (state, size) in enumerate(zip(states, state_sizes)):
-            expected = (state_rows, batch, size)
-            if state.size() != expected:
-                which = "hidden" if len(states) == 1 else f"hidden[{index}]"
-                raise RuntimeError(f"Expected {which} size {expected}, got {list(state.size())}")
-        if sorted_indices is not None:
-            states = tuple(state.index_select(1, sorted_indices) for state in states)
-        for state, which in zip(states, ("hidden", "cell")):
-            _check_state(state, data, which)
-    if steps == 0:
-        raise RuntimeError(f"fused_lstm: the input sequence is empty (length 0); an {module.mode} needs at least "
-                           "one step")
-
-    data = data.to(dtype)
-    states = tuple(state.to(dtype) for state in states)
-    if not packed:
-        batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
-        data = data.reshape(steps * batch, module.input_size)
-
-    final_states = [[] for _ in states]
-    layer_input = data
-    for layer_index in range(module.num_layers):
-        direction_outputs = []
-        for direction in range(num_directions):
-            index = layer_index * num_directions + direction
-            output, layer_final = run_layer(layer_input, batch_sizes, tuple(state[index] for state in states),
-                                            _layer_weights(module, layer_index, direction, dtype), direction == 1)
-            direction_outputs.append(output)
-            for collected, state in zip(final_states, layer_final):
-                collected.append(state)
-        layer_input = direction_outputs[0] if num_directions == 1 else torch.cat(direction_outputs, dim=1)
-        if module.dropout > 0 and module.training and layer_index < module.num_layers - 1:
-            layer_input = nn.functional.dropout(layer_input, p=module.dropout, training=True)
-
-    final_states = tuple(torch.stack(collected) for collected in final_states)
-    if packed:
-        if unsorted_indices is not None:
-            final_states = tuple(state.index_select(1, unsorted_indices) for state in final_states)
-        return PackedSequence(layer_input, batch_sizes, sorted_indices, unsorted_indices), final_states
-    output = layer_input.reshape(steps, batch, layer_input.size(-1))
-    if module.batch_first:
-        output = output.transpose(0, 1)
-    if not is_batched:
-        output = output.squeeze(batch_dim)
-        final_states = tuple(state.squeeze(1) for state in final_states)
-    return output, final_states
-
-
-def _lstm_biases(layer, bias_ih, bias_hh):
-    """The bias arguments of an LSTM layer function: onnx_export.lstm_layer takes bias_ih and bias_hh
-    apart (ONNX's B is [W_b; R_b]); ops' and reference's take their sum, or None."""
-    if layer is onnx_export.lstm_layer:
-        return bias_ih, bias_hh
-    return (None if bias_ih is None else bias_ih + bias_hh,)
-
-
-def lstm_stack_forward(module, input, hx, layer):
-    """nn.LSTM.forward's contract: returns (output, (h_n, c_n))."""
-    def check_hx_dims(states, is_batched):
-        h0, c0 = states
-        expected_dim = 3 if is_batched else 2
-        if h0.dim() != expected_dim or c0.dim() != expected_dim:
-            kind = "batched 3-D" if is_batched else "unbatched 2-D"
-            raise RuntimeError(f"For {kind} input, hx and cx should also be {expected_dim}-D but got "
-                               f"({h0.dim()}-D, {c0.dim()}-D) tensors")
-
-    def run_layer(layer_input, batch_sizes, layer_states, weights, reverse):
-        biases = _lstm_biases(layer, weights.get("bias_ih"), weights.get("bias_hh"))
-        output, h_n, c_n = layer(layer_input, batch_sizes, *layer_states, weights["weight_ih"],
-                                 weights["weight_hh"], *biases, weights.get("weight_hr"), reverse)
-        return output, (h_n, c_n)
-
-    state_sizes = (module.proj_size or module.hidden_size, module.hidden_size)
-    output, states = _stack_forward(module, input, None if hx is None else tuple(hx), state_sizes, check_hx_dims,
-                                    run_layer)
-    return output, states
-
-
-def gru_stack_forward(module, input, hx, layer):
-    """nn.GRU.forward's contract: returns (output, h_n)."""
-    def check_hx_dims(states, is_batched):
-        (h0,) = states
-        expected_dim = 3 if is_batched else 2
-        if h0.dim() != expected_dim:
-            kind = "batched 3-D" if is_batched else "unbatched 2-D"
-            raise RuntimeError(f"For {kind} input, hx should also be {expected_dim}-D but got {h0.dim()}-D tensor")
-
-    def run_layer(layer_input, batch_sizes, layer_states, weights, reverse):
-        output, h_n = layer(layer_input, batch_sizes, *layer_states, weights["weight_ih"], weights["weight_hh"],
-                            weights.get("bias_ih"), weights.get("bias_hh"), reverse)
-        return output, (h_n,)
-
-    output, (h_n,) = _stack_forward(module, input, None if hx is None else (hx,), (module.hidden_size,),
-                                    check_hx_dims, run_layer)
-    return output, h_n
-
-
-def _cell_states(module, name, input, hx, state_count):
-    """nn.*Cell's argument checks; returns (batched input, states as [B, H] tensors, is_batched, dtype)."""
-    if input.dim() not in (1, 2):
-        raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
-    if hx is not None:
-        for index, state in enumerate(hx):
-            if state.dim() not in (1, 2):
-                which = f"hx[{index}]" if state_count > 1 else "hidden"
-                raise ValueError(f"{name}: Expected {which} to be 1D or 2D, got {state.dim()}D instead")
-    is_batched = input.dim() == 2
-    if not is_batched:
-        input = input.unsqueeze(0)
-    if input.size(1) != module.input_size:
-        raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {module.input_size}")
-    dtype = _compute_dtype(module, input)
-    batch = input.size(0)
-    if hx is None:
-        states = tuple(torch.zeros(batch, module.hidden_size, dtype=dtype, device=input.device)
-                       for _ in range(state_count))
-    else:
-        states = tuple(state if is_batched else state.unsqueeze(0) for state in hx)
-        for index, state in enumerate(states):
-            if state.size(0) != batch:
-                raise RuntimeError(f"Input batch size {batch} doesn't match hidden{index} batch size {state.size(0)}")
-            if state.size(1) != module.hidden_size:
-                raise RuntimeError(f"hidden{index} has inconsistent hidden_size: got {state.size(1)}, expected "
-                                   f"{module.hidden_size}")
-        for state, which in zip(states, ("hidden", "cell")):
-            _check_state(state, input, which)
-    states = tuple(state.to(dtype) for state in states)
-    return input.to(dtype), states, is_batched, dtype
-
-
-def lstm_cell_forward(module, input, hx, layer):
-    """nn.LSTMCell.forward's contract: returns (h_1, c_1); one step of `layer`."""
-    input, (h0, c0), is_batched, dtype = _cell_states(module, "LSTMCell", input, hx, 2)
-    biases = tuple(None if bias is None else bias.to(dtype)
-                   for bias in _lstm_biases(layer, module.bias_ih, module.bias_hh))
-    batch_sizes = torch.full((1,), input.size(0), dtype=torch.int64)
-    _, h_1, c_1 = layer(input, batch_sizes, h0, c0, module.weight_ih.to(dtype), module.weight_hh.to(dtype), *biases,
-                        None, False)
-    return (h_1, c_1) if is_batched else (h_1.squeeze(0), c_1.squeeze(0))
-
-
-def gru_cell_forward(module, input, hx, layer):
-    """nn.GRUCell.forward's contract: returns h_1; one step of `layer`."""
-    input, (h0,), is_batched, dtype = _cell_states(module, "GRUCell", input, None if hx is None else (hx,), 1)
-    biases = (module.bias_ih.to(dtype), module.bias_hh.to(dtype)) if module.bias else (None, None)
-    batch_sizes = torch.full((1,), input.size(0), dtype=torch.int64)
-    _, h_1 = layer(input, batch_sizes, h0, module.weight_ih.to(dtype), module.weight_hh.to(dtype), *biases, False)
-    return h_1 if is_batched else h_1.squeeze(0)
+def run(module, input, hx=None, impl="reference"):
+    """Runs `module` (an LSTM, GRU, LSTMCell or GRUCell of fused_lstm or of torch.nn: the same parameters)
+    with the layers of `impl` ("reference", "fused") through fused_lstm's argument handling: the same
+    results and errors as the module."""
+    for fused_class in (LSTM, GRU, LSTMCell, GRUCell):
+        if type(module).__name__ == fused_class.__name__:
+            return fused_class.forward_with(module, input, hx, impl)
+    raise TypeError(f"run takes an LSTM, GRU, LSTMCell or GRUCell, got {type(module).__name__}")

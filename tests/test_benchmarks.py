@@ -5,9 +5,10 @@ import csv
 import math
 
 import pytest
+import torch
 
 from benchmarks.run import main
-from conftest import DEVICES, HAS_AVX2
+from conftest import DEVICES, HAS_AVX2, cpu_flags
 
 # Plain, multi-layer bidirectional, and projected: every branch of the FLOP count and the plots.
 TINY_SIZES = "5x3x4x6x1,4x2x6x6x2xbi,3x2x4x8x1xp4"
@@ -80,11 +81,20 @@ def test_gru_benchmark_rejects_a_projection(tmp_path):
         main(["--cell", "gru", "--sizes", "3x2x4x8x1xp4", "--out", str(tmp_path)])
 
 
-@pytest.mark.skipif(not HAS_AVX2, reason="benchmarks.fma_peak needs AVX2+FMA or AVX-512")
-def test_fma_peak_runs_and_reports_a_rate():
-    from benchmarks.fma_peak import fma_peak_gflops
-    rate = fma_peak_gflops(threads=1, seconds=0.05)
+@pytest.mark.skipif(not HAS_AVX2, reason="the float32 FMA probe needs AVX2+FMA or AVX-512")
+def test_cpu_ceilings_are_measured_with_the_probe_built_into_the_extension():
+    from benchmarks.ceilings import CpuCeilings, cpu_probe_gflops
+    rate = cpu_probe_gflops("float32_fma", threads=1, seconds=0.05)
     assert math.isfinite(rate) and rate > 0
+    ceilings = CpuCeilings(threads=1).measure(trials=2, seconds=0.02)
+    # bfloat16 work is bounded by the fastest arithmetic for it, at least the float32 FMA rate.
+    assert ceilings.gflops("bfloat16") >= ceilings.gflops("float32") > 0
+    assert (ceilings.best["bfloat16_dot"] > 0) == ("avx512_bf16" in cpu_flags())
+
+
+def test_cpu_peak_probe_rejects_an_unknown_kind():
+    with pytest.raises(RuntimeError, match="kind must be float32_fma or bfloat16_dot"):
+        torch.ops.fused_lstm.cpu_peak_probe("int8", 1, 1)
 
 
 def test_benchmark_training_with_a_data_input(tmp_path):

@@ -72,7 +72,7 @@ def test_matches_reference_float64(device, bidirectional, proj_size, num_layers)
     x = torch.randn(9, 3, INPUT_SIZE, device=device, dtype=torch.float64, requires_grad=True)
     hx = random_state(fused, 3, device, torch.float64)
     out, (h_n, c_n) = fused(x, hx)
-    ref_out, (ref_h, ref_c) = fused_lstm.reference.lstm(fused, x, hx)
+    ref_out, (ref_h, ref_c) = fused_lstm.run(fused, x, hx)
     for a, e in [(out, ref_out), (h_n, ref_h), (c_n, ref_c)]:
         assert_close(a, e)
     weights = torch.randn_like(out)
@@ -155,7 +155,7 @@ def test_lstm_cell(device, batched, with_hx, bias):
     for a, e in zip(actual + actual_grads, expected + expected_grads):
         assert a.shape == e.shape
         assert_close(a, e)
-    ref_h, ref_c = fused_lstm.reference.lstm_cell(fused_cell, x, hx)
+    ref_h, ref_c = fused_lstm.run(fused_cell, x, hx)
     assert_close(actual[0], ref_h)
     assert_close(actual[1], ref_c)
 
@@ -284,15 +284,17 @@ def test_runs_on_fused_ops_not_on_torch_lstm(monkeypatch):
     monkeypatch.setattr(torch._VF, "lstm", refuse)
     monkeypatch.setattr(torch._VF, "lstm_cell", refuse)
     calls = []
-    original = torch.ops.fused_lstm.lstm_layer_forward
-    monkeypatch.setattr(fused_lstm.ops.torch.ops.fused_lstm, "lstm_layer_forward",
-                        lambda *args: calls.append(1) or original(*args), raising=False)
+    for name in ("lstm_layer_forward", "lstm_cell_forward"):
+        original = getattr(torch.ops.fused_lstm, name)
+        monkeypatch.setattr(torch.ops.fused_lstm, name,
+                            lambda *args, name=name, original=original: calls.append(name) or original(*args),
+                            raising=False)
     fused = fused_lstm.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True)
     out, _ = fused(torch.randn(3, 2, INPUT_SIZE))
     out.sum().backward()
-    assert len(calls) == 4
+    assert calls == ["lstm_layer_forward"] * 4
     fused_lstm.LSTMCell(INPUT_SIZE, HIDDEN_SIZE)(torch.randn(2, INPUT_SIZE))
-    assert len(calls) == 5
+    assert calls[4:] == ["lstm_cell_forward"]
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -272,7 +272,7 @@ def test_outside_an_export_the_modules_run_the_fused_ops_with_unchanged_results(
         monkeypatch.setattr(onnx_export, "gru_layer", refuse)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
             after = flat_tensors(module(*args))
-    fused_op = "fused_lstm::lstm_layer_forward" if kind.startswith("LSTM") else "fused_lstm::gru_layer_forward"
+    fused_op = f"fused_lstm::{kind.removesuffix('Cell').lower()}_{'cell' if kind.endswith('Cell') else 'layer'}_forward"
     assert fused_op in {event.name for event in profile.events()}
     for a, b in zip(after, before, strict=True):
         assert torch.equal(a, b)

@@ -7,17 +7,8 @@
 
 #include "../lstm_math.h"
 #include "clones.h"
+#include "isa.h"
 #include "parallel.h"
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define FL_HAVE_X86_TILES 1
-// Only the register-tile products use these instruction sets; the rest of the library runs on any x86-64.
-#define FL_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")))
-#define FL_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define FL_HAVE_X86_TILES 0
-#endif
 
 namespace fused_lstm {
 namespace cpu {
@@ -25,7 +16,6 @@ namespace {
 
 // What the tiles are built from. A register tile is up to max_rows batch rows × 4 vectors: forward, the
 // four gates of `lanes` hidden units; backward, 4·lanes hidden units.
-enum class Isa { kNone, kAvx2, kAvx512 };
 struct TileShape {
   int64_t lanes;  // floats in one vector register
   int max_rows;   // 4 accumulators per row, and the weights and one broadcast, must fit the registers
@@ -37,40 +27,6 @@ constexpr TileShape kAvx2Tiles{8, 3};
 constexpr int64_t kMaxLanes = kAvx512Tiles.lanes;
 constexpr int64_t kMaxTileFloats = kAvx512Tiles.max_rows * 4 * kAvx512Tiles.lanes;  // the larger tile
 constexpr int64_t kMinRowsToProjectPerStep = 4;
-
-Isa best_isa() {
-#if FL_HAVE_X86_TILES
-  static const Isa isa = [] {
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
-      return Isa::kAvx512;
-    }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
-    return Isa::kNone;
-  }();
-  return isa;
-#else
-  return Isa::kNone;
-#endif
-}
-
-// FUSED_LSTM_CPU_FUSED_STEP: unset, empty or "1": the best the CPU has; "0": off; "avx2" / "avx512": that
-// instruction set (raises if the CPU lacks it). Read once per process.
-Isa fused_step_isa() {
-  static const Isa isa = [] {
-    const char* value = std::getenv("FUSED_LSTM_CPU_FUSED_STEP");
-    if (value == nullptr || value[0] == '\0' || std::strcmp(value, "1") == 0) return best_isa();
-    if (std::strcmp(value, "0") == 0) return Isa::kNone;
-    const bool avx2 = std::strcmp(value, "avx2") == 0, avx512 = std::strcmp(value, "avx512") == 0;
-    TORCH_CHECK(avx2 || avx512, "fused_lstm: FUSED_LSTM_CPU_FUSED_STEP must be 0, 1, avx2 or avx512, got '", value,
-                "'");
-    const Isa wanted = avx512 ? Isa::kAvx512 : Isa::kAvx2;
-    TORCH_CHECK(best_isa() != Isa::kNone && (best_isa() == Isa::kAvx512 || wanted == Isa::kAvx2),
-                "fused_lstm: FUSED_LSTM_CPU_FUSED_STEP=", value, " but this CPU does not have it");
-    return wanted;
-  }();
-  return isa;
-}
 
 TileShape tile_shape(Isa isa) { return isa == Isa::kAvx512 ? kAvx512Tiles : kAvx2Tiles; }
 
@@ -371,7 +327,7 @@ void backward_panels(const BackwardStep& s, int64_t begin, int64_t end) {
 // The hooks are called only where sequence_supported said yes; a direct call elsewhere raises.
 Isa check_supported(at::ScalarType dtype) {
   TORCH_CHECK(dtype == at::kFloat, "fused_lstm: the fused CPU step serves float32, got ", dtype);
-  const Isa isa = fused_step_isa();
+  const Isa isa = fused_kernels_isa();
   TORCH_CHECK(isa != Isa::kNone, "fused_lstm: the fused CPU step is off (FUSED_LSTM_CPU_FUSED_STEP=0) or this CPU "
               "has neither AVX-512 nor AVX2+FMA");
   return isa;
@@ -386,7 +342,7 @@ bool sequence_forward_projects_input(const LstmSequenceShape& shape) {
 }
 
 bool sequence_supported(const LstmSequenceShape& shape, at::ScalarType dtype) {
-  return dtype == at::kFloat && shape.uniform_batch && !shape.projected && fused_step_isa() != Isa::kNone;
+  return dtype == at::kFloat && shape.uniform_batch && !shape.projected && fused_kernels_isa() != Isa::kNone;
 }
 
 void sequence_forward(const LstmSequenceForwardParams& p, at::ScalarType dtype) {

@@ -1,5 +1,5 @@
 // The whole recurrence of one float32 LSTM layer on the CPU with the GEMMs and the pointwise math fused
-// per step (the CPU counterpart of a persistent kernel; PointwiseBackend's sequence hooks):
+// per step (the CPU counterpart of a persistent kernel; LstmBackend's sequence hooks):
 //  - forward: W_ih and W_hh are packed once per call into panels that hold the four gates of 16 hidden
 //    units (8 with AVX2) side by side, so that one register tile (up to 6 batch rows × 4 gates × 16 units
 //    with AVX-512, 3 × 4 × 8 with AVX2) accumulates x_t·W_ihᵀ + h_{t-1}·W_hhᵀ and the cell update runs on

@@ -9,20 +9,25 @@ namespace cuda {
 
 // With FUSED_LSTM_PERSISTENT=1, lstm_layer_forward runs the cases the persistent kernel covers as one
 // launch per layer and direction (lstm_persistent.h); everything else, and the backward, per step.
-const PointwiseBackend& lstm_backend() {
-  static const PointwiseBackend backend{&forward_pointwise,
-                                        &backward_pointwise,
-                                        &persistent_forward_supported,
-                                        &persistent_forward,
-                                        /*sequence_forward_projects_input=*/nullptr,
-                                        /*sequence_backward_supported=*/nullptr,
-                                        /*sequence_backward_prepare_weight=*/nullptr,
-                                        /*sequence_backward=*/nullptr};
+const LstmBackend& lstm_backend() {
+  static const LstmBackend backend = [] {
+    LstmBackend b;
+    b.forward = &forward_pointwise;
+    b.backward = &backward_pointwise;
+    b.sequence_forward_supported = &persistent_forward_supported;
+    b.sequence_forward = &persistent_forward;
+    return b;
+  }();
   return backend;
 }
 
-const GruPointwiseBackend& gru_backend() {
-  static const GruPointwiseBackend backend{&gru_forward_pointwise, &gru_backward_pointwise};
+const GruBackend& gru_backend() {
+  static const GruBackend backend = [] {
+    GruBackend b;
+    b.forward = &gru_forward_pointwise;
+    b.backward = &gru_backward_pointwise;
+    return b;
+  }();
   return backend;
 }
 

@@ -11,8 +11,8 @@
 namespace fused_lstm {
 namespace cuda {
 
-const PointwiseBackend& lstm_backend();
-const GruPointwiseBackend& gru_backend();
+const LstmBackend& lstm_backend();
+const GruBackend& gru_backend();
 
 // The decision lstm_layer_forward takes for these arguments (input [N, C], h0 [B, P], weight_hh [4H, P],
 // batch_sizes [T]) on the current device: whether it runs the persistent kernel.

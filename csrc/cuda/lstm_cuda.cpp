@@ -18,14 +18,14 @@ struct CudaDevice {
   // The kernels and GEMMs run on input's device, so every tensor must be there: a tensor elsewhere is a
   // RuntimeError here, never a kernel reading another device's (or host) memory. batch_sizes is read by
   // the host loop and stays on the CPU, as in PackedSequence.
-  static void check_devices(const char* op, const at::Tensor& input, const at::Tensor& batch_sizes,
+  static void check_devices(const char* op, const at::Tensor& input, const at::Tensor* batch_sizes,
                             std::initializer_list<NamedTensor> tensors) {
-    check_defined(op, {{"input", &input}, {"batch_sizes", &batch_sizes}});
+    check_defined(op, {{"input", &input}, {"batch_sizes", batch_sizes}});
     check_defined(op, tensors);
     TORCH_CHECK(input.is_cuda(), op, ": input is on ", input.device(),
                 " while other arguments are on CUDA; every tensor but batch_sizes must be on input's device");
-    TORCH_CHECK(batch_sizes.device().is_cpu(), op,
-                ": batch_sizes must be a CPU tensor (as in PackedSequence), got ", batch_sizes.device());
+    TORCH_CHECK(batch_sizes == nullptr || batch_sizes->device().is_cpu(), op,
+                ": batch_sizes must be a CPU tensor (as in PackedSequence), got ", batch_sizes->device());
     for (const NamedTensor& argument : tensors) {
       if (argument.tensor == nullptr) continue;
       TORCH_CHECK(argument.tensor->device() == input.device(), op, ": ", argument.name, " must be on device ",
@@ -33,13 +33,13 @@ struct CudaDevice {
     }
   }
   using Guard = at::cuda::OptionalCUDAGuard;
-  static const PointwiseBackend& lstm_backend() { return cuda::lstm_backend(); }
-  static const GruPointwiseBackend& gru_backend() { return cuda::gru_backend(); }
+  static const LstmBackend& lstm_backend() { return cuda::lstm_backend(); }
+  static const GruBackend& gru_backend() { return cuda::gru_backend(); }
 };
 
 bool persistent_forward_supported_cuda(const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_hh,
                                        const at::Tensor& batch_sizes, bool has_projection) {
-  CudaDevice::check_devices("fused_lstm.persistent_forward_supported", input, batch_sizes,
+  CudaDevice::check_devices("fused_lstm.persistent_forward_supported", input, &batch_sizes,
                             {{"h0", &h0}, {"weight_hh", &weight_hh}});
   const at::cuda::OptionalCUDAGuard device_guard(input.device());
   return cuda::persistent_forward_supported_for(input, h0, weight_hh, batch_sizes, has_projection);

@@ -18,7 +18,7 @@
 namespace fused_lstm {
 namespace cuda {
 
-// The backend hooks (PointwiseBackend::sequence_forward_supported / sequence_forward).
+// The backend hooks (LstmBackend::sequence_forward_supported / sequence_forward).
 //
 // persistent_forward_supported is true only when all of these hold (otherwise lstm_layer_forward runs
 // its per-step loop, i.e. our own cuBLAS GEMM + fused pointwise kernel per step: never a fallback to

@@ -24,19 +24,19 @@ namespace {
 struct EmulatedCudaDevice {
   // The emulated device's memory is the host's: every tensor on the CPU (the driver checks that each is
   // on input's device).
-  static void check_devices(const char* op, const at::Tensor& input, const at::Tensor& /*batch_sizes*/,
+  static void check_devices(const char* op, const at::Tensor& input, const at::Tensor* /*batch_sizes*/,
                             std::initializer_list<NamedTensor> /*tensors*/) {
     check_defined(op, {{"input", &input}});
     TORCH_CHECK(input.device().is_cpu(), op, ": the emulated CUDA kernels take CPU tensors, got ", input.device());
   }
   using Guard = NoDeviceGuard;
-  static const PointwiseBackend& lstm_backend() { return cuda::lstm_backend(); }
-  static const GruPointwiseBackend& gru_backend() { return cuda::gru_backend(); }
+  static const LstmBackend& lstm_backend() { return cuda::lstm_backend(); }
+  static const GruBackend& gru_backend() { return cuda::gru_backend(); }
 };
 
 bool persistent_forward_supported_emulated(const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_hh,
                                            const at::Tensor& batch_sizes, bool has_projection) {
-  EmulatedCudaDevice::check_devices("fused_lstm.persistent_forward_supported", input, batch_sizes, {});
+  EmulatedCudaDevice::check_devices("fused_lstm.persistent_forward_supported", input, &batch_sizes, {});
   return cuda::persistent_forward_supported_for(input, h0, weight_hh, batch_sizes, has_projection);
 }
 

@@ -1,0 +1,25 @@
+// One step of an LSTM or GRU cell over a small batch in one call on the CPU, the GEMMs included: for each
+// hidden unit, the dot products of [x_b, h_b] with the unit's gate rows of [W_ih, W_hh] run in vector
+// registers (several batch rows and all gates at once, straight from the weights as they are: no packing),
+// then the cell's math on the block of units just computed. The backends' cell_forward hooks.
+//
+// Why: at the batch sizes of a decoder or an RL rollout step (B = 1 .. 16) the two library GEMMs and the
+// separate pointwise pass of the per-step path cost mostly their fixed overhead (allocations, dispatch,
+// thread hand-offs), several times torch's LSTMCell at small H.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "../lstm_params.h"
+
+namespace fused_lstm {
+namespace cpu {
+
+// float32, at most kMaxCellRows batch rows, a CPU with AVX-512 or AVX2+FMA, and the fused kernels not
+// turned off (FUSED_LSTM_CPU_FUSED_STEP=0).
+bool cell_forward_supported(int64_t batch, int64_t input_size, int64_t hidden, at::ScalarType dtype);
+void lstm_cell_forward(const LstmCellForwardParams& params, at::ScalarType dtype);
+void gru_cell_forward(const GruCellForwardParams& params, at::ScalarType dtype);
+
+}  // namespace cpu
+}  // namespace fused_lstm

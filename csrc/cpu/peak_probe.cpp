@@ -1,0 +1,110 @@
+// The CPU's arithmetic ceilings, probed: threads running only independent multiply-adds on registers (no memory
+// traffic), with the widest instructions the CPU has for each kind. benchmarks/ceilings.py times the op
+// fused_lstm::cpu_peak_probe registered here and reads every benchmark rate against the result. Compiled with
+// the extension (not built at run time into a shared cache, where a killed build's lock blocks every later run).
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "isa.h"
+
+namespace fused_lstm {
+namespace cpu {
+namespace {
+
+#if FL_HAVE_X86_TILES
+// 24 independent accumulators: enough to cover the FMA latency on every x86 core we know of.
+constexpr int kChains = 24;
+
+FL_AVX512 float fma_avx512(int64_t rounds) {
+  __m512 acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
+  const __m512 scale = _mm512_set1_ps(0.9999f), offset = _mm512_set1_ps(0.0001f);
+  for (int64_t round = 0; round < rounds; ++round) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], scale, offset);
+  }
+  __m512 sum = acc[0];
+  for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[i]);
+  return _mm512_reduce_add_ps(sum);
+}
+
+FL_AVX2 float fma_avx2(int64_t rounds) {
+  __m256 acc[kChains / 2];
+  for (int i = 0; i < kChains / 2; ++i) acc[i] = _mm256_set1_ps(0.001f * i);
+  const __m256 scale = _mm256_set1_ps(0.9999f), offset = _mm256_set1_ps(0.0001f);
+  for (int64_t round = 0; round < rounds; ++round) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kChains / 2; ++i) acc[i] = _mm256_fmadd_ps(acc[i], scale, offset);
+  }
+  __m256 sum = acc[0];
+  for (int i = 1; i < kChains / 2; ++i) sum = _mm256_add_ps(sum, acc[i]);
+  float lanes[8];
+  _mm256_storeu_ps(lanes, sum);
+  return lanes[0];
+}
+
+// vdpbf16ps: each of the 16 float lanes adds the products of two bfloat16 pairs (4 FLOPs a lane).
+__attribute__((target("avx512f,avx512bf16"))) float bf16_dot_avx512(int64_t rounds) {
+  __m512 acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
+  const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3c00);  // 1, 2^-7
+  for (int64_t round = 0; round < rounds; ++round) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+  }
+  __m512 sum = acc[0];
+  for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[i]);
+  return _mm512_reduce_add_ps(sum);
+}
+#endif
+
+bool has_bf16_dot() {
+#if FL_HAVE_X86_TILES
+  return best_isa() == Isa::kAvx512 && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+// Runs `threads` threads of `rounds` rounds of `kind`; returns the floating-point operations of one thread's
+// round, or 0 when this CPU lacks the instructions (nothing is run then).
+double cpu_peak_probe(const std::string& kind, int64_t threads, int64_t rounds) {
+  TORCH_CHECK(kind == "float32_fma" || kind == "bfloat16_dot", "fused_lstm.cpu_peak_probe: kind must be "
+              "float32_fma or bfloat16_dot, got '", kind, "'");
+  TORCH_CHECK(threads >= 1 && rounds >= 1, "fused_lstm.cpu_peak_probe: threads and rounds must be positive");
+#if FL_HAVE_X86_TILES
+  const Isa isa = best_isa();
+  float (*run)(int64_t) = nullptr;
+  double flops_per_round = 0.0;
+  if (kind == "bfloat16_dot") {
+    if (has_bf16_dot()) run = &bf16_dot_avx512, flops_per_round = kChains * 16 * 4.0;
+  } else if (isa == Isa::kAvx512) {
+    run = &fma_avx512, flops_per_round = kChains * 16 * 2.0;
+  } else if (isa == Isa::kAvx2) {
+    run = &fma_avx2, flops_per_round = kChains / 2 * 8 * 2.0;
+  }
+  if (run == nullptr) return 0.0;
+  std::vector<std::thread> workers;
+  std::vector<float> sink(threads);
+  for (int64_t t = 0; t < threads; ++t) workers.emplace_back([&, t] { sink[t] = run(rounds); });
+  for (auto& worker : workers) worker.join();
+  volatile float keep = sink[0];
+  (void)keep;
+  return flops_per_round;
+#else
+  return 0.0;
+#endif
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fused_lstm, m) {
+  m.def("cpu_peak_probe(str kind, int threads, int rounds) -> float", &cpu_peak_probe);
+}
+
+}  // namespace cpu
+}  // namespace fused_lstm
