@@ -50,6 +50,66 @@ def gru_layer_sample(steps=4, batch=5, input_size=7, hidden=30, bias=True, lengt
                 bias_ih=value(3 * hidden) if bias else None, bias_hh=value(3 * hidden) if bias else None)
 
 
+def cell_sample(kind, batch=5, input_size=7, hidden=30, bias=True, dtype=torch.float32, seed=None,
+                requires_grad=False):
+    """Arguments of fused_lstm::<kind>_cell_forward but save_for_backward (kind "lstm" or "gru"): input [B, C],
+    h0 [B, H], c0 [B, H] (LSTM), weight_ih [G·H, C], weight_hh [G·H, H], bias_ih and bias_hh [G·H] or None."""
+    gates = 4 if kind == "lstm" else 3
+    generator = torch.Generator().manual_seed(batch * 10000 + input_size * 100 + hidden if seed is None else seed)
+
+    def random(*shape, scale=1.0):
+        value = (torch.randn(*shape, generator=generator, dtype=torch.float64) * scale).to(dtype)
+        return value.requires_grad_(requires_grad)
+
+    sample = dict(input=random(batch, input_size), h0=random(batch, hidden, scale=0.5))
+    if kind == "lstm":
+        sample["c0"] = random(batch, hidden, scale=0.5)
+    sample.update(weight_ih=random(gates * hidden, input_size, scale=0.4),
+                  weight_hh=random(gates * hidden, hidden, scale=0.4),
+                  bias_ih=random(gates * hidden, scale=0.3) if bias else None,
+                  bias_hh=random(gates * hidden, scale=0.3) if bias else None)
+    return sample
+
+
+def cell_forward_and_backward(ops, kind, sample):
+    """Forward (saving and not) and backward of ops.<kind>_cell_* on the sample, with the cotangents of
+    cotangents(); every output by name (inference_* for the forward that saves nothing)."""
+    forward = call(getattr(ops, f"{kind}_cell_forward"), **sample, save_for_backward=True)
+    grads = cotangents(forward, ["h1", "c1"] if kind == "lstm" else ["h1"])
+    common = dict(input=sample["input"], h0=sample["h0"], weight_ih=sample["weight_ih"],
+                  weight_hh=sample["weight_hh"], gates=forward["gates"], has_bias=sample["bias_ih"] is not None)
+    if kind == "lstm":
+        backward = call(ops.lstm_cell_backward, **grads, **common, c0=sample["c0"])
+    else:
+        backward = call(ops.gru_cell_backward, **grads, **common, candidate_hidden=forward["candidate_hidden"])
+    inference = call(getattr(ops, f"{kind}_cell_forward"), **sample, save_for_backward=False)
+    return {**forward, **backward, **{f"inference_{name}": value for name, value in inference.items()
+                                      if name in ("h1", "c1")}}
+
+
+def cell_reference(kind, sample):
+    """h1 (and c1) and the gradients of the float64 reference cell for the cotangents of
+    cell_forward_and_backward; the LSTM's grad_bias is the gradient of b_ih (and of b_hh alike)."""
+    dtype = sample["input"].dtype
+    sample = cast({k: v.detach() if torch.is_tensor(v) else v for k, v in sample.items()}, torch.float64)
+    names = [name for name, value in sample.items() if value is not None]
+    leaves = {name: sample[name].requires_grad_() for name in names}
+    if kind == "lstm":
+        outputs = dict(zip(["h1", "c1"], reference.lstm_cell(**leaves)))
+    else:
+        outputs = {"h1": reference.gru_cell(**leaves)}
+    grads = cotangents(outputs, list(outputs), rounded_to=dtype)
+    gradients = torch.autograd.grad(list(outputs.values()), list(leaves.values()),
+                                    [grads[f"grad_{name}"] for name in outputs])
+    result = {name: value.detach() for name, value in outputs.items()}
+    result.update({f"grad_{name}": gradient for name, gradient in zip(leaves, gradients)})
+    if kind == "lstm":
+        result.pop("grad_bias_hh", None)
+        if "grad_bias_ih" in result:
+            result["grad_bias"] = result.pop("grad_bias_ih")
+    return result
+
+
 def cast(sample, dtype):
     """The sample with every floating-point tensor converted to dtype."""
     return {name: value.to(dtype) if torch.is_tensor(value) and value.is_floating_point() else value

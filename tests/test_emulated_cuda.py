@@ -103,6 +103,19 @@ def test_projected_lstm_layer_on_emulated_cuda_matches_float64(dtype, sequence):
     assert_matches_reference(results, samples.lstm_reference(sample, reverse=False), dtype)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("hidden", HIDDEN_SIZES)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_cell_on_emulated_cuda_matches_float64(kind, dtype, hidden, bias):
+    """The cell ops on CUDA: two GEMMs and the pointwise kernels of one step."""
+    sample = samples.cell_sample(kind, batch=5, hidden=hidden, bias=bias, dtype=dtype)
+    launches = EMULATED.launch_count()
+    results = samples.cell_forward_and_backward(EMULATED, kind, sample)
+    assert EMULATED.launch_count() - launches == 3  # forward (saving and not) and backward
+    assert_matches_reference(results, samples.cell_reference(kind, sample), dtype)
+
+
 # The persistent kernel: one cooperative launch per layer and direction. With 132 SMs every CTA owns one
 # hidden unit (H CTAs); with 8 SMs each owns ceil(H / 8) units, so a CTA's warps take several units.
 # B = 5 is a full row group of 4 and a partial one, B = 2 one-row items.

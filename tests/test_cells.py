@@ -1,0 +1,133 @@
+"""The cell ops (lstm_cell_*, gru_cell_*) and one-step layers. On the CPU, float32 batches of at most 16 rows
+run the fused cell (csrc/cpu/cell_cpu.cpp: the gate dot products in vector registers, then the cell's math),
+larger ones two GEMMs and the pointwise pass: both against the same op in float64 (the GEMM path), for sizes
+that hit every edge of the register blocks (rows in blocks of 4, 16 or 8 lanes of the inputs and hidden units,
+units in blocks of 16), with and without bias, with the best instruction set and with AVX2 forced; gradcheck,
+gradgradcheck and opcheck of the ops; one-step layers against the per-step path."""
+
+import pytest
+import torch
+
+import fused_lstm
+import samples
+from conftest import HAS_AVX2, assert_close, run_python_child
+
+OPS = torch.ops.fused_lstm
+F64 = torch.float64
+# (B, C, H): 1-4 rows in one block, 5-8 in two, 16 the largest fused batch, 17 and 33 the GEMM path; C and H
+# below, at and past multiples of 16 and 8 lanes, H past the 16-unit block.
+SIZES = [(1, 1, 1), (1, 16, 16), (2, 17, 9), (3, 5, 33), (4, 40, 16), (5, 8, 20), (8, 31, 64), (16, 3, 7),
+         (17, 12, 19), (33, 9, 5)]
+
+
+def in_float64(sample):
+    return samples.cast(sample, F64)
+
+
+def compare_with_float64(kind, size, bias):
+    sample = samples.cell_sample(kind, *size, bias=bias)
+    fused = samples.cell_forward_and_backward(OPS, kind, sample)
+    exact = samples.cell_forward_and_backward(OPS, kind, in_float64(sample))
+    for name, expected in exact.items():
+        assert fused[name].dtype == torch.float32, name
+        assert_close(fused[name], expected.float(), scale=2.0)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "B{}-C{}-H{}".format(*s))
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_cell_op_matches_float64(kind, size, bias):
+    compare_with_float64(kind, size, bias)
+
+
+EVERY_SIZE = """
+    from test_cells import SIZES, compare_with_float64
+    for kind in ("lstm", "gru"):
+        for size in SIZES:
+            for bias in (True, False):
+                compare_with_float64(kind, size, bias)
+    print("ok")
+"""
+
+
+@pytest.mark.skipif(not HAS_AVX2, reason="the fused cell needs AVX2 and FMA")
+@pytest.mark.parametrize("switch", ["avx2", "0"], ids=["avx2-forced", "fused-kernels-off"])
+def test_cell_op_matches_float64_with_avx2_forced_and_with_the_fused_kernels_off(switch):
+    result = run_python_child(EVERY_SIZE, FUSED_LSTM_CPU_FUSED_STEP=switch)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_fused_cell_makes_no_library_gemm():
+    """B ≤ 16 in float32: the dot products are the kernel's own (the profiler sees no aten GEMM); from 17 rows
+    two GEMMs."""
+    from conftest import run_counting_aten_gemms
+
+    def gemms(batch):
+        sample = samples.cell_sample("lstm", batch, 8, 8)
+        return run_counting_aten_gemms(lambda: OPS.lstm_cell_forward(**sample, save_for_backward=False))[1]
+
+    if HAS_AVX2:
+        assert gemms(16) == 0
+    assert gemms(17) == 2
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_cell_functions_pass_gradcheck_and_gradgradcheck(kind, bias):
+    sample = samples.cell_sample(kind, 3, 4, 5, bias=bias, dtype=F64, requires_grad=True)
+    names = [name for name, value in sample.items() if value is not None]
+    cell = getattr(fused_lstm.ops, f"{kind}_cell")
+
+    def function(*tensors):
+        return cell(**dict(sample, **dict(zip(names, tensors))))
+
+    tensors = [sample[name] for name in names]
+    assert torch.autograd.gradcheck(function, tensors)
+    assert torch.autograd.gradgradcheck(function, tensors)
+
+
+def cell_op_samples(kind):
+    for size in [(1, 3, 4), (5, 2, 7), (20, 3, 4)]:
+        for bias in (True, False):
+            for save in (False, True):
+                sample = samples.cell_sample(kind, *size, bias=bias, requires_grad=save)
+                yield sample, save
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_opcheck_cell_ops(kind):
+    forward = getattr(OPS, f"{kind}_cell_forward").default
+    for sample, save in cell_op_samples(kind):
+        torch.library.opcheck(forward, (*sample.values(), save))
+        if not save:
+            continue
+        outputs = forward(*[v.detach() if v is not None else None for v in sample.values()], True)
+        cotangents = [torch.randn_like(out) for out in outputs[:2 if kind == "lstm" else 1]]
+        detached = {k: v.detach() if v is not None else None for k, v in sample.items()}
+        has_bias = detached["bias_ih"] is not None
+        for flags in [(True, True), (False, True), (True, False)]:
+            if kind == "lstm":
+                arguments = (*cotangents, detached["input"], detached["h0"], detached["c0"], detached["weight_ih"],
+                             detached["weight_hh"], outputs[2], has_bias, *flags)
+            else:
+                arguments = (*cotangents, detached["input"], detached["h0"], detached["weight_ih"],
+                             detached["weight_hh"], outputs[1], outputs[2], has_bias, *flags)
+            torch.library.opcheck(getattr(OPS, f"{kind}_cell_backward").default, arguments)
+
+
+@pytest.mark.parametrize("module_class, torch_class", [(fused_lstm.LSTM, torch.nn.LSTM), (fused_lstm.GRU, torch.nn.GRU)])
+@pytest.mark.parametrize("batch", [1, 5, 20])
+def test_one_step_layers_match_nn(module_class, torch_class, batch):
+    """A decoder's call: T = 1 runs the fused cell (B ≤ 16) or the per-step path; outputs and gradients as nn's."""
+    torch_module = torch_class(6, 9, num_layers=2)
+    fused = module_class(6, 9, num_layers=2)
+    fused.load_state_dict(torch_module.state_dict())
+    x = torch.randn(1, batch, 6, requires_grad=True)
+    results = []
+    for module in (fused, torch_module):
+        out = module(x)
+        flat = [out[0], *(out[1] if isinstance(out[1], tuple) else (out[1],))]
+        grads = torch.autograd.grad(sum((t * t).sum() for t in flat), [x, *module.parameters()])
+        results.append(flat + list(grads))
+    for actual, expected in zip(*results):
+        assert_close(actual, expected, scale=2.0)
