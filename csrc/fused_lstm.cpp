@@ -23,13 +23,10 @@ namespace fused_lstm {
 namespace {
 
 struct CpuDevice {
-  // Every tensor's device is checked against input's by the driver; here only what the CPU kernels serve.
+  // Every tensor's device and dtype is checked against input's by the driver.
   static void check_devices(const char* op, const at::Tensor& input, const at::Tensor* /*batch_sizes*/,
                             std::initializer_list<NamedTensor> /*tensors*/) {
     check_defined(op, {{"input", &input}});
-    TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-                op, ": the CPU kernels support float32 and float64, got ", input.scalar_type(),
-                " (float16/bfloat16 run on CUDA)");
   }
   using Guard = NoDeviceGuard;
   static const LstmBackend& lstm_backend() {
@@ -37,10 +34,10 @@ struct CpuDevice {
       LstmBackend b;
       b.forward = &cpu::forward_pointwise;
       b.backward = &cpu::backward_pointwise;
-      b.sequence_forward_supported = &cpu::sequence_supported;
+      b.sequence_forward_supported = &cpu::sequence_forward_supported;
       b.sequence_forward = &cpu::sequence_forward;
       b.sequence_forward_projects_input = &cpu::sequence_forward_projects_input;
-      b.sequence_backward_supported = &cpu::sequence_supported;
+      b.sequence_backward_supported = &cpu::sequence_backward_supported;
       b.sequence_backward_prepare_weight = &cpu::sequence_backward_prepare_weight;
       b.sequence_backward = &cpu::sequence_backward;
       b.cell_forward_supported = &cpu::cell_forward_supported;

@@ -193,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const bool whole_sequence =
       backend.sequence_forward_supported != nullptr && backend.sequence_forward_supported(sequence_shape, dtype);
   const bool backend_projects_input = whole_sequence && backend.sequence_forward_projects_input != nullptr &&
-                                      backend.sequence_forward_projects_input(sequence_shape);
+                                      backend.sequence_forward_projects_input(sequence_shape, dtype);
   // Absent outputs are distinct empty tensors: outputs of an op must not alias one another.
   const auto empty = [&] { return at::empty({0}, input.options()); };
   // The input projection of every step at once; each step then adds its recurrent term in place. A

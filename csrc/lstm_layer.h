@@ -28,7 +28,7 @@ struct LstmBackend {
   void (*sequence_forward)(const LstmSequenceForwardParams& params, at::ScalarType dtype) = nullptr;
   // Whether sequence_forward computes x·W_ihᵀ inside its steps for this case (nullptr: never), rather than
   // reading it from one GEMM over all rows that the driver runs first (see LstmSequenceForwardParams).
-  bool (*sequence_forward_projects_input)(const LstmSequenceShape& shape) = nullptr;
+  bool (*sequence_forward_projects_input)(const LstmSequenceShape& shape, at::ScalarType dtype) = nullptr;
   bool (*sequence_backward_supported)(const LstmSequenceShape& shape, at::ScalarType dtype) = nullptr;
   // W_hh [4H, H] in the layout sequence_backward reads (e.g. packed panels), made once per backward and
   // passed to each of its calls, one per block of steps, as LstmSequenceBackwardParams::weight_hh_prepared.

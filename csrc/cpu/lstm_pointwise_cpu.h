@@ -7,7 +7,8 @@
 namespace fused_lstm {
 namespace cpu {
 
-// The fused pointwise passes (LSTM and GRU) on the CPU, parallel over batch rows; float32 and float64.
+// The fused pointwise passes (LSTM and GRU) on the CPU, parallel over batch rows: float32, float64, bfloat16
+// and float16 (the last two computed in float32, as on CUDA).
 void forward_pointwise(const LstmForwardPointwiseParams& params, at::ScalarType dtype);
 void backward_pointwise(const LstmBackwardPointwiseParams& params, at::ScalarType dtype);
 void gru_forward_pointwise(const GruForwardPointwiseParams& params, at::ScalarType dtype);

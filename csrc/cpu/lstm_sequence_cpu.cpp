@@ -8,6 +8,7 @@
 #include "../lstm_math.h"
 #include "clones.h"
 #include "isa.h"
+#include "lstm_sequence_amx.h"
 #include "parallel.h"
 
 namespace fused_lstm {
@@ -324,7 +325,7 @@ void backward_panels(const BackwardStep& s, int64_t begin, int64_t end) {
 
 #endif
 
-// The hooks are called only where sequence_supported said yes; a direct call elsewhere raises.
+// The hooks are called only where the *_supported hooks said yes; a direct call elsewhere raises.
 Isa check_supported(at::ScalarType dtype) {
   TORCH_CHECK(dtype == at::kFloat, "fused_lstm: the fused CPU step serves float32, got ", dtype);
   const Isa isa = fused_kernels_isa();
@@ -335,17 +336,29 @@ Isa check_supported(at::ScalarType dtype) {
 
 }  // namespace
 
-bool sequence_forward_projects_input(const LstmSequenceShape& shape) {
-  // With few rows per step, streaming W_ih's panels every step costs more than the multiply-adds they
-  // feed: one GEMM over all T·B rows first is faster there.
-  return shape.batch >= kMinRowsToProjectPerStep;
+bool sequence_forward_projects_input(const LstmSequenceShape& shape, at::ScalarType dtype) {
+  // AMX projects the input in its tiles at every size. In float32, with few rows per step, streaming W_ih's
+  // panels every step costs more than the multiply-adds they feed: one GEMM over all T·B rows first is faster.
+  return dtype == at::kBFloat16 || shape.batch >= kMinRowsToProjectPerStep;
 }
 
-bool sequence_supported(const LstmSequenceShape& shape, at::ScalarType dtype) {
+// bfloat16 runs the AMX tiles, unless the fused kernels are off or forced down to AVX2.
+bool amx_forward_on() { return fused_kernels_isa() == Isa::kAvx512 && amx_bf16_available(); }
+
+bool sequence_forward_supported(const LstmSequenceShape& shape, at::ScalarType dtype) {
+  if (!shape.uniform_batch || shape.projected || fused_kernels_isa() == Isa::kNone) return false;
+  return dtype == at::kFloat || (dtype == at::kBFloat16 && amx_forward_on());
+}
+
+bool sequence_backward_supported(const LstmSequenceShape& shape, at::ScalarType dtype) {
   return dtype == at::kFloat && shape.uniform_batch && !shape.projected && fused_kernels_isa() != Isa::kNone;
 }
 
 void sequence_forward(const LstmSequenceForwardParams& p, at::ScalarType dtype) {
+  if (dtype == at::kBFloat16) {
+    TORCH_CHECK(amx_forward_on(), "fused_lstm: the bfloat16 fused CPU step needs AMX (and the fused kernels on)");
+    return amx_sequence_forward(p);
+  }
   const Isa isa = check_supported(dtype);
 #if FL_HAVE_X86_TILES
   const int64_t T = p.steps, B = p.batch, H = p.hidden, C = p.input_size;

@@ -24,12 +24,16 @@
 namespace fused_lstm {
 namespace cpu {
 
-// float32, padded input (uniform batch), no projection, a CPU with AVX-512 or AVX2+FMA, and not turned
-// off: FUSED_LSTM_CPU_FUSED_STEP unset/"1" uses the best instruction set, "0" turns the fused step off,
+// Padded input (uniform batch), no projection, a CPU with AVX-512 or AVX2+FMA, and not turned off:
+// FUSED_LSTM_CPU_FUSED_STEP unset/"1" uses the best instruction set, "0" turns the fused step off,
 // "avx2"/"avx512" force one (raising if the CPU lacks it); read once per process, anything else raises.
-bool sequence_supported(const LstmSequenceShape& shape, at::ScalarType dtype);
-// Whether the forward computes x·W_ihᵀ in its steps (enough batch rows) or reads one GEMM's result.
-bool sequence_forward_projects_input(const LstmSequenceShape& shape);
+// Forward: float32, and bfloat16 on CPUs with AMX (lstm_sequence_amx.h) unless forced down to AVX2.
+// Backward: float32.
+bool sequence_forward_supported(const LstmSequenceShape& shape, at::ScalarType dtype);
+bool sequence_backward_supported(const LstmSequenceShape& shape, at::ScalarType dtype);
+// Whether the forward computes x·W_ihᵀ in its steps (enough batch rows; always in bfloat16) or reads one
+// GEMM's result.
+bool sequence_forward_projects_input(const LstmSequenceShape& shape, at::ScalarType dtype);
 void sequence_forward(const LstmSequenceForwardParams& params, at::ScalarType dtype);
 // W_hh [4H, H] float32 as column panels of 64 gate columns (32 with AVX2), zero beyond column H.
 at::Tensor sequence_backward_prepare_weight(const at::Tensor& weight_hh);

@@ -1,0 +1,166 @@
+"""bfloat16 and float16 on the CPU: every module option in both dtypes, outputs and gradients no further from
+float64 than twice torch's own module in the same dtype (flash-attention's rule; the kernels compute in
+float32 and keep the LSTM cell state in float32); parameter gradients in the parameters' dtype; the bfloat16
+fused step on AMX against float64 at every tile edge; torch.autocast("cpu") as torch's own modules do."""
+
+import copy
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import fused_lstm
+import samples
+from conftest import assert_close, cpu_flags, run_python_child
+
+HALF_DTYPES = [torch.bfloat16, torch.float16]
+HAS_AMX = {"amx_bf16", "amx_tile"} <= cpu_flags()
+# (module class name, constructor options, input shape T×B×C (or B×C for cells), packed lengths or None)
+CASES = {
+    "LSTM": ("LSTM", dict(), (12, 5, 8), None),
+    "LSTM 2 layers bidirectional batch-first": ("LSTM", dict(num_layers=2, bidirectional=True, batch_first=True),
+                                                (5, 12, 8), None),
+    "LSTM no bias": ("LSTM", dict(bias=False), (12, 5, 8), None),
+    "LSTM projection": ("LSTM", dict(proj_size=6), (12, 5, 8), None),
+    "LSTM packed": ("LSTM", dict(num_layers=2), (12, 5, 8), [12, 9, 9, 4, 1]),
+    "LSTM unbatched": ("LSTM", dict(), (12, 8), None),
+    "GRU": ("GRU", dict(num_layers=2, bidirectional=True), (12, 5, 8), None),
+    "GRU packed": ("GRU", dict(), (12, 5, 8), [12, 9, 9, 4, 1]),
+    "LSTMCell": ("LSTMCell", dict(), (5, 8), None),
+    "GRUCell": ("GRUCell", dict(bias=False), (5, 8), None),
+}
+HIDDEN = 24
+
+
+def relative_error(actual, reference):
+    return ((actual.double() - reference).norm() / reference.norm().clamp_min(1e-30)).item()
+
+
+def outputs_and_gradients(module, x, lengths):
+    """Every output (states included) and the gradients of a fixed random weighting of them w.r.t. the input and
+    every parameter."""
+    leaf = x.detach().requires_grad_()
+    out = module(pack_padded_sequence(leaf, lengths) if lengths else leaf)
+    if isinstance(out, tuple):
+        first, rest = out
+        flat = [first.data if lengths else first, *(rest if isinstance(rest, tuple) else (rest,))]
+    else:
+        flat = [out]
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.randn(t.shape, generator=generator, dtype=torch.float64) for t in flat]
+    loss = sum((t.double() * w).sum() for t, w in zip(flat, weights))
+    grads = torch.autograd.grad(loss, [leaf, *module.parameters()])
+    return [t.detach() for t in flat], list(grads)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES)
+def test_half_precision_is_no_worse_than_torch(dtype, case):
+    name, options, shape, lengths = CASES[case]
+    arguments = dict(input_size=8, hidden_size=HIDDEN, **options)
+    torch.manual_seed(0)
+    exact = getattr(torch.nn, name)(**arguments).double()
+    theirs = copy.deepcopy(exact).to(dtype)
+    ours = getattr(fused_lstm, name)(**arguments, dtype=dtype)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(*shape).to(dtype)
+    expected = outputs_and_gradients(exact, x.double(), lengths)
+    actual = outputs_and_gradients(ours, x, lengths)
+    try:
+        torch_results = outputs_and_gradients(theirs, x, lengths)
+    except RuntimeError as error:  # torch's CPU kernels lack some half-precision cases
+        pytest.skip(f"torch.nn.{name} does not run this case in {dtype}: {str(error)[:100]}")
+    floor = torch.finfo(dtype).eps
+    for kind, ours_list, theirs_list, exact_list in zip(("output", "gradient"), actual, torch_results, expected):
+        for index, (a, t, e) in enumerate(zip(ours_list, theirs_list, exact_list)):
+            assert a.dtype == dtype, (kind, index)  # parameter gradients in the parameters' dtype too
+            ours_error, torch_error = relative_error(a, e), relative_error(t, e)
+            assert ours_error <= 2 * torch_error + floor, (
+                f"{kind} {index}: relative error {ours_error:.3g} exceeds 2 × torch's {torch_error:.3g} + {floor:.2g}")
+
+
+# The bfloat16 fused step on AMX: batch rows in tiles of 16, inputs and hidden units in chunks of 32, units in
+# blocks of 16; against the float64 reference from the same bfloat16 values.
+AMX_SIZES = [(1, 1, 1, 1), (5, 3, 7, 20), (4, 16, 32, 32), (3, 17, 33, 48), (2, 20, 0, 17), (3, 64, 64, 96)]
+
+
+def amx_forward_matches_float64(size, reverse, bias, tolerance=6e-3):
+    T, B, C, H = size
+    sample = samples.lstm_layer_sample(steps=T, batch=B, input_size=C, hidden=H, bias=bias, dtype=torch.bfloat16)
+    exact = samples.lstm_reference(sample, reverse)
+    forward = samples.call(torch.ops.fused_lstm.lstm_layer_forward, **sample, reverse=reverse, save_for_backward=True)
+    for name in ("output", "h_n", "c_n"):
+        assert relative_error(forward[name], exact[name]) < tolerance, name
+    results = samples.lstm_forward_and_backward(torch.ops.fused_lstm, sample, reverse)
+    for name, value in exact.items():
+        assert relative_error(results[name], value) < 4 * tolerance, name
+
+
+@pytest.mark.skipif(not HAS_AMX, reason="needs AMX-BF16")
+@pytest.mark.parametrize("size", AMX_SIZES, ids=lambda s: "T{}-B{}-C{}-H{}".format(*s))
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_amx_fused_step_matches_float64(size, reverse, bias):
+    amx_forward_matches_float64(size, reverse, bias)
+
+
+@pytest.mark.skipif(not HAS_AMX, reason="needs AMX-BF16")
+def test_amx_fused_step_runs_no_library_gemm():
+    from conftest import run_counting_aten_gemms
+
+    sample = samples.lstm_layer_sample(steps=5, batch=4, input_size=16, hidden=32, dtype=torch.bfloat16)
+    _, gemms = run_counting_aten_gemms(lambda: torch.ops.fused_lstm.lstm_layer_forward(
+        **sample, reverse=False, save_for_backward=False))
+    assert gemms == 0
+
+
+PER_STEP_CHILD = """
+    from test_half_cpu import AMX_SIZES, amx_forward_matches_float64
+    for size in AMX_SIZES:
+        amx_forward_matches_float64(size, True, True)
+    print("ok")
+"""
+
+
+def test_bfloat16_layers_match_float64_with_the_fused_kernels_off():
+    """FUSED_LSTM_CPU_FUSED_STEP=0: the per-step path (bfloat16 GEMMs, float32 pointwise math)."""
+    result = run_python_child(PER_STEP_CHILD, FUSED_LSTM_CPU_FUSED_STEP="0")
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "LSTMCell", "GRUCell"])
+def test_cpu_autocast_gives_the_dtypes_torch_gives(dtype, name):
+    arguments = dict(input_size=8, hidden_size=HIDDEN)
+    shape = (5, 8) if name.endswith("Cell") else (12, 5, 8)
+    theirs = getattr(torch.nn, name)(**arguments)
+    ours = getattr(fused_lstm, name)(**arguments)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(*shape)
+
+    def dtypes(module):
+        with torch.autocast("cpu", dtype=dtype):
+            out = module(x)
+        flat = [out[0], *out[1]] if isinstance(out, tuple) and isinstance(out[1], tuple) else (
+            list(out) if isinstance(out, tuple) else [out])
+        return [t.dtype for t in flat]
+
+    try:
+        expected = dtypes(theirs)
+    except RuntimeError:
+        # nn.LSTM tries oneDNN's float16 RNN under float16 autocast, which this CPU build lacks: torch means the
+        # autocast dtype, and the fused modules deliver it.
+        assert name == "LSTM" and dtype == torch.float16
+        expected = [dtype] * 3
+    assert dtypes(ours) == expected
+
+
+def test_cpu_autocast_lstm_matches_the_module_in_bfloat16():
+    ours = fused_lstm.LSTM(8, HIDDEN, num_layers=2)
+    x = torch.randn(12, 5, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast_output, (h_n, c_n) = ours(x)
+    bfloat16 = copy.deepcopy(ours).bfloat16()
+    expected, (expected_h, expected_c) = bfloat16(x.bfloat16())
+    assert_close(autocast_output, expected, dtype=torch.bfloat16)
+    assert_close(c_n, expected_c, dtype=torch.bfloat16)
