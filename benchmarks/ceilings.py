@@ -3,11 +3,10 @@
     python -m benchmarks.ceilings [--device cpu|cuda] [--json FILE]
 
 CPU: arithmetic peaks of threads doing only multiply-adds on registers, with the widest instructions the CPU has
-(fused_lstm::cpu_peak_probe, compiled with the extension): float32 FMA, and bfloat16 dot products (AVX512-BF16)
-where present. The ceiling of a dtype is the highest rate the CPU has for its arithmetic: float32 FMA for
-float32 and float64-free work, the best of float32 FMA and bfloat16 dot products for bfloat16 and float16 (the
-kernels compute in float32 where the CPU has no faster instruction). No library GEMM reaches these; rates read
-against them stay at or below 100%.
+(fused_lstm::cpu_peak_probe, compiled with the extension): float32 FMA; where present, bfloat16 dot products
+(AVX512-BF16), AMX bfloat16 tiles and float16 FMA (AVX512-FP16). The ceiling of a dtype is the highest rate
+the CPU has for its arithmetic (float32 FMA included: kernels compute in float32 where nothing is faster). No
+library GEMM reaches these; rates read against them stay at or below 100%.
 
 CUDA: large matmuls in bfloat16, IEEE float32 and TF32 (TFLOP/s) and a device-to-device copy (TB/s).
 
@@ -24,9 +23,10 @@ import torch
 import fused_lstm  # noqa: F401  (registers fused_lstm::cpu_peak_probe)
 
 TRIALS = 3
-CPU_KINDS = ("float32_fma", "bfloat16_dot")
-# Which probes bound the arithmetic of each dtype on the CPU.
-CPU_DTYPE_KINDS = {"float32": ("float32_fma",), "bfloat16": CPU_KINDS, "float16": CPU_KINDS}
+CPU_KINDS = ("float32_fma", "bfloat16_dot", "bfloat16_amx", "float16_fma")
+# Which probes bound the arithmetic of each dtype on the CPU: every instruction kind that can do its work.
+CPU_DTYPE_KINDS = {"float32": ("float32_fma",), "bfloat16": ("float32_fma", "bfloat16_dot", "bfloat16_amx"),
+                   "float16": ("float32_fma", "float16_fma")}
 
 
 def cpu_probe_gflops(kind, threads=None, seconds=0.2):
@@ -54,7 +54,7 @@ class CpuCeilings:
         self.threads = threads or torch.get_num_threads()
         self.best = dict.fromkeys(CPU_KINDS, 0.0)
 
-    def measure(self, trials=TRIALS, seconds=0.2):
+    def measure(self, trials=TRIALS, seconds=0.2, dtypes=None):
         for _ in range(trials):
             for kind in CPU_KINDS:
                 self.best[kind] = max(self.best[kind], cpu_probe_gflops(kind, self.threads, seconds))
@@ -67,6 +67,35 @@ class CpuCeilings:
     def description(self):
         parts = [f"{kind.replace('_', ' ')} {value:,.0f}" for kind, value in self.best.items() if value > 0]
         return f"{', '.join(parts)} GFLOP/s ({self.threads} threads, best of every trial)"
+
+
+class CudaCeilings:
+    """A large matmul's rate in each dtype (cuBLAS), the best of every trial: the GPU's ceiling for the
+    benchmark's GEMM-bound work."""
+
+    def __init__(self, size=8192):
+        self.size = size
+        self.best = {}
+
+    def measure(self, trials=TRIALS, seconds=None, dtypes=("float32", "bfloat16", "float16")):
+        for dtype in dtypes:
+            left = torch.randn(self.size, self.size, device="cuda", dtype=getattr(torch, dtype))
+            right = torch.randn(self.size, self.size, device="cuda", dtype=getattr(torch, dtype))
+            rate = 2 * self.size**3 / _best_seconds(lambda: torch.mm(left, right), 3, trials) / 1e9
+            self.best[dtype] = max(self.best.get(dtype, 0.0), rate)
+        return self
+
+    def gflops(self, dtype):
+        return self.best[dtype]
+
+    def description(self):
+        rates = ", ".join(f"{dtype} {value:,.0f}" for dtype, value in self.best.items())
+        return f"{self.size}×{self.size} matmul {rates} GFLOP/s (best of every trial)"
+
+
+def for_device(device):
+    """The ceilings of a benchmark on `device` (a torch.device), not yet measured."""
+    return CudaCeilings() if device.type == "cuda" else CpuCeilings()
 
 
 def _best_seconds(fn, repeats, trials=TRIALS):

@@ -1,17 +1,10 @@
-"""Clocks, peak memory, the GEMM peak and the machine description."""
+"""Clocks, peak memory and the machine description (the ceilings are in ceilings.py)."""
 
 import os
 import platform
-import statistics
 import time
 
 import torch
-
-# Square matmul size for the GEMM peak: large enough to reach the BLAS's top speed, small enough to
-# take about a second on a small CPU.
-GEMM_PEAK_SIZE = {"cpu": 2048, "cuda": 8192}
-GEMM_PEAK_REPEATS = 5
-
 
 def time_call_ms(fn, device):
     """Milliseconds of one call of fn: CUDA events around it on a GPU, the wall clock on a CPU.
@@ -29,16 +22,6 @@ def time_call_ms(fn, device):
     start = time.perf_counter()
     fn()
     return (time.perf_counter() - start) * 1e3
-
-
-def measure_gemm_peak_gflops(device, dtype):
-    """The machine's achievable matmul rate in this dtype: the median of a few N×N products."""
-    size = GEMM_PEAK_SIZE[device.type]
-    left = torch.randn(size, size, device=device, dtype=dtype)
-    right = torch.randn(size, size, device=device, dtype=dtype)
-    time_call_ms(lambda: torch.mm(left, right), device)  # warm-up: BLAS handles, kernel selection
-    times_ms = [time_call_ms(lambda: torch.mm(left, right), device) for _ in range(GEMM_PEAK_REPEATS)]
-    return 2 * size**3 / statistics.median(times_ms) / 1e6
 
 
 class PeakMemoryProbe:

@@ -40,8 +40,8 @@ class ResultRow:
     tokens_per_s: float = NAN
     gflop_per_call: float = NAN
     gflops: float = NAN
-    gemm_peak_gflops: float = NAN
-    peak_fraction: float = NAN
+    ceiling_gflops: float = NAN  # the machine's ceiling for this dtype (benchmarks/ceilings.py)
+    ceiling_fraction: float = NAN
     peak_memory_mb: float = NAN
     speedup_vs_torch: float = NAN  # torch.nn.LSTM's (or GRU's) median time over this candidate's
     max_abs_diff_output: float = NAN  # against torch.nn: output, h_n (and c_n)
@@ -84,7 +84,7 @@ COLUMNS = [
     ("min–max ms", lambda row: _or_dash(row.min_ms, f"{_significant(row.min_ms)}–{_significant(row.max_ms)}")),
     ("tokens/s", lambda row: _with_suffix(row.tokens_per_s)),
     ("GFLOP/s", lambda row: _significant(row.gflops)),
-    ("% GEMM peak", lambda row: _or_dash(row.peak_fraction, f"{100 * row.peak_fraction:.1f}%")),
+    ("% of ceiling", lambda row: _or_dash(row.ceiling_fraction, f"{100 * row.ceiling_fraction:.1f}%")),
     ("peak mem MB", lambda row: _significant(row.peak_memory_mb)),
     ("speedup vs torch.nn", lambda row: _or_dash(row.speedup_vs_torch, f"{row.speedup_vs_torch:.2f}×")),
     ("max|Δ| out", lambda row: _or_dash(row.max_abs_diff_output, f"{row.max_abs_diff_output:.1e}")),
@@ -117,7 +117,7 @@ def format_terminal_table(rows):
         cells.append(line)
     headers = [header for header, _ in COLUMNS]
     widths = [max([len(header)] + [len(line[index]) for line in cells]) for index, header in enumerate(headers)]
-    numeric = {"median ms", "min–max ms", "tokens/s", "GFLOP/s", "% GEMM peak", "peak mem MB",
+    numeric = {"median ms", "min–max ms", "tokens/s", "GFLOP/s", "% of ceiling", "peak mem MB",
                "speedup vs torch.nn", "max|Δ| out", "max|Δ| grad"}
 
     def render(line):

@@ -3,6 +3,7 @@
     python -m benchmarks.run --device cpu|cuda [--cell lstm|gru] [--dtype float32[,bfloat16,...]] [--quick]
                              [--sizes TxBxIxHxL[xbi][xpP],...] [--modes inference,training,...]
                              [--repeats N] [--warmup N] [--allow-tf32] [--out DIR]
+    python -m benchmarks.run --cells [--repeats N] [--out DIR]     (LSTMCell/GRUCell step by step: cells.py)
 
 Writes results.csv, results.md, speedup_vs_batch.png and speedup_vs_hidden.png to --out (default
 benchmarks/results/<device>/, or <device>-quick/ for --quick so a demo never overwrites a full sweep;
@@ -24,8 +25,8 @@ import torch
 from . import cases as case_sets
 from .candidates import (BASELINE, CANDIDATE_NAMES, MODULE_NAMES, REFERENCE, build_candidates, clear_grads,
                          collect_results, make_inputs, max_abs_difference, reference_skip_reason, run_once)
-from .measure import (GEMM_PEAK_REPEATS, GEMM_PEAK_SIZE, PeakMemoryProbe, describe_machine,
-                      measure_gemm_peak_gflops, time_call_ms)
+from . import ceilings as machine_ceilings
+from .measure import PeakMemoryProbe, describe_machine, time_call_ms
 from .report import (ProgressBar, ResultRow, fill_speedups, format_terminal_table, plot_speedup, write_csv,
                      write_markdown)
 
@@ -78,7 +79,12 @@ def parse_arguments(argv):
     parser.add_argument("--allow-tf32", action="store_true",
                         help="let cuBLAS and cuDNN use TF32 for float32 (default: IEEE float32 for all)")
     parser.add_argument("--out", default=None, help="results folder")
+    parser.add_argument("--cells", action="store_true",
+                        help="LSTMCell and GRUCell one call at a time against torch's (benchmarks/cells.py)")
     args = parser.parse_args(argv)
+    if args.cells:
+        args.out = Path(args.out) if args.out else RESULTS_ROOT / "cpu-cells"
+        return args
 
     args.device = torch.device(args.device)
     default_dtypes = ("float32",) if args.device.type == "cpu" else (
@@ -137,7 +143,7 @@ def _error_status(error):
     return f"error: {type(error).__name__}: {message[:120]}"
 
 
-def benchmark_case(case, mode, args, memory_probe, gemm_peaks):
+def benchmark_case(case, mode, args, memory_probe):
     """One shape, dtype and mode: a correctness and memory call per candidate, warm-up rounds, then
     round-robin timed rounds. Returns a row per candidate, skipped and failed ones included."""
     device = args.device
@@ -210,31 +216,28 @@ def benchmark_case(case, mode, args, memory_probe, gemm_peaks):
         row.tokens_per_s = case.tokens / (row.median_ms / 1e3)
         row.gflop_per_call = flops / 1e9
         row.gflops = flops / row.median_ms / 1e6
-        row.gemm_peak_gflops = gemm_peaks[case.dtype]
-        row.peak_fraction = row.gflops / row.gemm_peak_gflops
     return list(rows.values())
 
 
-def header_lines(args, gemm_peaks, memory_probe, precision_note):
-    size = GEMM_PEAK_SIZE[args.device.type]
+def header_lines(args, ceilings, memory_probe, precision_note):
     sweep = "custom sizes" if args.sizes else ("quick sweep" if args.quick else "full sweep")
     clock = "CUDA events" if args.device.type == "cuda" else "wall clock (time.perf_counter)"
-    peaks = ", ".join(f"{dtype} {value:,.0f} GFLOP/s" for dtype, value in gemm_peaks.items())
     module = MODULE_NAMES[args.cell]
     return [
         f"**fused_lstm.{module} benchmark on {args.device.type}** ({sweep}, "
         f"{datetime.datetime.now().isoformat(timespec='minutes')})",
         "",
         f"- Machine: {describe_machine(args.device)}",
-        f"- GEMM peak ({size}×{size} matmul, median of {GEMM_PEAK_REPEATS}): {peaks}",
+        f"- Ceilings (measured before and between the cases, the best of every trial): {ceilings.description()}",
         f"- Timing: {clock}; one untimed correctness call and {args.warmup} warm-up round(s), then the median "
         "(min–max) of the repeats, candidates interleaved round-robin; inference under torch.no_grad(), "
         "training = forward + backward of a randomly weighted sum of the output (training-data-input: the "
         "same with an input that needs no gradient)",
         "- GFLOP/s: GEMM FLOPs only, 2·T·B·(I+P)·G·H (G = 4 gates for the LSTM, 3 for the GRU; "
         "+ 2·T·B·H·P with a projection) per layer and direction, "
-        "3× for training (less the first layer's input gradient for training-data-input); % GEMM peak is "
-        "against the matmul rate above",
+        "3× for training (less the first layer's input gradient for training-data-input); % of ceiling is "
+        "against the ceiling above for the row's dtype (CPU: arithmetic peaks that no kernel exceeds; GPU: a large "
+        "matmul's rate)",
         f"- Peak memory: {memory_probe.description()}",
         f"- Precision: {precision_note}",
         f"- max|Δ|: largest absolute difference from torch.nn.{module} with the same weights and inputs "
@@ -242,8 +245,29 @@ def header_lines(args, gemm_peaks, memory_probe, precision_note):
     ]
 
 
+def run_cells(args):
+    from . import cells
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    header = [f"**fused_lstm.LSTMCell / GRUCell against torch.nn, one call at a time** "
+              f"({datetime.datetime.now().isoformat(timespec='minutes')})", "",
+              f"- Machine: {describe_machine(args.device)}",
+              f"- float32, input size = H; inference: µs per call under no_grad; training: ms per {cells.UNROLL_STEPS}"
+              "-call unroll and the backward of Σ h_t²; median (min–max in the CSV) of "
+              f"{args.repeats or 15} alternating rounds; speedup = torch's median / ours"]
+    rows = cells.run(repeats=args.repeats or 15)
+    cells.write_csv(rows, args.out / "results.csv")
+    text = cells.markdown(rows, header)
+    (args.out / "results.md").write_text(text)
+    print(text)
+    print(f"wrote results.csv and results.md to {args.out}")
+    return 0
+
+
 def main(argv=None):
     args = parse_arguments(argv)
+    if args.cells:
+        return run_cells(args)
     if args.device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but no CUDA GPU is available", file=sys.stderr)
         return 2
@@ -267,22 +291,29 @@ def main(argv=None):
 
 
 def run_benchmarks(args, precision_note):
-    """The GEMM peaks, then every case and mode; Ctrl-C stops early and keeps the finished rows."""
+    """The ceilings, then every case and mode, re-measuring the ceilings between cases (a busy moment must not
+    lower them: the best of every trial counts); Ctrl-C stops early and keeps the finished rows."""
     memory_probe = PeakMemoryProbe(args.device)
     dtypes_in_use = [dtype for dtype in case_sets.DTYPE_NAMES if any(case.dtype == dtype for case in args.cases)]
-    gemm_peaks = {dtype: measure_gemm_peak_gflops(args.device, getattr(torch, dtype)) for dtype in dtypes_in_use}
+    ceilings = machine_ceilings.for_device(args.device)
+    refresh = dict(dtypes=dtypes_in_use) if args.device.type == "cuda" else {}
+    ceilings.measure(**refresh)
     progress = ProgressBar(len(args.cases) * len(args.modes))
     rows = []
     try:
         for case in args.cases:
+            ceilings.measure(trials=1, seconds=0.05, **refresh)
             for mode in args.modes:
                 progress.start(f"{case.label()} {case.dtype} {mode}")
-                rows += benchmark_case(case, mode, args, memory_probe, gemm_peaks)
+                rows += benchmark_case(case, mode, args, memory_probe)
                 progress.finish()
     except KeyboardInterrupt:
         print("\ninterrupted: reporting the cases that finished", file=sys.stderr)
     progress.close()
-    return rows, header_lines(args, gemm_peaks, memory_probe, precision_note)
+    for row in rows:
+        row.ceiling_gflops = ceilings.gflops(row.dtype)
+        row.ceiling_fraction = row.gflops / row.ceiling_gflops
+    return rows, header_lines(args, ceilings, memory_probe, precision_note)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ TINY_SIZES = "5x3x4x6x1,4x2x6x6x2xbi,3x2x4x8x1xp4"
 SHAPES, MODES, CANDIDATES = 3, 2, 3
 
 POSITIVE_COLUMNS = ("median_ms", "min_ms", "max_ms", "tokens_per_s", "gflop_per_call", "gflops",
-                    "gemm_peak_gflops", "peak_fraction", "speedup_vs_torch")
+                    "ceiling_gflops", "ceiling_fraction", "speedup_vs_torch")
 # Can be 0: identical results, or (on the CPU) memory the allocator already held.
 NON_NEGATIVE_COLUMNS = ("peak_memory_mb",)
 
@@ -48,7 +48,7 @@ def test_benchmark_writes_table_csv_and_plots(device, tmp_path, capsys):
             assert all(math.isfinite(value) and 0 <= value < 1e-3 for value in differences), row
 
     markdown = (tmp_path / "results.md").read_text()
-    assert "GEMM peak" in markdown and "torch " in markdown
+    assert "Ceilings" in markdown and "torch " in markdown
     assert markdown.count("| fused_lstm |") == SHAPES * MODES
     for plot in ("speedup_vs_batch.png", "speedup_vs_hidden.png"):
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -89,11 +89,14 @@ def test_cpu_ceilings_are_measured_with_the_probe_built_into_the_extension():
     ceilings = CpuCeilings(threads=1).measure(trials=2, seconds=0.02)
     # bfloat16 work is bounded by the fastest arithmetic for it, at least the float32 FMA rate.
     assert ceilings.gflops("bfloat16") >= ceilings.gflops("float32") > 0
-    assert (ceilings.best["bfloat16_dot"] > 0) == ("avx512_bf16" in cpu_flags())
+    flags = cpu_flags()
+    assert (ceilings.best["bfloat16_dot"] > 0) == ("avx512_bf16" in flags)
+    assert (ceilings.best["bfloat16_amx"] > 0) == ({"amx_bf16", "amx_tile"} <= flags)
+    assert (ceilings.best["float16_fma"] > 0) == ("avx512_fp16" in flags)
 
 
 def test_cpu_peak_probe_rejects_an_unknown_kind():
-    with pytest.raises(RuntimeError, match="kind must be float32_fma or bfloat16_dot"):
+    with pytest.raises(RuntimeError, match="kind must be float32_fma, bfloat16_dot"):
         torch.ops.fused_lstm.cpu_peak_probe("int8", 1, 1)
 
 
@@ -109,3 +112,21 @@ def test_benchmark_training_with_a_data_input(tmp_path):
         assert row["status"] == "ok", row
         if row["candidate"] != "torch.nn":
             assert float(row["max_abs_diff_grad"]) < 1e-4, row
+
+
+def test_cells_mode_times_both_cells_against_torch_and_writes_the_table(tmp_path):
+    """--cells on tiny sizes: LSTMCell and GRUCell, inference and unrolled training, one row per candidate."""
+    from benchmarks import cells
+
+    rows = cells.run(repeats=2, batches=(2,), hidden_sizes=(8,), progress=lambda line: None)
+    assert {(row.cell, row.mode, row.candidate) for row in rows} == {
+        (cell, mode, candidate) for cell in cells.CELLS for mode in ("inference", "training")
+        for candidate in cells.CANDIDATES}
+    for row in rows:
+        assert 0 < row.min_us <= row.median_us <= row.max_us and row.speedup_vs_torch > 0
+        if row.candidate == "fused_lstm":
+            assert 0 <= row.max_abs_diff < 1e-4, row  # same weights and inputs as torch's cell
+    cells.write_csv(rows, tmp_path / "results.csv")
+    with open(tmp_path / "results.csv", newline="") as csv_file:
+        assert len(list(csv.DictReader(csv_file))) == len(rows)
+    assert "geometric mean" in cells.markdown(rows, ["header"])

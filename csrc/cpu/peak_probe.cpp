@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "isa.h"
+#include "lstm_sequence_amx.h"
 
 namespace fused_lstm {
 namespace cpu {
@@ -60,6 +61,50 @@ __attribute__((target("avx512f,avx512bf16"))) float bf16_dot_avx512(int64_t roun
   for (int i = 1; i < kChains; ++i) sum = _mm512_add_ps(sum, acc[i]);
   return _mm512_reduce_add_ps(sum);
 }
+// vfmadd231ph: 32 half lanes, 2 FLOPs each.
+__attribute__((target("avx512f,avx512fp16"))) float fp16_fma_avx512(int64_t rounds) {
+  __m512h acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ph((_Float16)(0.001f * i));
+  const __m512h scale = _mm512_set1_ph((_Float16)0.9999f), offset = _mm512_set1_ph((_Float16)0.0001f);
+  for (int64_t round = 0; round < rounds; ++round) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ph(acc[i], scale, offset);
+  }
+  __m512h sum = acc[0];
+  for (int i = 1; i < kChains; ++i) sum = _mm512_add_ph(sum, acc[i]);
+  return (float)_mm512_reduce_add_ph(sum);
+}
+
+struct alignas(64) AmxConfig {
+  uint8_t palette_id, start_row, reserved[14];
+  uint16_t bytes_per_row[16];
+  uint8_t rows[16];
+};
+
+// TDPBF16PS on registers only: four independent accumulator tiles, 16×16×32 multiply-adds each.
+__attribute__((target("amx-tile,amx-bf16"))) float bf16_amx(int64_t rounds) {
+  AmxConfig config{};
+  config.palette_id = 1;
+  for (int tile = 0; tile < 6; ++tile) config.rows[tile] = 16, config.bytes_per_row[tile] = 64;
+  _tile_loadconfig(&config);
+  alignas(64) static const uint16_t ones[16 * 32] = {};
+  _tile_loadd(4, ones, 64);
+  _tile_loadd(5, ones, 64);
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (int64_t round = 0; round < rounds; ++round) {
+    _tile_dpbf16ps(0, 4, 5);
+    _tile_dpbf16ps(1, 4, 5);
+    _tile_dpbf16ps(2, 4, 5);
+    _tile_dpbf16ps(3, 4, 5);
+  }
+  alignas(64) float out[16 * 16];
+  _tile_stored(0, out, 64);
+  _tile_release();
+  return out[0];
+}
 #endif
 
 bool has_bf16_dot() {
@@ -73,8 +118,9 @@ bool has_bf16_dot() {
 // Runs `threads` threads of `rounds` rounds of `kind`; returns the floating-point operations of one thread's
 // round, or 0 when this CPU lacks the instructions (nothing is run then).
 double cpu_peak_probe(const std::string& kind, int64_t threads, int64_t rounds) {
-  TORCH_CHECK(kind == "float32_fma" || kind == "bfloat16_dot", "fused_lstm.cpu_peak_probe: kind must be "
-              "float32_fma or bfloat16_dot, got '", kind, "'");
+  TORCH_CHECK(kind == "float32_fma" || kind == "bfloat16_dot" || kind == "bfloat16_amx" || kind == "float16_fma",
+              "fused_lstm.cpu_peak_probe: kind must be float32_fma, bfloat16_dot, bfloat16_amx or float16_fma, got '",
+              kind, "'");
   TORCH_CHECK(threads >= 1 && rounds >= 1, "fused_lstm.cpu_peak_probe: threads and rounds must be positive");
 #if FL_HAVE_X86_TILES
   const Isa isa = best_isa();
@@ -82,6 +128,10 @@ double cpu_peak_probe(const std::string& kind, int64_t threads, int64_t rounds) 
   double flops_per_round = 0.0;
   if (kind == "bfloat16_dot") {
     if (has_bf16_dot()) run = &bf16_dot_avx512, flops_per_round = kChains * 16 * 4.0;
+  } else if (kind == "bfloat16_amx") {
+    if (amx_bf16_available()) run = &bf16_amx, flops_per_round = 4 * 16 * 16 * 32 * 2.0;
+  } else if (kind == "float16_fma") {
+    if (isa == Isa::kAvx512 && __builtin_cpu_supports("avx512fp16")) run = &fp16_fma_avx512, flops_per_round = kChains * 32 * 2.0;
   } else if (isa == Isa::kAvx512) {
     run = &fma_avx512, flops_per_round = kChains * 16 * 2.0;
   } else if (isa == Isa::kAvx2) {
