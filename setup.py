@@ -33,27 +33,27 @@ def is_cuda_toolkit(path):
         os.path.join(path, "include", "cuda_runtime.h"))
 
 
-def find_cuda_home():
+def find_cuda_home(environ=os.environ, which=shutil.which):
     """The CUDA toolkit to build with, or None. torch guesses CUDA_HOME from the nvcc on PATH, which may be a
     wrapper outside any toolkit (/usr/local/bin/nvcc gives /usr/local): every candidate is checked."""
-    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
-    nvcc = shutil.which("nvcc")
+    candidates = [environ.get("CUDA_HOME"), environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = which("nvcc")
     if nvcc:
         candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
     return next((path for path in candidates if is_cuda_toolkit(path)), None)
 
 
-CUDA_HOME = find_cuda_home()
-if CUDA_HOME:
-    # Before torch.utils.cpp_extension reads it at import.
-    os.environ["CUDA_HOME"] = CUDA_HOME
-
-try:
-    from torch.utils import cpp_extension
-except ImportError:
-    sys.exit("fused_lstm builds against the torch installed in your environment, but this build sees none "
-             f"(pip builds in an isolated environment by default). Install {TORCH_REQUIREMENT} first, then: "
-             "pip install --no-build-isolation .")
+def import_cpp_extension(cuda_home):
+    """torch.utils.cpp_extension, with CUDA_HOME set first (it reads it at import)."""
+    if cuda_home:
+        os.environ["CUDA_HOME"] = cuda_home
+    try:
+        from torch.utils import cpp_extension
+    except ImportError:
+        sys.exit("fused_lstm builds against the torch installed in your environment, but this build sees none "
+                 f"(pip builds in an isolated environment by default). Install {TORCH_REQUIREMENT} first, then: "
+                 "pip install --no-build-isolation .")
+    return cpp_extension
 
 
 def relative_sources(pattern):
@@ -80,7 +80,7 @@ def torch_has_cuda():
     return torch.version.cuda is not None
 
 
-def emulated_cuda_extension():
+def emulated_cuda_extension(cpp_extension):
     """The CUDA backend and its kernels on the host emulation, with the shared drivers: a test library."""
     sources = relative_sources("csrc/cuda/emulation/*.cpp") + [
         "csrc/cuda/cuda_backend.cpp", "csrc/cuda/lstm_pointwise_cuda.cpp", "csrc/cuda/lstm_persistent.cpp",
@@ -96,10 +96,10 @@ def emulated_cuda_extension():
     )
 
 
-def build_extension():
+def build_extension(cpp_extension, cuda_home):
     cuda_requested = os.environ.get("FUSED_LSTM_CUDA", "1") != "0"
     cuda_sources = relative_sources("csrc/cuda/*.cu") + relative_sources("csrc/cuda/*.cpp")
-    with_cuda = cuda_requested and CUDA_HOME is not None and torch_has_cuda() and bool(cuda_sources)
+    with_cuda = cuda_requested and cuda_home is not None and torch_has_cuda() and bool(cuda_sources)
     if with_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         import torch
 
@@ -122,7 +122,7 @@ def build_extension():
         extra_compile_args["nvcc"] = ["-O3", "-Xptxas", "-v", "--expt-relaxed-constexpr", "-lineinfo"]
 
     print("fused_lstm build switches:", file=sys.stderr)
-    print(f"  CUDA_HOME={CUDA_HOME}  torch CUDA={torch_has_cuda()}  FUSED_LSTM_CUDA={'1' if cuda_requested else '0'}"
+    print(f"  CUDA_HOME={cuda_home}  torch CUDA={torch_has_cuda()}  FUSED_LSTM_CUDA={'1' if cuda_requested else '0'}"
           f"  -> CUDA kernels {'ON' if with_cuda else 'OFF'}", file=sys.stderr)
     if with_cuda:
         print(f"  TORCH_CUDA_ARCH_LIST={os.environ.get('TORCH_CUDA_ARCH_LIST')}", file=sys.stderr)
@@ -139,17 +139,27 @@ def build_extension():
     )
 
 
-EMULATION = os.environ.get("FUSED_LSTM_EMULATION", "1") != "0"
-print(f"  FUSED_LSTM_EMULATION={'1' if EMULATION else '0'}  -> emulated CUDA kernels {'ON' if EMULATION else 'OFF'}",
-      file=sys.stderr)
+def main():
+    cuda_home = find_cuda_home()
+    cpp_extension = import_cpp_extension(cuda_home)
+    emulation = os.environ.get("FUSED_LSTM_EMULATION", "1") != "0"
+    print(f"  FUSED_LSTM_EMULATION={'1' if emulation else '0'}  -> emulated CUDA kernels "
+          f"{'ON' if emulation else 'OFF'}", file=sys.stderr)
+    extensions = [build_extension(cpp_extension, cuda_home)]
+    if emulation:
+        extensions.append(emulated_cuda_extension(cpp_extension))
+    setup(
+        name="fused_lstm",
+        version="0.1.0",
+        description="A fused LSTM for PyTorch: drop-in nn.LSTM / nn.LSTMCell on fused C++/CUDA kernels",
+        packages=["fused_lstm"],
+        ext_modules=extensions,
+        cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+        python_requires=">=3.10",
+        install_requires=[TORCH_REQUIREMENT],
+    )
 
-setup(
-    name="fused_lstm",
-    version="0.1.0",
-    description="A fused LSTM for PyTorch: drop-in nn.LSTM / nn.LSTMCell on fused C++/CUDA kernels",
-    packages=["fused_lstm"],
-    ext_modules=[build_extension()] + ([emulated_cuda_extension()] if EMULATION else []),
-    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
-    python_requires=">=3.10",
-    install_requires=[TORCH_REQUIREMENT],
-)
+
+# pip's setuptools backend, like `python setup.py`, runs this file as __main__; tests import it.
+if __name__ == "__main__":
+    main()
