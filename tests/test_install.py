@@ -86,7 +86,8 @@ def test_build_without_torch_says_to_turn_build_isolation_off():
     """What pip's isolated build environment runs into: no torch. The message names the fix."""
     run = subprocess.run([sys.executable, "-c",
                           "import sys; sys.modules['torch'] = None; sys.argv = ['setup.py', '--name']; "
-                          f"exec(open({os.path.join(REPOSITORY, 'setup.py')!r}).read(), {{'__name__': '__main__'}})"],
+                          f"path = {os.path.join(REPOSITORY, 'setup.py')!r}; "
+                          "exec(open(path).read(), {'__name__': '__main__', '__file__': path})"],
                          capture_output=True, text=True, timeout=120, cwd=REPOSITORY)
     assert run.returncode != 0
     assert "pip install --no-build-isolation ." in run.stderr
