@@ -9,9 +9,10 @@
 #include "checks.h"
 #include "cpu/cell_cpu.h"
 #include "cpu/lstm_pointwise_cpu.h"
-#include "cpu/lstm_sequence_cpu.h"
+#include "cpu/lstm_recurrence_cpu.h"
 #include "layer_ops.h"
 #include "op_schemas.h"
+#include "options.h"
 
 // Importing fused_lstm._C loads this library, which registers the ops; the module itself is empty.
 extern "C" PyObject* PyInit__C(void) {
@@ -34,12 +35,12 @@ struct CpuDevice {
       LstmBackend b;
       b.forward = &cpu::forward_pointwise;
       b.backward = &cpu::backward_pointwise;
-      b.sequence_forward_supported = &cpu::sequence_forward_supported;
-      b.sequence_forward = &cpu::sequence_forward;
-      b.sequence_forward_projects_input = &cpu::sequence_forward_projects_input;
-      b.sequence_backward_supported = &cpu::sequence_backward_supported;
-      b.sequence_backward_prepare_weight = &cpu::sequence_backward_prepare_weight;
-      b.sequence_backward = &cpu::sequence_backward;
+      b.recurrence_forward_kernel = &cpu::recurrence_forward_kernel;
+      b.recurrence_forward = &cpu::recurrence_forward;
+      b.recurrence_forward_projects_input = &cpu::recurrence_forward_projects_input;
+      b.recurrence_backward_kernel = &cpu::recurrence_backward_kernel;
+      b.recurrence_backward_prepare_weight = &cpu::recurrence_backward_prepare_weight;
+      b.recurrence_backward = &cpu::recurrence_backward;
       b.cell_forward_supported = &cpu::cell_forward_supported;
       b.cell_forward = &cpu::lstm_cell_forward;
       return b;
@@ -59,27 +60,13 @@ struct CpuDevice {
   }
 };
 
-// The persistent recurrent kernel exists only on CUDA: every other device answers false. Registered for
-// CPU and Meta (the op returns no tensor, so the Meta kernel is all that meta and fake tensors need).
-bool persistent_forward_supported_elsewhere(const at::Tensor& input, const at::Tensor& h0,
-                                            const at::Tensor& weight_hh, const at::Tensor& batch_sizes,
-                                            bool /*has_projection*/) {
-  check_defined("fused_lstm.persistent_forward_supported",
-                {{"input", &input}, {"h0", &h0}, {"weight_hh", &weight_hh}, {"batch_sizes", &batch_sizes}});
-  return false;
-}
-
 }  // namespace
 
-TORCH_LIBRARY(fused_lstm, m) { define_ops(m); }
-
-TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) {
-  register_layer_ops<CpuDevice>(m);
-  m.impl("persistent_forward_supported", &persistent_forward_supported_elsewhere);
+TORCH_LIBRARY(fused_lstm, m) {
+  define_ops(m);
+  options::define_ops(m);
 }
 
-TORCH_LIBRARY_IMPL(fused_lstm, Meta, m) {
-  m.impl("persistent_forward_supported", &persistent_forward_supported_elsewhere);
-}
+TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) { register_layer_ops<CpuDevice>(m); }
 
 }  // namespace fused_lstm

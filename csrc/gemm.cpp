@@ -2,8 +2,7 @@
 
 #include <ATen/Context.h>
 
-#include <cstdlib>
-#include <cstring>
+#include "options.h"
 
 // Exported by libtorch_cpu (TORCH_API) but its header is not installed with the wheel:
 // result = beta·result + alpha·(mat1 · mat2), computed by a oneDNN matmul primitive. Declared weak so
@@ -16,19 +15,6 @@ TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2, con
 
 namespace fused_lstm {
 namespace {
-
-enum class CpuGemm { kAuto, kAten, kOneDnn };
-
-CpuGemm cpu_gemm_choice() {
-  static const CpuGemm choice = [] {
-    const char* value = std::getenv("FUSED_LSTM_CPU_GEMM");
-    if (value == nullptr || std::strcmp(value, "auto") == 0 || value[0] == '\0') return CpuGemm::kAuto;
-    if (std::strcmp(value, "aten") == 0) return CpuGemm::kAten;
-    if (std::strcmp(value, "onednn") == 0) return CpuGemm::kOneDnn;
-    TORCH_CHECK(false, "fused_lstm: FUSED_LSTM_CPU_GEMM must be auto, aten or onednn, got '", value, "'");
-  }();
-  return choice;
-}
 
 // A plain row-major or column-major matrix, as BLAS-style kernels take it.
 bool has_unit_stride(const at::Tensor& matrix) {
@@ -47,10 +33,10 @@ bool use_onednn(const at::Tensor& result, const at::Tensor& a, const at::Tensor&
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   if (m == 0 || k == 0 || n == 0) return false;
   if (!result.is_contiguous() || !has_unit_stride(a) || !has_unit_stride(b)) return false;
-  switch (cpu_gemm_choice()) {
-    case CpuGemm::kAten: return false;
-    case CpuGemm::kOneDnn: return true;
-    case CpuGemm::kAuto: break;
+  switch (options::cpu_gemm()) {
+    case options::CpuGemm::kAten: return false;
+    case options::CpuGemm::kOneDnn: return true;
+    case options::CpuGemm::kAuto: break;
   }
   return k >= kOneDnnMinDimension && n >= kOneDnnMinDimension && m * k * n >= kOneDnnMinMultiplyAdds;
 }

@@ -4,7 +4,7 @@
 // 10-30% faster than MKL's sgemm once the inner and output dimensions reach 256, and slower for small
 // products, where creating its primitive costs more than the product itself.
 //
-// FUSED_LSTM_CPU_GEMM=aten|onednn|auto (default auto) overrides the choice, for benchmarking.
+// The option cpu_gemm (options.h: aten, onednn, auto) overrides the choice, for benchmarking.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -1,5 +1,7 @@
 #include "gru_layer.h"
 
+#include <string>
+
 #include "checks.h"
 #include "gemm.h"
 #include "sequence.h"
@@ -33,7 +35,26 @@ at::Tensor bias_or_zeros(const char* op, const std::optional<at::Tensor>& bias, 
   return bias->contiguous();
 }
 
+// The one place that chooses a GRU layer's forward path: the backend's fused cell for one step, else per step.
+bool runs_fused_cell(const SequenceLayout& layout, int64_t C, int64_t H, at::ScalarType dtype,
+                     const GruBackend& backend) {
+  return layout.steps == 1 && backend.cell_forward_supported != nullptr &&
+         backend.cell_forward_supported(layout.batch, C, H, dtype);
+}
+
 }  // namespace
+
+std::tuple<std::string, std::string> gru_layer_paths(const at::Tensor& input, const at::Tensor& batch_sizes,
+                                                     const at::Tensor& h0, const at::Tensor& weight_ih,
+                                                     const at::Tensor& weight_hh, const GruBackend& backend) {
+  const char* op = "fused_lstm.layer_paths";
+  check_defined(op, {{"input", &input}, {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"weight_ih", &weight_ih},
+                     {"weight_hh", &weight_hh}});
+  const GruShape shape = check_gru_arguments(op, input, batch_sizes, h0, weight_ih, weight_hh);
+  return {runs_fused_cell(shape.layout, input.size(1), shape.H, input.scalar_type(), backend) ? "fused cell"
+                                                                                               : "per step",
+          "per step"};
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
     const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& weight_ih,
@@ -52,8 +73,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
 
   // One step (a decoder's call): the backend's fused cell, when it has one. output and h_n are h1; h_n a copy
   // (outputs of an op must not alias one another).
-  if (layout.steps == 1 && backend.cell_forward_supported != nullptr &&
-      backend.cell_forward_supported(B, input.size(1), H, input.scalar_type())) {
+  if (runs_fused_cell(layout, input.size(1), H, input.scalar_type(), backend)) {
     auto [h1, gates, candidate] =
         gru_cell_forward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, save_for_backward, backend);
     return {h1, h1.clone(), gates, candidate};

@@ -6,9 +6,10 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <string>
 #include <tuple>
 
-#include "lstm_params.h"
+#include "params.h"
 
 namespace fused_lstm {
 
@@ -49,6 +50,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& candidate_hidden,  // [N, H] saved h_n + b_hn
     bool reverse, bool has_bias, bool compute_grad_input, bool compute_grad_weights,
     const GruBackend& backend);
+
+// The paths gru_layer_forward and gru_layer_backward take (as lstm_layer_paths): "fused cell" or "per step".
+std::tuple<std::string, std::string> gru_layer_paths(const at::Tensor& input, const at::Tensor& batch_sizes,
+                                                     const at::Tensor& h0, const at::Tensor& weight_ih,
+                                                     const at::Tensor& weight_hh, const GruBackend& backend);
 
 // One step of a GRU cell (GRUCell): returns (h1 [B,H], gates [B,3H], candidate_hidden [B,H]); the last two,
 // what backward needs, are empty unless save_for_backward.

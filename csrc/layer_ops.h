@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <initializer_list>
+#include <string>
 
 #include "checks.h"
 #include "gru_layer.h"
@@ -98,6 +99,31 @@ struct LayerOps {
                                           compute_grad_weights, Device::gru_backend());
   }
 
+  // The paths of `kind` (lstm_layer, gru_layer, lstm_cell, gru_cell; a cell's batch_sizes is [B]).
+  static std::tuple<std::string, std::string> layer_paths(const std::string& kind, const at::Tensor& input,
+                                                         const at::Tensor& batch_sizes, const at::Tensor& h0,
+                                                         const at::Tensor& weight_ih, const at::Tensor& weight_hh,
+                                                         const std::optional<at::Tensor>& weight_hr) {
+    const char* op = "fused_lstm.layer_paths";
+    const bool lstm = kind == "lstm_layer" || kind == "lstm_cell", cell = kind == "lstm_cell" || kind == "gru_cell";
+    TORCH_CHECK(lstm || kind == "gru_layer" || kind == "gru_cell", op,
+                ": kind must be lstm_layer, gru_layer, lstm_cell or gru_cell, got '", kind, "'");
+    TORCH_CHECK(kind == "lstm_layer" || !weight_hr.has_value(), op, ": only an LSTM layer has a projection");
+    Device::check_devices(op, input, &batch_sizes,
+                          {{"h0", &h0},
+                           {"weight_ih", &weight_ih},
+                           {"weight_hh", &weight_hh},
+                           {"weight_hr", optional_address(weight_hr)}});
+    TORCH_CHECK(!cell || batch_sizes.numel() == 1, op, ": a cell runs one step (batch_sizes [B])");
+    const typename Device::Guard guard(input.device());
+    auto paths = lstm ? fused_lstm::lstm_layer_paths(input, batch_sizes, h0, weight_ih, weight_hh, weight_hr,
+                                                     Device::lstm_backend())
+                      : fused_lstm::gru_layer_paths(input, batch_sizes, h0, weight_ih, weight_hh, Device::gru_backend());
+    // A cell op runs the fused cell or one GEMM step; its backward is always one step.
+    if (cell) return {std::get<0>(paths) == "fused cell" ? "fused cell" : "per step", "per step"};
+    return paths;
+  }
+
   // Cell ops: one step, no batch_sizes.
   static std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_cell_forward(
       const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
@@ -173,6 +199,7 @@ void register_layer_ops(torch::Library& m) {
   m.impl("lstm_cell_backward", &LayerOps<Device>::lstm_cell_backward);
   m.impl("gru_cell_forward", &LayerOps<Device>::gru_cell_forward);
   m.impl("gru_cell_backward", &LayerOps<Device>::gru_cell_backward);
+  m.impl("layer_paths", &LayerOps<Device>::layer_paths);
 }
 
 // A Guard for devices that need none (the CPU).

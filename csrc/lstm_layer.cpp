@@ -1,6 +1,7 @@
 #include "lstm_layer.h"
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -50,6 +51,26 @@ LstmShape check_lstm_arguments(const char* op, const at::Tensor& input, const at
 using LstmBackwardOutputs =
     std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
+// What the backward paths below share: the checked arguments, made contiguous, and the gradients flowing back
+// through the recurrence.
+struct BackwardState {
+  const SequenceLayout& layout;
+  int64_t H, P;
+  bool reverse, has_bias, compute_grad_input, compute_grad_weights;
+  const at::Tensor& input;                    // [N, C]
+  const at::Tensor& h0;                       // [B, P]
+  const at::Tensor& weight_ih;                // [4H, C]
+  const at::Tensor& weight_hh;                // [4H, P]
+  const std::optional<at::Tensor>& weight_hr; // [P, H]
+  const at::Tensor& output;                   // [N, P]
+  const at::Tensor& proj_input;               // [N, H] with a projection
+  at::Tensor grad_output;                     // [N, P] contiguous
+  at::Tensor gates;                           // [N, 4H] contiguous
+  at::Tensor cell_prev;                       // [N, H] acc, contiguous
+  at::Tensor grad_hidden_state;               // [B, P] in: dL/dh_n; out: dL/dh0
+  at::Tensor grad_cell_state;                 // [B, H] acc; in: dL/dc_n; out: dL/dc0
+};
+
 // The backward of a backend that runs the whole recurrence (padded input, no projection) goes through the
 // sequence in blocks of steps, in the backward's order: the backend writes one block's dL/d(pre-activations)
 // into a buffer reused block after block, and the input and weight gradients of the block are taken from it
@@ -57,20 +78,15 @@ using LstmBackwardOutputs =
 // is not fresh memory faulted in page by page for every block. Bytes of that buffer:
 constexpr int64_t kGradGatesBlockBytes = int64_t(8) << 20;
 
-LstmBackwardOutputs backward_in_step_blocks(
-    const SequenceLayout& layout, int64_t H,
-    const at::Tensor& grad_output,        // [N, H] contiguous
-    const at::Tensor& grad_hidden_state,  // [B, H] in: dL/dh_n; out: dL/dh0
-    const at::Tensor& grad_cell_state,    // [B, H] in: dL/dc_n; out: dL/dc0
-    const at::Tensor& input,              // [N, C]
-    const at::Tensor& h0,                 // [B, H]
-    const at::Tensor& weight_ih,          // [4H, C]
-    const at::Tensor& weight_hh,          // [4H, H]
-    const at::Tensor& output,             // [N, H]
-    const at::Tensor& gates,              // [N, 4H] contiguous
-    const at::Tensor& cell_prev,          // [N, H] contiguous
-    bool reverse, bool has_bias, bool compute_grad_input, bool compute_grad_weights,
-    const LstmBackend& backend) {
+LstmBackwardOutputs backward_whole_recurrence(BackwardState& state, const LstmBackend& backend) {
+  const SequenceLayout& layout = state.layout;
+  const int64_t H = state.H;
+  const bool reverse = state.reverse, has_bias = state.has_bias;
+  const bool compute_grad_input = state.compute_grad_input, compute_grad_weights = state.compute_grad_weights;
+  const at::Tensor &input = state.input, &h0 = state.h0, &weight_ih = state.weight_ih, &weight_hh = state.weight_hh;
+  const at::Tensor &output = state.output, &gates = state.gates, &cell_prev = state.cell_prev;
+  const at::Tensor &grad_output = state.grad_output, &grad_hidden_state = state.grad_hidden_state;
+  const at::Tensor& grad_cell_state = state.grad_cell_state;
   const int64_t T = layout.steps, B = layout.batch, N = layout.rows, C = input.size(1);
   const auto dtype = input.scalar_type();
   const auto options = input.options();
@@ -82,9 +98,9 @@ LstmBackwardOutputs backward_in_step_blocks(
   auto grad_weight_ih = compute_grad_weights ? at::empty({4 * H, C}, options) : empty();
   auto grad_weight_hh = compute_grad_weights ? at::empty({4 * H, H}, options) : empty();
   auto grad_bias = compute_grad_weights && has_bias ? at::zeros({4 * H}, options) : empty();
-  const at::Tensor weight_hh_prepared = backend.sequence_backward_prepare_weight(weight_hh);
+  const at::Tensor weight_hh_prepared = backend.recurrence_backward_prepare_weight(weight_hh);
 
-  LstmSequenceBackwardParams params;
+  LstmRecurrenceBackwardParams params;
   params.batch = B;
   params.hidden = H;
   params.reverse = reverse;
@@ -102,7 +118,7 @@ LstmBackwardOutputs backward_in_step_blocks(
     params.gates = row_address(gates, first_row);
     params.cell_prev = row_address(cell_prev, first_row);
     params.grad_output = row_address(grad_output, first_row);
-    backend.sequence_backward(params, dtype);
+    backend.recurrence_backward(params, dtype);
     const at::Tensor block_grad_gates = grad_gates.narrow(0, 0, rows);
     // dL/dh into the next block (dL/dh0 after the last) = dL/d(pre-activations of the block's first
     // visited step)·W_hh; the backend read the previous value already.
@@ -155,7 +171,198 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   return {output, output.clone(), c1.to(dtype), gates, c0_acc.clone(), empty()};
 }
 
+// The one place that chooses a layer's path. Forward: the backend's fused cell for one unprojected step, its
+// whole-recurrence kernel, or the per-step loop (GEMM + the backend's pointwise pass per step).
+enum class Path { kFusedCell, kWholeRecurrence, kPerStep };
+
+struct ChosenPath {
+  Path path;
+  const char* kernel;  // the whole-recurrence kernel's name, else nullptr
+};
+
+ChosenPath choose_forward(const SequenceLayout& layout, int64_t C, int64_t H, bool projected, at::ScalarType dtype,
+                          const LstmBackend& backend) {
+  if (layout.steps == 1 && !projected && backend.cell_forward_supported != nullptr &&
+      backend.cell_forward_supported(layout.batch, C, H, dtype)) {
+    return {Path::kFusedCell, nullptr};
+  }
+  const LstmRecurrenceShape shape{layout.steps, layout.batch, H, layout.uniform_batch, projected};
+  const char* kernel = backend.recurrence_forward_kernel ? backend.recurrence_forward_kernel(shape, dtype) : nullptr;
+  return {kernel ? Path::kWholeRecurrence : Path::kPerStep, kernel};
+}
+
+ChosenPath choose_backward(const SequenceLayout& layout, int64_t H, bool projected, at::ScalarType dtype,
+                           const LstmBackend& backend) {
+  const LstmRecurrenceShape shape{layout.steps, layout.batch, H, layout.uniform_batch, projected};
+  const char* kernel = backend.recurrence_backward_kernel ? backend.recurrence_backward_kernel(shape, dtype) : nullptr;
+  return {kernel ? Path::kWholeRecurrence : Path::kPerStep, kernel};
+}
+
+std::string path_name(const ChosenPath& chosen) {
+  switch (chosen.path) {
+    case Path::kFusedCell: return "fused cell";
+    case Path::kWholeRecurrence: return std::string("whole recurrence (") + chosen.kernel + ")";
+    default: return "per step";
+  }
+}
+
+// What the forward paths below share: the checked sizes and the tensors they fill. gates holds x·W_ihᵀ of
+// every row on entry unless the whole-recurrence kernel projects the input itself.
+struct ForwardState {
+  const SequenceLayout& layout;
+  int64_t H, P;
+  bool reverse, save_for_backward;
+  at::Tensor combined_bias;    // [4H] b_ih + b_hh, or zeros
+  at::Tensor gates;            // [N, 4H], or empty when the kernel projects the input and nothing is saved
+  at::Tensor hidden_state;     // [B, P] in: h0, out: h_n
+  at::Tensor cell_state;       // [B, H] acc; in: c0, out: c_n
+  at::Tensor output;           // [N, P]
+  at::Tensor cell_prev_saved;  // [N, H] acc when saving
+  at::Tensor proj_input;       // [N or B, H] o·tanh(c) with a projection
+};
+
+// The whole recurrence in one backend call; it writes exactly what forward_per_step writes (gates, c_{t-1},
+// output rows, the cell state), and h_n is the output rows of the last visited step. The input and W_ih are
+// read only by a kernel that projects the input itself.
+void forward_whole_recurrence(ForwardState& state, const at::Tensor& input, const at::Tensor& weight_ih,
+                              const at::Tensor& weight_hh, bool projects_input, const LstmBackend& backend) {
+  const SequenceLayout& layout = state.layout;
+  const at::Tensor input_c = projects_input ? input.contiguous() : at::Tensor();
+  const at::Tensor weight_ih_c = projects_input ? weight_ih.contiguous() : at::Tensor();
+  const at::Tensor weight_hh_c = weight_hh.contiguous();
+  LstmRecurrenceForwardParams params;
+  params.steps = layout.steps;
+  params.batch = layout.batch;
+  params.hidden = state.H;
+  params.input_size = input.size(1);
+  params.reverse = state.reverse;
+  params.save_for_backward = state.save_for_backward;
+  params.project_input = projects_input;
+  params.input = projects_input ? input_c.data_ptr() : nullptr;
+  params.weight_ih = projects_input ? weight_ih_c.data_ptr() : nullptr;
+  params.weight_hh = weight_hh_c.data_ptr();
+  params.bias = state.combined_bias.data_ptr();
+  params.h0 = state.hidden_state.data_ptr();
+  params.gates = state.gates.data_ptr();
+  params.cell = state.cell_state.data_ptr();
+  params.cell_prev_saved = state.save_for_backward ? state.cell_prev_saved.data_ptr() : nullptr;
+  params.output = state.output.data_ptr();
+  backend.recurrence_forward(params, input.scalar_type());
+  const int64_t last_step = state.reverse ? 0 : layout.steps - 1;
+  state.hidden_state.copy_(state.output.narrow(0, layout.step_offset[last_step], layout.batch));
+}
+
+// Per step: h_{t-1}·W_hhᵀ added to the step's gates by a GEMM, the backend's pointwise pass, and with a
+// projection h_t = (o·tanh c_t)·W_hrᵀ.
+void forward_per_step(ForwardState& state, const at::Tensor& weight_hh, const std::optional<at::Tensor>& weight_hr,
+                      at::ScalarType dtype, const LstmBackend& backend) {
+  const bool projected = weight_hr.has_value();
+  const at::Tensor weight_hh_t = weight_hh.t();
+  const at::Tensor weight_hr_t = projected ? weight_hr->t() : at::Tensor();
+  for (const int64_t t : state.layout.step_order(state.reverse)) {
+    const int64_t rows = state.layout.step_rows[t], offset = state.layout.step_offset[t];
+    if (rows == 0) continue;
+    auto step_gates = state.gates.narrow(0, offset, rows);
+    auto step_hidden = state.hidden_state.narrow(0, 0, rows);
+    gemm_into(step_gates, step_hidden, weight_hh_t, 1.0f);
+
+    LstmForwardPointwiseParams params;
+    params.rows = rows;
+    params.hidden = state.H;
+    params.gates = step_gates.data_ptr();
+    params.bias = state.combined_bias.data_ptr();
+    params.cell = state.cell_state.data_ptr();
+    params.cell_prev_saved = state.save_for_backward ? row_address(state.cell_prev_saved, offset) : nullptr;
+    if (projected) {
+      params.hidden_out = row_address(state.proj_input, state.save_for_backward ? offset : 0);
+      params.hidden_state = nullptr;
+    } else {
+      params.hidden_out = row_address(state.output, offset);
+      params.hidden_state = state.hidden_state.data_ptr();
+    }
+    backend.forward(params, dtype);
+
+    if (projected) {
+      auto step_proj_input = state.proj_input.narrow(0, state.save_for_backward ? offset : 0, rows);
+      gemm_into(step_hidden, step_proj_input, weight_hr_t, 0.0f);
+      state.output.narrow(0, offset, rows).copy_(step_hidden);
+    }
+  }
+}
+
+// Per step, last visited first: the backend's pointwise backward and dL/dh_{t-1} = dL/d(gates)·W_hh by a GEMM
+// (through W_hr first with a projection); then everything that does not feed the recurrence as one large GEMM
+// or reduction over all rows, each only when something needs it (the input of a first layer over data, frozen
+// weights).
+LstmBackwardOutputs backward_per_step(BackwardState& state, const LstmBackend& backend) {
+  const SequenceLayout& layout = state.layout;
+  const int64_t B = layout.batch, N = layout.rows, H = state.H, P = state.P;
+  const at::Tensor& input = state.input;
+  const auto dtype = input.scalar_type();
+  const bool projected = state.weight_hr.has_value();
+  // With a projection: the total dL/dh of every row (for dW_hr) and one step's dL/d(o·tanh c).
+  at::Tensor grad_hidden_total = projected ? at::empty({N, P}, input.options()) : at::Tensor();
+  at::Tensor grad_proj_input = projected ? at::empty({B, H}, input.options()) : at::Tensor();
+  auto grad_gates = at::empty({N, 4 * H}, input.options());
+  auto order = layout.step_order(state.reverse);
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    const int64_t t = *it;
+    const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
+    if (rows == 0) continue;
+    auto step_grad_hidden = state.grad_hidden_state.narrow(0, 0, rows);
+    auto step_grad_gates = grad_gates.narrow(0, offset, rows);
+
+    LstmBackwardPointwiseParams params;
+    params.rows = rows;
+    params.hidden = H;
+    params.gates = row_address(state.gates, offset);
+    params.cell_prev = row_address(state.cell_prev, offset);
+    params.grad_cell = state.grad_cell_state.data_ptr();
+    params.grad_gates = step_grad_gates.data_ptr();
+    if (projected) {
+      auto step_total = grad_hidden_total.narrow(0, offset, rows);
+      at::add_out(step_total, state.grad_output.narrow(0, offset, rows), step_grad_hidden);
+      auto step_grad_proj_input = grad_proj_input.narrow(0, 0, rows);
+      gemm_into(step_grad_proj_input, step_total, *state.weight_hr, 0.0f);
+      params.grad_hidden = step_grad_proj_input.data_ptr();
+      params.grad_hidden_2 = nullptr;
+    } else {
+      params.grad_hidden = row_address(state.grad_output, offset);
+      params.grad_hidden_2 = step_grad_hidden.data_ptr();
+    }
+    backend.backward(params, dtype);
+    gemm_into(step_grad_hidden, step_grad_gates, state.weight_hh, 0.0f);
+  }
+
+  const auto empty = [&] { return at::empty({0}, input.options()); };
+  auto grad_input = state.compute_grad_input ? gemm(grad_gates, state.weight_ih) : empty();
+  auto grad_cell_0 = state.grad_cell_state.to(dtype);
+  if (!state.compute_grad_weights) {
+    return {grad_input, state.grad_hidden_state, grad_cell_0, empty(), empty(), empty(), empty()};
+  }
+  auto grad_weight_ih = gemm(grad_gates.t(), input);
+  auto grad_weight_hh = recurrent_weight_gradient(layout, grad_gates, state.output, state.h0, state.reverse);
+  auto grad_bias = state.has_bias ? grad_gates.sum(0) : empty();
+  auto grad_weight_hr = projected ? gemm(grad_hidden_total.t(), state.proj_input) : empty();
+  return {grad_input, state.grad_hidden_state, grad_cell_0, grad_weight_ih, grad_weight_hh, grad_bias,
+          grad_weight_hr};
+}
+
 }  // namespace
+
+std::tuple<std::string, std::string> lstm_layer_paths(
+    const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& weight_ih,
+    const at::Tensor& weight_hh, const std::optional<at::Tensor>& weight_hr, const LstmBackend& backend) {
+  const char* op = "fused_lstm.layer_paths";
+  check_defined(op, {{"input", &input}, {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"weight_ih", &weight_ih},
+                     {"weight_hh", &weight_hh}, {"weight_hr", optional_address(weight_hr)}});
+  const SequenceLayout layout = check_sequence(op, input, batch_sizes, h0);
+  const LayerSizes sizes = check_weights(op, input, h0, weight_ih, weight_hh, kLstmGates);
+  const bool projected = weight_hr.has_value();
+  const auto dtype = input.scalar_type();
+  return {path_name(choose_forward(layout, sizes.input_size, sizes.hidden_size, projected, dtype, backend)),
+          path_name(choose_backward(layout, sizes.hidden_size, projected, dtype, backend))};
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward(
     const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
@@ -182,99 +389,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     combined_bias = at::zeros({4 * H}, input.options());
   }
 
-  // One step of an unprojected layer (a decoder's call): the backend's fused cell, when it has one.
-  if (layout.steps == 1 && !projected && backend.cell_forward_supported != nullptr &&
-      backend.cell_forward_supported(B, input.size(1), H, dtype)) {
+  const ChosenPath chosen = choose_forward(layout, input.size(1), H, projected, dtype, backend);
+  if (chosen.path == Path::kFusedCell) {
     return one_step_with_fused_cell(input, h0, c0, weight_ih, weight_hh, combined_bias, bias.has_value(),
                                     save_for_backward, backend);
   }
-
-  const LstmSequenceShape sequence_shape{layout.steps, B, H, layout.uniform_batch, projected};
-  const bool whole_sequence =
-      backend.sequence_forward_supported != nullptr && backend.sequence_forward_supported(sequence_shape, dtype);
-  const bool backend_projects_input = whole_sequence && backend.sequence_forward_projects_input != nullptr &&
-                                      backend.sequence_forward_projects_input(sequence_shape, dtype);
+  const LstmRecurrenceShape recurrence_shape{layout.steps, B, H, layout.uniform_batch, projected};
+  const bool kernel_projects_input = chosen.path == Path::kWholeRecurrence &&
+                                     backend.recurrence_forward_projects_input != nullptr &&
+                                     backend.recurrence_forward_projects_input(recurrence_shape, dtype);
   // Absent outputs are distinct empty tensors: outputs of an op must not alias one another.
   const auto empty = [&] { return at::empty({0}, input.options()); };
-  // The input projection of every step at once; each step then adds its recurrent term in place. A
-  // backend that projects the input inside its fused step needs the gate matrix only to save activations.
-  at::Tensor gates;
-  if (!backend_projects_input) {
-    gates = gemm(input, weight_ih.t());
+  ForwardState state{layout, H, P, reverse, save_for_backward, combined_bias};
+  // The input projection of every step at once; each step then adds its recurrent term in place. A kernel
+  // that projects the input inside its steps needs the gate matrix only to save activations.
+  if (!kernel_projects_input) {
+    state.gates = gemm(input, weight_ih.t());
   } else {
-    gates = save_for_backward ? at::empty({N, 4 * H}, input.options()) : empty();
+    state.gates = save_for_backward ? at::empty({N, 4 * H}, input.options()) : empty();
   }
-  auto hidden_state = h0.contiguous().clone();
-  auto cell_state = c0.to(acc_options.dtype()).contiguous().clone();
-  auto output = at::empty({N, P}, input.options());
-  auto cell_prev_saved = save_for_backward ? at::empty({N, H}, acc_options) : empty();
+  state.hidden_state = h0.contiguous().clone();
+  state.cell_state = c0.to(acc_options.dtype()).contiguous().clone();
+  state.output = at::empty({N, P}, input.options());
+  state.cell_prev_saved = save_for_backward ? at::empty({N, H}, acc_options) : empty();
   // With a projection, o·tanh(c) is an intermediate: kept per row for backward, else one step's worth.
-  at::Tensor proj_input = projected ? at::empty({save_for_backward ? N : B, H}, input.options()) : empty();
-  const at::Tensor weight_hh_t = weight_hh.t();
-  const at::Tensor weight_hr_t = projected ? weight_hr->t() : at::Tensor();
+  state.proj_input = projected ? at::empty({save_for_backward ? N : B, H}, input.options()) : empty();
 
-  if (whole_sequence) {
-    // The whole recurrence in one call; it writes exactly what the loop below writes (gates, c_{t-1},
-    // output rows, the cell state), and h_n is the output rows of the last visited step.
-    // The input and W_ih are read only by a backend that projects the input itself.
-    const at::Tensor input_c = backend_projects_input ? input.contiguous() : at::Tensor();
-    const at::Tensor weight_ih_c = backend_projects_input ? weight_ih.contiguous() : at::Tensor();
-    const at::Tensor weight_hh_c = weight_hh.contiguous();
-    LstmSequenceForwardParams params;
-    params.steps = layout.steps;
-    params.batch = B;
-    params.hidden = H;
-    params.input_size = input.size(1);
-    params.reverse = reverse;
-    params.save_for_backward = save_for_backward;
-    params.project_input = backend_projects_input;
-    params.input = backend_projects_input ? input_c.data_ptr() : nullptr;
-    params.weight_ih = backend_projects_input ? weight_ih_c.data_ptr() : nullptr;
-    params.weight_hh = weight_hh_c.data_ptr();
-    params.bias = combined_bias.data_ptr();
-    params.h0 = hidden_state.data_ptr();
-    params.gates = gates.data_ptr();
-    params.cell = cell_state.data_ptr();
-    params.cell_prev_saved = save_for_backward ? cell_prev_saved.data_ptr() : nullptr;
-    params.output = output.data_ptr();
-    backend.sequence_forward(params, dtype);
-    const int64_t last_step = reverse ? 0 : layout.steps - 1;
-    hidden_state.copy_(output.narrow(0, layout.step_offset[last_step], B));
+  if (chosen.path == Path::kWholeRecurrence) {
+    forward_whole_recurrence(state, input, weight_ih, weight_hh, kernel_projects_input, backend);
   } else {
-    for (const int64_t t : layout.step_order(reverse)) {
-      const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
-      if (rows == 0) continue;
-      auto step_gates = gates.narrow(0, offset, rows);
-      auto step_hidden = hidden_state.narrow(0, 0, rows);
-      gemm_into(step_gates, step_hidden, weight_hh_t, 1.0f);
-
-      LstmForwardPointwiseParams params;
-      params.rows = rows;
-      params.hidden = H;
-      params.gates = step_gates.data_ptr();
-      params.bias = combined_bias.data_ptr();
-      params.cell = cell_state.data_ptr();
-      params.cell_prev_saved = save_for_backward ? row_address(cell_prev_saved, offset) : nullptr;
-      if (projected) {
-        params.hidden_out = row_address(proj_input, save_for_backward ? offset : 0);
-        params.hidden_state = nullptr;
-      } else {
-        params.hidden_out = row_address(output, offset);
-        params.hidden_state = hidden_state.data_ptr();
-      }
-      backend.forward(params, dtype);
-
-      if (projected) {
-        auto step_proj_input = proj_input.narrow(0, save_for_backward ? offset : 0, rows);
-        gemm_into(step_hidden, step_proj_input, weight_hr_t, 0.0f);
-        output.narrow(0, offset, rows).copy_(step_hidden);
-      }
-    }
+    forward_per_step(state, weight_hh, weight_hr, dtype, backend);
   }
 
-  auto cell_n = cell_state.to(dtype);
-  if (!save_for_backward) return {output, hidden_state, cell_n, empty(), empty(), empty()};
-  return {output, hidden_state, cell_n, gates, cell_prev_saved, projected ? proj_input : empty()};
+  auto cell_n = state.cell_state.to(dtype);
+  if (!save_for_backward) return {state.output, state.hidden_state, cell_n, empty(), empty(), empty()};
+  return {state.output, state.hidden_state, cell_n, state.gates, state.cell_prev_saved,
+          projected ? state.proj_input : empty()};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -314,65 +464,17 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
     check_shape(op, proj_input, "proj_input", {N, H});
   }
 
-  const auto gates_c = gates.contiguous();
-  const auto cell_prev_c = cell_prev.contiguous();
-  const auto grad_output_c = grad_output.contiguous();
-  auto grad_hidden_state = grad_h_n.contiguous().clone();  // dL/dh flowing back through the recurrence
-  auto grad_cell_state = grad_c_n.to(acc_dtype).contiguous().clone();
-  // With a projection: the total dL/dh of every row (for dW_hr) and one step's dL/d(o·tanh c).
-  at::Tensor grad_hidden_total = projected ? at::empty({N, P}, input.options()) : at::Tensor();
-  at::Tensor grad_proj_input = projected ? at::empty({B, H}, input.options()) : at::Tensor();
-
-  const LstmSequenceShape sequence_shape{layout.steps, B, H, layout.uniform_batch, projected};
-  if (backend.sequence_backward_supported != nullptr && backend.sequence_backward_supported(sequence_shape, dtype)) {
-    return backward_in_step_blocks(layout, H, grad_output_c, grad_hidden_state, grad_cell_state, input, h0,
-                                   weight_ih, weight_hh, output, gates_c, cell_prev_c, reverse, has_bias,
-                                   compute_grad_input, compute_grad_weights, backend);
+  BackwardState state{layout, H, P, reverse, has_bias, compute_grad_input, compute_grad_weights, input, h0,
+                      weight_ih, weight_hh, weight_hr, output, proj_input};
+  state.grad_output = grad_output.contiguous();
+  state.gates = gates.contiguous();
+  state.cell_prev = cell_prev.contiguous();
+  state.grad_hidden_state = grad_h_n.contiguous().clone();
+  state.grad_cell_state = grad_c_n.to(acc_dtype).contiguous().clone();
+  if (choose_backward(layout, H, projected, dtype, backend).path == Path::kWholeRecurrence) {
+    return backward_whole_recurrence(state, backend);
   }
-  auto grad_gates = at::empty({N, 4 * H}, input.options());
-  auto order = layout.step_order(reverse);
-  for (auto it = order.rbegin(); it != order.rend(); ++it) {
-    const int64_t t = *it;
-    const int64_t rows = layout.step_rows[t], offset = layout.step_offset[t];
-    if (rows == 0) continue;
-    auto step_grad_hidden = grad_hidden_state.narrow(0, 0, rows);
-    auto step_grad_gates = grad_gates.narrow(0, offset, rows);
-
-    LstmBackwardPointwiseParams params;
-    params.rows = rows;
-    params.hidden = H;
-    params.gates = row_address(gates_c, offset);
-    params.cell_prev = row_address(cell_prev_c, offset);
-    params.grad_cell = grad_cell_state.data_ptr();
-    params.grad_gates = step_grad_gates.data_ptr();
-    if (projected) {
-      auto step_total = grad_hidden_total.narrow(0, offset, rows);
-      at::add_out(step_total, grad_output_c.narrow(0, offset, rows), step_grad_hidden);
-      auto step_grad_proj_input = grad_proj_input.narrow(0, 0, rows);
-      gemm_into(step_grad_proj_input, step_total, *weight_hr, 0.0f);
-      params.grad_hidden = step_grad_proj_input.data_ptr();
-      params.grad_hidden_2 = nullptr;
-    } else {
-      params.grad_hidden = row_address(grad_output_c, offset);
-      params.grad_hidden_2 = step_grad_hidden.data_ptr();
-    }
-    backend.backward(params, dtype);
-    gemm_into(step_grad_hidden, step_grad_gates, weight_hh, 0.0f);
-  }
-
-  // Everything that does not feed the recurrence is one large GEMM or reduction over all rows, each
-  // only when something needs it (the input of a first layer over data, frozen weights).
-  const auto empty = [&] { return at::empty({0}, input.options()); };
-  auto grad_input = compute_grad_input ? gemm(grad_gates, weight_ih) : empty();
-  if (!compute_grad_weights) {
-    return {grad_input, grad_hidden_state, grad_cell_state.to(dtype), empty(), empty(), empty(), empty()};
-  }
-  auto grad_weight_ih = gemm(grad_gates.t(), input);
-  auto grad_weight_hh = recurrent_weight_gradient(layout, grad_gates, output, h0, reverse);
-  auto grad_bias = has_bias ? grad_gates.sum(0) : empty();
-  auto grad_weight_hr = projected ? gemm(grad_hidden_total.t(), proj_input) : empty();
-  return {grad_input, grad_hidden_state, grad_cell_state.to(dtype), grad_weight_ih, grad_weight_hh, grad_bias,
-          grad_weight_hr};
+  return backward_per_step(state, backend);
 }
 
 }  // namespace fused_lstm

@@ -6,34 +6,35 @@
 
 #include <ATen/ATen.h>
 
+#include <string>
 #include <tuple>
 
-#include "lstm_params.h"
+#include "params.h"
 
 namespace fused_lstm {
 
 // What a device gives the LSTM drivers, filled by member name; hooks left nullptr are never called.
 //  - forward / backward: the fused pointwise passes of one step (required); each dispatches on `dtype` and
 //    runs on the current stream of its device.
-//  - the whole-recurrence hooks (the CUDA persistent kernel, the CPU fused step): when
-//    sequence_forward_supported says yes for a case, the layer driver runs sequence_forward instead of its
-//    per-step GEMM + pointwise loop, and likewise for the backward; each writes the same tensors as the loop
-//    it replaces, so either backward follows either forward.
+//  - the whole-recurrence hooks (the CUDA persistent kernel, the CPU's register and AMX tiles): when
+//    recurrence_forward_kernel names a kernel for a case (nullptr: none), the layer driver runs
+//    recurrence_forward instead of its per-step GEMM + pointwise loop, and likewise for the backward; each
+//    writes the same tensors as the loop it replaces, so either backward follows either forward.
 //  - the fused cell (the CPU's, for small batches): one step of the cell with its GEMMs in one call, for the
 //    cell op and one-step layers, when cell_forward_supported says yes.
 struct LstmBackend {
   void (*forward)(const LstmForwardPointwiseParams& params, at::ScalarType dtype) = nullptr;
   void (*backward)(const LstmBackwardPointwiseParams& params, at::ScalarType dtype) = nullptr;
-  bool (*sequence_forward_supported)(const LstmSequenceShape& shape, at::ScalarType dtype) = nullptr;
-  void (*sequence_forward)(const LstmSequenceForwardParams& params, at::ScalarType dtype) = nullptr;
-  // Whether sequence_forward computes x·W_ihᵀ inside its steps for this case (nullptr: never), rather than
-  // reading it from one GEMM over all rows that the driver runs first (see LstmSequenceForwardParams).
-  bool (*sequence_forward_projects_input)(const LstmSequenceShape& shape, at::ScalarType dtype) = nullptr;
-  bool (*sequence_backward_supported)(const LstmSequenceShape& shape, at::ScalarType dtype) = nullptr;
-  // W_hh [4H, H] in the layout sequence_backward reads (e.g. packed panels), made once per backward and
-  // passed to each of its calls, one per block of steps, as LstmSequenceBackwardParams::weight_hh_prepared.
-  at::Tensor (*sequence_backward_prepare_weight)(const at::Tensor& weight_hh) = nullptr;
-  void (*sequence_backward)(const LstmSequenceBackwardParams& params, at::ScalarType dtype) = nullptr;
+  const char* (*recurrence_forward_kernel)(const LstmRecurrenceShape& shape, at::ScalarType dtype) = nullptr;
+  void (*recurrence_forward)(const LstmRecurrenceForwardParams& params, at::ScalarType dtype) = nullptr;
+  // Whether recurrence_forward computes x·W_ihᵀ inside its steps for this case (nullptr: never), rather than
+  // reading it from one GEMM over all rows that the driver runs first (see LstmRecurrenceForwardParams).
+  bool (*recurrence_forward_projects_input)(const LstmRecurrenceShape& shape, at::ScalarType dtype) = nullptr;
+  const char* (*recurrence_backward_kernel)(const LstmRecurrenceShape& shape, at::ScalarType dtype) = nullptr;
+  // W_hh [4H, H] in the layout recurrence_backward reads (e.g. packed panels), made once per backward and
+  // passed to each of its calls, one per block of steps, as LstmRecurrenceBackwardParams::weight_hh_prepared.
+  at::Tensor (*recurrence_backward_prepare_weight)(const at::Tensor& weight_hh) = nullptr;
+  void (*recurrence_backward)(const LstmRecurrenceBackwardParams& params, at::ScalarType dtype) = nullptr;
   bool (*cell_forward_supported)(int64_t batch, int64_t input_size, int64_t hidden, at::ScalarType dtype) = nullptr;
   void (*cell_forward)(const LstmCellForwardParams& params, at::ScalarType dtype) = nullptr;
 };
@@ -73,6 +74,13 @@ lstm_layer_backward(
     const at::Tensor& proj_input,   // [N, H] saved o·tanh(c_t) when projecting, else empty
     bool reverse, bool has_bias, bool compute_grad_input, bool compute_grad_weights,
     const LstmBackend& backend);
+
+// The paths lstm_layer_forward and lstm_layer_backward take for these arguments (shapes as there):
+// (forward, backward), each "fused cell" (forward of one unprojected step), "whole recurrence (<kernel>)" or
+// "per step". The layer_paths op.
+std::tuple<std::string, std::string> lstm_layer_paths(
+    const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& weight_ih,
+    const at::Tensor& weight_hh, const std::optional<at::Tensor>& weight_hr, const LstmBackend& backend);
 
 // One step of an LSTM cell (LSTMCell): returns (h1 [B,H], c1 [B,H], gates [B,4H]); gates, the activations
 // backward needs, is empty unless save_for_backward.

@@ -46,12 +46,12 @@ inline void define_ops(torch::Library& m) {
       "Tensor candidate_hidden, bool has_bias, bool compute_grad_input=True, bool compute_grad_weights=True) "
       "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_weight_ih, Tensor grad_weight_hh, Tensor grad_bias_ih, "
       "Tensor grad_bias_hh)");
-  // Whether lstm_layer_forward would run this layer (input [N, C], h0 [B, P], weight_hh [4H, P],
-  // batch_sizes [T]) as one persistent CUDA kernel instead of the per-step loop: only on CUDA, with
-  // FUSED_LSTM_PERSISTENT=1, and for the cases the kernel covers (see cuda/lstm_persistent.h).
+  // The paths the op `kind` (lstm_layer, gru_layer, lstm_cell, gru_cell) takes for these arguments (as its
+  // forward's; batch_sizes [B] for a cell, weight_hr only for a projected LSTM layer): (forward, backward), each
+  // "fused cell", "whole recurrence (<kernel>)" or "per step". See lstm_layer.h.
   m.def(
-      "persistent_forward_supported(Tensor input, Tensor h0, Tensor weight_hh, Tensor batch_sizes, "
-      "bool has_projection) -> bool");
+      "layer_paths(str kind, Tensor input, Tensor batch_sizes, Tensor h0, Tensor weight_ih, Tensor weight_hh, "
+      "Tensor? weight_hr) -> (str forward, str backward)");
 }
 
 }  // namespace fused_lstm

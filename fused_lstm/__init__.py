@@ -1,10 +1,13 @@
 """fused_lstm: the fastest and most trustworthy LSTM for PyTorch.
 
 ``fused_lstm.LSTM``, ``LSTMCell``, ``GRU`` and ``GRUCell`` replace their ``torch.nn`` namesakes; their
-recurrences run on the fused C++/CUDA ops in ``torch.ops.fused_lstm``.
+recurrences run on the fused C++/CUDA ops in ``torch.ops.fused_lstm``. ``options`` sets the switches that
+choose code paths (csrc/options.h), ``recording_paths`` shows which path each call takes.
 """
 
 from . import ops, reference, stack
 from .modules import GRU, LSTM, GRUCell, LSTMCell, run
+from .ops import get_option, options, recording_paths, set_option
 
-__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "run", "ops", "reference", "stack"]
+__all__ = ["LSTM", "LSTMCell", "GRU", "GRUCell", "run", "ops", "reference", "stack", "options", "get_option",
+           "set_option", "recording_paths"]

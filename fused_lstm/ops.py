@@ -11,6 +11,7 @@ Two forms of the same autograd, one chosen per call (_functorch_form):
   rule is generated from the ops' vmap rules.
 Both share the context set-up and the backward of each op."""
 
+import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -540,6 +541,68 @@ _register_vmap("gru_cell_backward", _kinds("gru_cell_backward",
 
 
 # ---------------------------------------------------------------------------------------------------
+# The options that choose code paths (csrc/options.h has the table) and the paths calls take.
+
+
+def get_option(name):
+    """The value of option `name` (cpu_isa, cpu_gemm, cuda_persistent), as a string."""
+    return OPS.get_option(name)
+
+
+def set_option(name, value):
+    """Sets option `name` for this process (True/False for cuda_persistent); raises on an unknown name or value."""
+    OPS.set_option(name, str(int(value)) if isinstance(value, bool) else str(value))
+
+
+# cpu_isa's values from the least to the most: each implies the ones before it.
+CPU_ISAS = ("none", "avx2", "avx512", "avx512_bf16", "amx")
+
+
+def best_cpu_isa():
+    """The best instruction set this CPU has for fused_lstm's CPU kernels (what cpu_isa="auto" uses)."""
+    return OPS.best_cpu_isa()
+
+
+@contextlib.contextmanager
+def options(**values):
+    """Sets options for the block, e.g. ``with fused_lstm.options(cpu_isa="avx2"): ...``, then restores them."""
+    old = {name: get_option(name) for name in values}
+    try:
+        for name, value in values.items():
+            set_option(name, value)
+        yield
+    finally:
+        for name, value in old.items():
+            set_option(name, value)
+
+
+# While fused_lstm.paths records: the paths of every fused call, in order.
+_path_records = None
+
+
+def _one_step(input):
+    return torch.full([1], input.shape[0], dtype=torch.int64) if _path_records is not None else None
+
+
+def _record_path(kind, input, batch_sizes, h0, weight_ih, weight_hh, weight_hr=None):
+    if _path_records is not None:
+        forward, backward = OPS.layer_paths(kind, input, batch_sizes, h0, weight_ih, weight_hh, weight_hr)
+        _path_records.append({"op": kind, "forward": forward, "backward": backward})
+
+
+@contextlib.contextmanager
+def recording_paths():
+    """Yields a list that receives, for each fused op called in the block, {"op", "forward", "backward"}: the
+    paths its forward and its backward take ("fused cell", "whole recurrence (<kernel>)" or "per step")."""
+    global _path_records
+    _path_records = []
+    try:
+        yield _path_records
+    finally:
+        _path_records = None
+
+
+# ---------------------------------------------------------------------------------------------------
 # The differentiable functions the modules call (contracts as in reference.py).
 
 
@@ -550,6 +613,7 @@ def lstm_layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias=None, weig
     int64 on the CPU, h0 [B, P], c0 [B, H], weight_ih [4H, C], weight_hh [4H, P], bias [4H] (b_ih + b_hh)
     or None, weight_hr [P, H] or None. Returns (output [N, P], h_n [B, P], c_n [B, H]).
     """
+    _record_path("lstm_layer", input, batch_sizes, h0, weight_ih, weight_hh, weight_hr)
     save = _save_for_backward(input, h0, c0, weight_ih, weight_hh, bias, weight_hr)
     output, h_n, c_n, _, _, _ = _call("lstm_layer_forward", input, batch_sizes, h0, c0, weight_ih, weight_hh, bias,
                                       weight_hr, reverse, save)
@@ -560,6 +624,7 @@ def gru_layer(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih=None, bias_h
     """One GRU layer in one direction on the fused kernels, differentiable. Same arguments and results as
     ``reference.gru_layer``: input [N, C], batch_sizes [T], h0 [B, H], weight_ih [3H, C], weight_hh [3H, H],
     biases [3H] or None. Returns (output [N, H], h_n [B, H])."""
+    _record_path("gru_layer", input, batch_sizes, h0, weight_ih, weight_hh)
     save = _save_for_backward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
     output, h_n, _, _ = _call("gru_layer_forward", input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh,
                               reverse, save)
@@ -568,6 +633,7 @@ def gru_layer(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih=None, bias_h
 
 def lstm_cell(input, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     """One LSTM step on the fused kernels, differentiable: ``reference.lstm_cell``'s contract."""
+    _record_path("lstm_cell", input, _one_step(input), h0, weight_ih, weight_hh)
     save = _save_for_backward(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh)
     h1, c1, _ = _call("lstm_cell_forward", input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, save)
     return h1, c1
@@ -575,6 +641,7 @@ def lstm_cell(input, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
 
 def gru_cell(input, h0, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     """One GRU step on the fused kernels, differentiable: ``reference.gru_cell``'s contract."""
+    _record_path("gru_cell", input, _one_step(input), h0, weight_ih, weight_hh)
     save = _save_for_backward(input, h0, weight_ih, weight_hh, bias_ih, bias_hh)
     h1, _, _ = _call("gru_cell_forward", input, h0, weight_ih, weight_hh, bias_ih, bias_hh, save)
     return h1

@@ -8,10 +8,10 @@
 #                    then the ptxas resources (registers, spills) of our kernels
 #   ceilings 15      python -m benchmarks.ceilings: bf16/fp32/TF32 GEMM TFLOP/s and copy TB/s
 #   tests 120        every CUDA test (the [cuda] cases and tests/test_cuda.py), 60 s per test at most
-#   persistent 35    tests/test_persistent.py (FUSED_LSTM_PERSISTENT=1), all of them (no stop at a failure)
+#   persistent 35    tests/test_persistent.py (FUSED_LSTM_CUDA_PERSISTENT=1), all of them (no stop at a failure)
 #   benchmark 40     python -m benchmarks.run side by side with nn.LSTM (cuDNN): fp32 and bf16, small and
 #                    large batch, inference and training, CUDA events, interleaved, median of repeats
-#   persistent-benchmark 20   the same at small batch with FUSED_LSTM_PERSISTENT=1
+#   persistent-benchmark 20   the same at small batch with FUSED_LSTM_CUDA_PERSISTENT=1
 #   memcheck 20, racecheck 20, synccheck 15   compute-sanitizer on our kernels only, on scripts/sanitized_step.py
 #                    (every kernel variant, and the persistent kernel)
 # A phase that fails or times out does not stop the others; the script exits 1 if any failed, 2 if none
@@ -141,7 +141,7 @@ else
   for result in results.md results.csv; do
     [[ -f $SCRATCH/bench/$result ]] && cp "$SCRATCH/bench/$result" "$OUT/bench_$result"
   done
-  FUSED_LSTM_PERSISTENT=1 run_phase persistent-benchmark "$LIMIT_PERSISTENT_BENCHMARK" "$OUT/benchmark.log" \
+  FUSED_LSTM_CUDA_PERSISTENT=1 run_phase persistent-benchmark "$LIMIT_PERSISTENT_BENCHMARK" "$OUT/benchmark.log" \
     timeout --preserve-status -s INT "$((LIMIT_PERSISTENT_BENCHMARK - 5))" "$PYTHON" -m benchmarks.run \
     "${BENCH_ARGS[@]}" --sizes 100x8x256x256x1,100x32x512x512x1 --out "$SCRATCH/bench-persistent"
 

@@ -1,9 +1,8 @@
 """A short forward + backward through every CUDA kernel variant, for compute-sanitizer (scripts/gpu_check.sh):
 LSTM and GRU, each dtype, the vector path (H = 64) and the scalar path (H = 30), a projection, packed rows,
-inference, the cells; then the persistent kernel (FUSED_LSTM_PERSISTENT=1, padded input): float32 with
+inference, the cells; then the persistent kernel (option cuda_persistent on, padded input): float32 with
 H = 30 and 64, bfloat16 with B = 5."""
 
-import os
 
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -27,15 +26,15 @@ for dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         torch.autograd.grad(h_1, [x, *cell.parameters()], torch.randn_like(h_1))
 print("per-step kernels: forward + backward of every variant done", flush=True)
 
-os.environ["FUSED_LSTM_PERSISTENT"] = "1"
+fused_lstm.set_option("cuda_persistent", "1")
 for dtype, batch, hidden in ((torch.float32, 4, 30), (torch.float32, 4, 64), (torch.bfloat16, 5, 64)):
     module = fused_lstm.LSTM(16, hidden, device="cuda", dtype=dtype)
     x = torch.randn(6, batch, 16, device="cuda", dtype=dtype)
     h0 = torch.randn(1, batch, hidden, device="cuda", dtype=dtype)
-    assert torch.ops.fused_lstm.persistent_forward_supported(x.view(-1, 16), h0[0], module.weight_hh_l0,
-                                                             torch.full((6,), batch, dtype=torch.long), False)
     x.requires_grad_()
-    output, _ = module(x, (h0, torch.zeros_like(h0)))
+    with fused_lstm.recording_paths() as paths:
+        output, _ = module(x, (h0, torch.zeros_like(h0)))
+    assert paths[0]["forward"] == "whole recurrence (persistent kernel)", paths
     torch.autograd.grad(output, [x, *module.parameters()], torch.randn_like(output))
 torch.cuda.synchronize()
 print("persistent kernel: forward + backward done", flush=True)

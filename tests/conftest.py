@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -51,10 +52,14 @@ def cpu_flags():
         return set()
 
 
-HAS_AVX2 = {"avx2", "fma"} <= cpu_flags()
-HAS_AVX512 = {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= cpu_flags()
-# Whether float32 padded LSTM layers run the CPU fused step here (csrc/cpu/lstm_sequence_cpu.cpp).
-FUSED_CPU_STEP = HAS_AVX2 and os.environ.get("FUSED_LSTM_CPU_FUSED_STEP", "1") != "0"
+def cpu_has(isa):
+    """Whether this CPU has `isa` for fused_lstm's CPU kernels (fused_lstm.ops.CPU_ISAS), as the library sees it."""
+    from fused_lstm import ops
+
+    return ops.CPU_ISAS.index(ops.best_cpu_isa()) >= ops.CPU_ISAS.index(isa)
+
+
+HAS_AVX2 = cpu_has("avx2")
 
 
 def run_counting_aten_gemms(fn):
@@ -83,3 +88,21 @@ def gradients_counting_aten_gemms(modules, parameters_need_grad, inputs, run):
         gradients.append(module_gradients)
         gemms.append(module_gemms)
     return gradients, gemms
+
+
+@contextlib.contextmanager
+def cpu_isa_or_skip(isa):
+    """Runs the block with fused_lstm.options(cpu_isa=isa); skips the test where this CPU lacks `isa`."""
+    import fused_lstm
+
+    try:
+        previous = fused_lstm.get_option("cpu_isa")
+        fused_lstm.set_option("cpu_isa", isa)
+    except RuntimeError as error:
+        if "does not have it" not in str(error):
+            raise
+        pytest.skip(f"this CPU lacks {isa}")
+    try:
+        yield
+    finally:
+        fused_lstm.set_option("cpu_isa", previous)

@@ -10,7 +10,7 @@ import torch
 
 import fused_lstm
 import samples
-from conftest import HAS_AVX2, assert_close, run_python_child
+from conftest import HAS_AVX2, assert_close, cpu_isa_or_skip
 
 OPS = torch.ops.fused_lstm
 F64 = torch.float64
@@ -40,21 +40,13 @@ def test_cell_op_matches_float64(kind, size, bias):
     compare_with_float64(kind, size, bias)
 
 
-EVERY_SIZE = """
-    from test_cells import SIZES, compare_with_float64
-    for kind in ("lstm", "gru"):
+@pytest.mark.parametrize("isa", ["avx2", "none"], ids=["avx2-forced", "cpu-kernels-off"])
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_cell_op_matches_float64_with_avx2_forced_and_with_the_cpu_kernels_off(isa, kind):
+    with cpu_isa_or_skip(isa):
         for size in SIZES:
             for bias in (True, False):
                 compare_with_float64(kind, size, bias)
-    print("ok")
-"""
-
-
-@pytest.mark.skipif(not HAS_AVX2, reason="the fused cell needs AVX2 and FMA")
-@pytest.mark.parametrize("switch", ["avx2", "0"], ids=["avx2-forced", "fused-kernels-off"])
-def test_cell_op_matches_float64_with_avx2_forced_and_with_the_fused_kernels_off(switch):
-    result = run_python_child(EVERY_SIZE, FUSED_LSTM_CPU_FUSED_STEP=switch)
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
 def test_fused_cell_makes_no_library_gemm():

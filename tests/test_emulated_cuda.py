@@ -5,7 +5,7 @@ barriers, with CUDA's barrier semantics and launch limits. Verified here, on eve
 1. the ops on the CUDA backend (torch.ops.fused_lstm_emulated.*: the shared drivers with every CUDA kernel
    emulated; only the GEMMs are ATen's CPU ones) against the float64 reference: LSTM and GRU, forward and
    backward, float32/float64/float16/bfloat16, padded and packed, H on the vector and on the scalar path,
-   a projection; and the persistent kernel (FUSED_LSTM_PERSISTENT=1) over several CTAs and steps;
+   a projection; and the persistent kernel (option cuda_persistent on) over several CTAs and steps;
 2. stand-alone builds (tests/emulated_cuda/): the emulator's own checks, and every kernel against a float64
    computation under AddressSanitizer (no out-of-bounds access) and ThreadSanitizer (no data race);
 3. fault injection: mutated copies of the kernel sources (a barrier removed, an index shifted by one) fail.
@@ -119,6 +119,28 @@ def test_cell_on_emulated_cuda_matches_float64(kind, dtype, hidden, bias):
 # The persistent kernel: one cooperative launch per layer and direction. With 132 SMs every CTA owns one
 # hidden unit (H CTAs); with 8 SMs each owns ceil(H / 8) units, so a CTA's warps take several units.
 # B = 5 is a full row group of 4 and a partial one, B = 2 one-row items.
+PERSISTENT_PATH = "whole recurrence (persistent kernel)"
+
+
+def forward_path(sample):
+    """The forward path the emulated CUDA backend takes for a lstm_layer_sample."""
+    return EMULATED.layer_paths("lstm_layer", sample["input"], sample["batch_sizes"], sample["h0"],
+                                sample["weight_ih"], sample["weight_hh"], sample["weight_hr"])[0]
+
+
+@pytest.fixture
+def persistent_off():
+    """The option cuda_persistent of the emulated library: off at the start, restored after."""
+    EMULATED.set_option("cuda_persistent", "0")
+    yield
+    EMULATED.set_option("cuda_persistent", "0")
+
+
+@pytest.fixture
+def persistent_on(persistent_off):
+    EMULATED.set_option("cuda_persistent", "1")
+
+
 PERSISTENT_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 PERSISTENT_CASES = [(5, 30), (2, 64), (8, 64)]  # (B, H)
 
@@ -127,13 +149,11 @@ PERSISTENT_CASES = [(5, 30), (2, 64), (8, 64)]  # (B, H)
 @pytest.mark.parametrize("batch, hidden", PERSISTENT_CASES)
 @pytest.mark.parametrize("multiprocessors", [132, 8])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-def test_persistent_forward_on_emulated_cuda_matches_float64(monkeypatch, emulated_device, dtype, batch, hidden,
+def test_persistent_forward_on_emulated_cuda_matches_float64(persistent_on, emulated_device, dtype, batch, hidden,
                                                              multiprocessors, reverse):
-    monkeypatch.setenv("FUSED_LSTM_PERSISTENT", "1")
     EMULATED.configure(multiprocessors, 1000 + batch)
     sample = samples.lstm_layer_sample(steps=3, batch=batch, hidden=hidden, dtype=dtype)
-    assert EMULATED.persistent_forward_supported(sample["input"], sample["h0"], sample["weight_hh"],
-                                                 sample["batch_sizes"], False)
+    assert forward_path(sample) == PERSISTENT_PATH
     cooperative = EMULATED.cooperative_launch_count()
     # The backward is the per-step one, from the activations and c_{t-1} the persistent forward saved.
     results = samples.lstm_forward_and_backward(EMULATED, sample, reverse)
@@ -141,20 +161,14 @@ def test_persistent_forward_on_emulated_cuda_matches_float64(monkeypatch, emulat
     assert_matches_reference(results, samples.lstm_reference(sample, reverse), dtype)
 
 
-def test_persistent_forward_is_off_unless_switched_on_and_skips_what_it_does_not_cover(monkeypatch):
+def test_persistent_forward_is_off_unless_switched_on_and_skips_what_it_does_not_cover(persistent_off):
     sample = samples.lstm_layer_sample()
-
-    def supported(sample, projected=False):
-        return EMULATED.persistent_forward_supported(sample["input"], sample["h0"], sample["weight_hh"],
-                                                     sample["batch_sizes"], projected)
-
-    monkeypatch.delenv("FUSED_LSTM_PERSISTENT", raising=False)
-    assert not supported(sample)
-    monkeypatch.setenv("FUSED_LSTM_PERSISTENT", "1")
-    assert supported(sample)
-    assert not supported(samples.lstm_layer_sample(lengths=[4, 3, 3, 1, 1]))  # packed: per step
-    assert not supported(samples.lstm_layer_sample(proj=16), projected=True)
-    assert not supported(samples.lstm_layer_sample(dtype=torch.float64))
+    assert forward_path(sample) == "per step"
+    EMULATED.set_option("cuda_persistent", "1")
+    assert forward_path(sample) == PERSISTENT_PATH
+    assert forward_path(samples.lstm_layer_sample(lengths=[4, 3, 3, 1, 1])) == "per step"  # packed
+    assert forward_path(samples.lstm_layer_sample(proj=16)) == "per step"
+    assert forward_path(samples.lstm_layer_sample(dtype=torch.float64)) == "per step"
     cooperative = EMULATED.cooperative_launch_count()
     samples.lstm_forward_and_backward(EMULATED, samples.lstm_layer_sample(lengths=[4, 3, 3, 1, 1]), reverse=False)
     assert EMULATED.cooperative_launch_count() == cooperative

@@ -1,6 +1,6 @@
 """The CPU GEMM choice (csrc/gemm.cpp): float32 products with inner and output dimensions of 256 and more
-run on oneDNN's matmul, the rest on ATen's MKL GEMM; FUSED_LSTM_CPU_GEMM=aten|onednn forces one (read once
-per process, so each forced choice runs in a child process). Both must give nn.LSTM's results."""
+run on oneDNN's matmul, the rest on ATen's MKL GEMM; the option cpu_gemm=aten|onednn forces one. Both must give
+nn.LSTM's results."""
 
 
 import pytest
@@ -8,7 +8,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
-from conftest import assert_close, run_python_child
+from conftest import assert_close
 
 # Sizes where the automatic choice takes oneDNN for the input GEMM, the per-step GEMMs (B·H·4H >= 2M
 # multiply-adds) and the weight-gradient GEMMs; bidirectional and packed cover the reverse direction and
@@ -44,25 +44,14 @@ def test_automatic_gemm_choice_matches_nn_lstm(packed):
     compare_with_nn_lstm(packed)
 
 
-CHILD = """
-    from test_gemm import compare_with_nn_lstm
-    compare_with_nn_lstm(packed=False)
-    compare_with_nn_lstm(packed=True)
-    print("ok")
-"""
-
-
-def run_child(choice):
-    return run_python_child(CHILD, FUSED_LSTM_CPU_GEMM=choice)
-
-
 @pytest.mark.parametrize("choice", ["aten", "onednn"])
-def test_forced_gemm_choice_matches_nn_lstm(choice):
-    result = run_child(choice)
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_forced_gemm_choice_matches_nn_lstm(choice, packed):
+    with fused_lstm.options(cpu_gemm=choice):
+        compare_with_nn_lstm(packed)
+    assert fused_lstm.get_option("cpu_gemm") == "auto"
 
 
 def test_bad_gemm_choice_raises():
-    result = run_child("mkl")
-    assert result.returncode != 0
-    assert "FUSED_LSTM_CPU_GEMM must be auto, aten or onednn, got 'mkl'" in result.stderr
+    with pytest.raises(RuntimeError, match="option cpu_gemm must be one of auto, aten, onednn, got 'mkl'"):
+        fused_lstm.set_option("cpu_gemm", "mkl")

@@ -1,7 +1,8 @@
 """bfloat16 and float16 on the CPU: every module option in both dtypes, outputs and gradients no further from
 float64 than twice torch's own module in the same dtype (flash-attention's rule; the kernels compute in
 float32 and keep the LSTM cell state in float32); parameter gradients in the parameters' dtype; the bfloat16
-fused step on AMX against float64 at every tile edge; torch.autocast("cpu") as torch's own modules do."""
+whole recurrence on AMX tiles, on AVX512-BF16 register tiles and per step against float64 at every tile edge;
+torch.autocast("cpu") as torch's own modules do."""
 
 import copy
 
@@ -11,10 +12,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
 import samples
-from conftest import assert_close, cpu_flags, run_python_child
+from conftest import assert_close, cpu_isa_or_skip, run_counting_aten_gemms
 
 HALF_DTYPES = [torch.bfloat16, torch.float16]
-HAS_AMX = {"amx_bf16", "amx_tile"} <= cpu_flags()
 # (module class name, constructor options, input shape T×B×C (or B×C for cells), packed lengths or None)
 CASES = {
     "LSTM": ("LSTM", dict(), (12, 5, 8), None),
@@ -79,12 +79,25 @@ def test_half_precision_is_no_worse_than_torch(dtype, case):
                 f"{kind} {index}: relative error {ours_error:.3g} exceeds 2 × torch's {torch_error:.3g} + {floor:.2g}")
 
 
-# The bfloat16 fused step on AMX: batch rows in tiles of 16, inputs and hidden units in chunks of 32, units in
-# blocks of 16; against the float64 reference from the same bfloat16 values.
-AMX_SIZES = [(1, 1, 1, 1), (5, 3, 7, 20), (4, 16, 32, 32), (3, 17, 33, 48), (2, 20, 0, 17), (3, 64, 64, 96)]
+# The bfloat16 whole recurrence on each instruction set: AMX tiles (batch rows in tiles of 16, inputs and hidden
+# units in chunks of 32, units in blocks of 16), AVX512-BF16 register tiles (up to 6 rows, 16 units, K in pairs:
+# odd C and H leave a single last value), and the per-step path; against the float64 reference from the same
+# bfloat16 values.
+BF16_SIZES = [(1, 1, 1, 1), (5, 3, 7, 20), (4, 16, 32, 32), (3, 17, 33, 48), (2, 20, 0, 17), (3, 64, 64, 96),
+              (4, 7, 5, 31), (3, 13, 1, 2)]
+BF16_PATHS = {"amx": "whole recurrence (amx tiles)",
+              "avx512_bf16": "whole recurrence (avx512_bf16 register tiles)",
+              "none": "per step"}
 
 
-def amx_forward_matches_float64(size, reverse, bias, tolerance=6e-3):
+@pytest.fixture(params=list(BF16_PATHS))
+def bf16_isa(request):
+    """Runs the test with the option cpu_isa set for each bfloat16 path; skips the ones this CPU lacks."""
+    with cpu_isa_or_skip(request.param):
+        yield request.param
+
+
+def bf16_forward_matches_float64(size, reverse, bias, tolerance=6e-3):
     T, B, C, H = size
     sample = samples.lstm_layer_sample(steps=T, batch=B, input_size=C, hidden=H, bias=bias, dtype=torch.bfloat16)
     exact = samples.lstm_reference(sample, reverse)
@@ -96,36 +109,36 @@ def amx_forward_matches_float64(size, reverse, bias, tolerance=6e-3):
         assert relative_error(results[name], value) < 4 * tolerance, name
 
 
-@pytest.mark.skipif(not HAS_AMX, reason="needs AMX-BF16")
-@pytest.mark.parametrize("size", AMX_SIZES, ids=lambda s: "T{}-B{}-C{}-H{}".format(*s))
+@pytest.mark.parametrize("size", BF16_SIZES, ids=lambda s: "T{}-B{}-C{}-H{}".format(*s))
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
-def test_amx_fused_step_matches_float64(size, reverse, bias):
-    amx_forward_matches_float64(size, reverse, bias)
+def test_bfloat16_layer_matches_float64_on_every_path(bf16_isa, size, reverse, bias):
+    sample = samples.lstm_layer_sample(steps=size[0], batch=size[1], input_size=size[2], hidden=size[3],
+                                       dtype=torch.bfloat16)
+    forward, _ = torch.ops.fused_lstm.layer_paths("lstm_layer", sample["input"], sample["batch_sizes"], sample["h0"],
+                                                  sample["weight_ih"], sample["weight_hh"], None)
+    assert forward == BF16_PATHS[bf16_isa]
+    bf16_forward_matches_float64(size, reverse, bias)
 
 
-@pytest.mark.skipif(not HAS_AMX, reason="needs AMX-BF16")
-def test_amx_fused_step_runs_no_library_gemm():
-    from conftest import run_counting_aten_gemms
+def test_bfloat16_paths_agree_to_rounding(bf16_isa):
+    """Every path computes the same float32 sums of bfloat16 products; they differ in summation order only."""
+    sample = samples.lstm_layer_sample(steps=20, batch=9, input_size=35, hidden=40, dtype=torch.bfloat16)
+    with fused_lstm.options(cpu_isa="none"):
+        per_step = samples.call(torch.ops.fused_lstm.lstm_layer_forward, **sample, reverse=False,
+                                save_for_backward=False)
+    ours = samples.call(torch.ops.fused_lstm.lstm_layer_forward, **sample, reverse=False, save_for_backward=False)
+    for name in ("output", "h_n", "c_n"):
+        assert relative_error(ours[name], per_step[name].double()) < 1e-2, name
 
+
+@pytest.mark.parametrize("isa", ["amx", "avx512_bf16"])
+def test_bfloat16_whole_recurrence_runs_no_library_gemm(isa):
     sample = samples.lstm_layer_sample(steps=5, batch=4, input_size=16, hidden=32, dtype=torch.bfloat16)
-    _, gemms = run_counting_aten_gemms(lambda: torch.ops.fused_lstm.lstm_layer_forward(
-        **sample, reverse=False, save_for_backward=False))
+    with cpu_isa_or_skip(isa):
+        _, gemms = run_counting_aten_gemms(lambda: torch.ops.fused_lstm.lstm_layer_forward(
+            **sample, reverse=False, save_for_backward=False))
     assert gemms == 0
-
-
-PER_STEP_CHILD = """
-    from test_half_cpu import AMX_SIZES, amx_forward_matches_float64
-    for size in AMX_SIZES:
-        amx_forward_matches_float64(size, True, True)
-    print("ok")
-"""
-
-
-def test_bfloat16_layers_match_float64_with_the_fused_kernels_off():
-    """FUSED_LSTM_CPU_FUSED_STEP=0: the per-step path (bfloat16 GEMMs, float32 pointwise math)."""
-    result = run_python_child(PER_STEP_CHILD, FUSED_LSTM_CPU_FUSED_STEP="0")
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)

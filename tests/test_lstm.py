@@ -10,7 +10,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fused_lstm
-from conftest import DEVICES, FUSED_CPU_STEP, assert_close, gradients_counting_aten_gemms
+from conftest import DEVICES, assert_close, gradients_counting_aten_gemms
 
 INPUT_SIZE, HIDDEN_SIZE, PROJ_SIZE = 5, 7, 3
 
@@ -303,7 +303,7 @@ def test_gradients_not_asked_for_are_not_computed(device, frozen):
     """A first layer over data (the input needs no gradient) or a frozen LSTM (its weights need none): the
     gradients that are asked for match nn.LSTM's, and the backward skips the GEMMs of the others."""
     torch_lstm, fused = make_pair(device, torch.float32, num_layers=2, bidirectional=True)
-    # Batch 5: the CPU fused step projects the input inside its steps, so the forward makes no GEMM.
+    # Batch 5: the CPU whole recurrence projects the input inside its steps, so the forward makes no GEMM.
     x = torch.randn(6, 5, torch_lstm.input_size, device=device)
     h0 = torch.randn(4, 5, torch_lstm.hidden_size, device=device, requires_grad=True)
     c0 = torch.randn(4, 5, torch_lstm.hidden_size, device=device)
@@ -312,10 +312,12 @@ def test_gradients_not_asked_for_are_not_computed(device, frozen):
                                                  lambda module: module(x, (h0, c0))[0])
     for actual, expected in zip(grads[1], grads[0]):
         assert_close(actual, expected)
-    # The fused step makes no per-step GEMM (CPU): what is left are the after-the-loop GEMMs, per direction:
+    # The whole recurrence makes no per-step GEMM (CPU): what is left are the after-the-loop GEMMs, per direction:
     # dL/dh0 (1, always), dx (1) and dW_ih (1) and dW_hh (2: over the output rows, and for h0). The first
     # layer's dx is needed only if its input needs a gradient; deeper layers' dx always is.
-    if device == "cpu" and FUSED_CPU_STEP:
+    with fused_lstm.recording_paths() as paths:
+        fused(x, (h0, c0))
+    if device == "cpu" and all(path["backward"].startswith("whole recurrence") for path in paths):
         first_layer = 1 + {"input": 3, "weights": 1, "input_and_weights": 0}[frozen]
         deeper_layer = 1 + {"input": 4, "weights": 1, "input_and_weights": 1}[frozen]
         assert gemms[1] == 2 * (first_layer + deeper_layer), gemms

@@ -312,7 +312,7 @@ DIGEST_CONFIGS = [  # (steps, lengths or batch, input, hidden, module kwargs)
     (23, 6, 10, 17, dict(num_layers=2, bidirectional=True)),
     (23, 6, 10, 17, dict(proj_size=5, num_layers=2)),
     # 2100 rows per step with H = 16: in float64 the CPU pointwise pass splits the rows over the intra-op
-    # threads; float32 runs the fused step, whose results do not depend on the thread count either.
+    # threads; float32 runs the whole recurrence, whose results do not depend on the thread count either.
     (3, 2100, 8, 16, dict()),
 ]
 

@@ -5,6 +5,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
+import samples
 from conftest import DEVICES, assert_close
 
 F64 = torch.float64
@@ -186,10 +187,10 @@ def test_torch_compile_packed_sequence(device):
     assert_close(h_n, expected_h)
 
 
-def test_persistent_supported_op_is_false_on_the_cpu_and_passes_opcheck(monkeypatch):
-    """The persistent-kernel dispatcher's op (tests/test_persistent.py tests it on CUDA) answers False off
-    CUDA, even when switched on, and passes opcheck."""
-    monkeypatch.setenv("FUSED_LSTM_PERSISTENT", "1")
-    arguments = (torch.randn(6, 4), torch.randn(2, 8), torch.randn(32, 8), torch.tensor([2, 2, 2]), False)
-    assert torch.ops.fused_lstm.persistent_forward_supported(*arguments) is False
-    torch.library.opcheck(torch.ops.fused_lstm.persistent_forward_supported, arguments)
+def test_the_cpu_never_takes_the_persistent_kernel():
+    """The CUDA persistent kernel (tests/test_persistent.py) is not a CPU path, even with its option on."""
+    sample = samples.lstm_layer_sample()
+    with fused_lstm.options(cuda_persistent=True):
+        forward, _ = torch.ops.fused_lstm.layer_paths("lstm_layer", sample["input"], sample["batch_sizes"],
+                                                      sample["h0"], sample["weight_ih"], sample["weight_hh"], None)
+    assert "persistent" not in forward

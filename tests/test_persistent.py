@@ -1,12 +1,12 @@
-"""The persistent recurrent forward kernel (csrc/cuda/lstm_persistent.cuh), switched on with
-FUSED_LSTM_PERSISTENT=1 (off by default): one cooperative launch per layer and direction for padded input
-without projection in float32, float16 and bfloat16.
+"""The persistent recurrent forward kernel (csrc/cuda/lstm_persistent.cuh), switched on with the option
+cuda_persistent (FUSED_LSTM_CUDA_PERSISTENT=1; off by default): one cooperative launch per layer and direction
+for padded input without projection in float32, float16 and bfloat16.
 
 Against nn.LSTM: outputs and every gradient, at inference and in training (the backward is the per-step
 backward, consuming the gates and c_{t-1} the persistent forward saved). Against our own per-step path:
-every tensor the forward op returns. Then the switch (off when unset, read at every call, a bad value
-raises), that the kernel really runs (the profiler sees it), and that packed sequences, projections and
-float64 stay on the per-step path with the variable set."""
+every tensor the forward op returns. Then the option (off by default, set in-process, a bad value raises), that
+the kernel really runs (the path query names it, the profiler sees it), and that packed sequences, projections
+and float64 stay on the per-step path with the option on."""
 
 import copy
 
@@ -21,7 +21,7 @@ from test_cuda import assert_no_worse_than_torch
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CUDA = "cuda"
-SWITCH = "FUSED_LSTM_PERSISTENT"
+PERSISTENT_PATH = "whole recurrence (persistent kernel)"
 KERNEL_NAME = "lstm_persistent_forward_kernel"
 HALF_DTYPES = [torch.float16, torch.bfloat16]
 INPUT_SIZE = 16
@@ -33,9 +33,21 @@ HIDDEN_SIZES = [32, 256, 512]
 FLOAT32_SCALE = 10.0
 
 
+def switch(value):
+    fused_lstm.set_option("cuda_persistent", value)
+
+
+@pytest.fixture(autouse=True)
+def _option_restored():
+    """Every test starts and ends with the option at its default (off)."""
+    switch("0")
+    yield
+    switch("0")
+
+
 @pytest.fixture
-def persistent(monkeypatch):
-    monkeypatch.setenv(SWITCH, "1")
+def persistent():
+    switch("1")
 
 
 def persistent_supported(module, steps, batch, dtype, batch_sizes=None):
@@ -44,8 +56,10 @@ def persistent_supported(module, steps, batch, dtype, batch_sizes=None):
     h0 = torch.empty(batch, module.proj_size or module.hidden_size, device=CUDA, dtype=dtype)
     if batch_sizes is None:
         batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
-    return torch.ops.fused_lstm.persistent_forward_supported(x, h0, module.weight_hh_l0.to(dtype), batch_sizes,
-                                                             module.proj_size > 0)
+    weight_hr = module.weight_hr_l0.to(dtype) if module.proj_size > 0 else None
+    forward, _ = torch.ops.fused_lstm.layer_paths("lstm_layer", x, batch_sizes, h0, module.weight_ih_l0.to(dtype),
+                                                  module.weight_hh_l0.to(dtype), weight_hr)
+    return forward == PERSISTENT_PATH
 
 
 def kernels_launched(function):
@@ -167,7 +181,7 @@ OP_CASES = [(7, 5, 30), (7, 3, 256), (7, 1, 33), (20, 64, 128), (5, 64, 1024), (
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("steps,batch,hidden", OP_CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES], ids=str)
-def test_op_writes_what_the_per_step_path_writes(monkeypatch, dtype, steps, batch, hidden, reverse,
+def test_op_writes_what_the_per_step_path_writes(dtype, steps, batch, hidden, reverse,
                                                  save_for_backward):
     """Every tensor of lstm_layer_forward (output, h_n, c_n, activated gates, c_{t-1} in the accumulation
     dtype, the empty proj_input) with the persistent kernel and with the per-step loop."""
@@ -175,14 +189,16 @@ def test_op_writes_what_the_per_step_path_writes(monkeypatch, dtype, steps, batc
         pytest.skip("float32 covers the batch tiles")
     arguments = layer_arguments(dtype, steps, batch, hidden)
     results = {}
-    for switch in ("0", "1"):
-        monkeypatch.setenv(SWITCH, switch)
-        supported = torch.ops.fused_lstm.persistent_forward_supported(
-            arguments["input"], arguments["h0"], arguments["weight_hh"], arguments["batch_sizes"], False)
-        if switch == "1" and not supported and hidden > 512:
+    for value in ("0", "1"):
+        switch(value)
+        forward_path, _ = torch.ops.fused_lstm.layer_paths("lstm_layer", arguments["input"], arguments["batch_sizes"],
+                                                           arguments["h0"], arguments["weight_ih"],
+                                                           arguments["weight_hh"], None)
+        supported = forward_path == PERSISTENT_PATH
+        if value == "1" and not supported and hidden > 512:
             pytest.skip(f"H = {hidden} does not fit this GPU's shared memory (H100/H200: up to 1312 in float32)")
-        assert supported == (switch == "1")
-        results[switch] = torch.ops.fused_lstm.lstm_layer_forward(*arguments.values(), reverse, save_for_backward)
+        assert supported == (value == "1")
+        results[value] = torch.ops.fused_lstm.lstm_layer_forward(*arguments.values(), reverse, save_for_backward)
     per_step, persistent = results["0"], results["1"]
     scale = FLOAT32_SCALE if dtype == torch.float32 else 2.0  # half: the per-step path rounds x·W_ih + h·W_hh
     for a, e in zip(persistent, per_step):
@@ -193,63 +209,61 @@ def test_op_writes_what_the_per_step_path_writes(monkeypatch, dtype, steps, batc
         assert all(t.numel() == 0 for t in persistent[3:])
 
 
-def test_the_persistent_kernel_runs_only_when_switched_on(monkeypatch):
+def test_the_persistent_kernel_runs_only_when_switched_on():
     fused = fused_lstm.LSTM(INPUT_SIZE, 64, bidirectional=True, device=CUDA)
     x = torch.randn(9, 4, INPUT_SIZE, device=CUDA)
-    monkeypatch.delenv(SWITCH, raising=False)
     assert not persistent_supported(fused, 9, 4, torch.float32)
     (unset, _), names = kernels_launched(lambda: fused(x))
     assert not any(KERNEL_NAME in name for name in names)
 
-    monkeypatch.setenv(SWITCH, "1")  # read at every call: no restart needed
+    switch("1")  # set in-process: no restart needed
     assert persistent_supported(fused, 9, 4, torch.float32)
     (switched, _), names = kernels_launched(lambda: fused(x))
     assert sum(KERNEL_NAME in name for name in names) == 2, names  # one launch per direction
     assert_close(switched, unset, scale=FLOAT32_SCALE)
 
-    monkeypatch.setenv(SWITCH, "0")
+    switch("0")
     (off, _), names = kernels_launched(lambda: fused(x))
     assert not any(KERNEL_NAME in name for name in names)
     assert torch.equal(off, unset)
 
 
-def test_unset_is_the_per_step_path(monkeypatch):
-    """Without the variable nothing changes: the same numbers as with FUSED_LSTM_PERSISTENT=0, bit for bit,
-    forward and backward."""
+def test_default_is_the_per_step_path():
+    """By default nothing changes: the same numbers as with the option set to 0, bit for bit, forward and
+    backward."""
     fused = fused_lstm.LSTM(INPUT_SIZE, 48, num_layers=2, bidirectional=True, device=CUDA)
     x = torch.randn(11, 6, INPUT_SIZE, device=CUDA)
     hx = random_state(fused, 6, torch.float32)
     seeds = [torch.randn(11, 6, 96, device=CUDA), torch.randn_like(hx[0]), torch.randn_like(hx[1])]
-    monkeypatch.delenv(SWITCH, raising=False)
+    assert fused_lstm.get_option("cuda_persistent") == "0"
     unset = run(fused, x, hx, seeds, training=True)
-    monkeypatch.setenv(SWITCH, "0")
+    switch("0")
     off = run(fused, x, hx, seeds, training=True)
     for a, b in zip(unset[0] + unset[1], off[0] + off[1]):
         assert torch.equal(a, b)
 
 
-def test_two_layers_match_the_per_step_path(monkeypatch):
+def test_two_layers_match_the_per_step_path():
     fused = fused_lstm.LSTM(INPUT_SIZE, 96, num_layers=2, bidirectional=True, device=CUDA)
     x = torch.randn(13, 8, INPUT_SIZE, device=CUDA)
     hx = random_state(fused, 8, torch.float32)
     seeds = [torch.randn(13, 8, 192, device=CUDA), torch.randn_like(hx[0]), torch.randn_like(hx[1])]
     results = []
-    for switch in ("0", "1"):
-        monkeypatch.setenv(SWITCH, switch)
+    for value in ("0", "1"):
+        switch(value)
         results.append(run(fused, x, hx, seeds, training=True))
     for a, e in zip(results[1][0] + results[1][1], results[0][0] + results[0][1]):
         assert_close(a, e, scale=FLOAT32_SCALE)
 
 
-def test_bad_switch_value_raises(monkeypatch):
-    fused = fused_lstm.LSTM(INPUT_SIZE, 32, device=CUDA)
-    monkeypatch.setenv(SWITCH, "yes")
-    with pytest.raises(RuntimeError, match="FUSED_LSTM_PERSISTENT must be 0 or 1"):
-        fused(torch.randn(3, 2, INPUT_SIZE, device=CUDA))
+def test_bad_option_value_raises():
+    with pytest.raises(RuntimeError, match="option cuda_persistent must be one of 0, 1, got 'yes'"):
+        switch("yes")
+    assert fused_lstm.get_option("cuda_persistent") == "0"
 
 
 @pytest.mark.parametrize("case", ["packed", "projection", "float64"])
-def test_out_of_scope_cases_stay_on_the_per_step_path(persistent, monkeypatch, case):
+def test_out_of_scope_cases_stay_on_the_per_step_path(persistent, case):
     """With the variable set, packed sequences of unequal lengths, projections and float64 run our own
     per-step kernels (by design, not a fallback to PyTorch): not the persistent kernel, and the same numbers
     as with the variable unset."""
@@ -271,7 +285,7 @@ def test_out_of_scope_cases_stay_on_the_per_step_path(persistent, monkeypatch, c
 
     switched, names = kernels_launched(forward)
     assert not any(KERNEL_NAME in name for name in names)
-    monkeypatch.delenv(SWITCH)
+    switch("0")
     for a, b in zip(switched, forward()):
         assert torch.equal(a, b)
 
@@ -279,6 +293,7 @@ def test_out_of_scope_cases_stay_on_the_per_step_path(persistent, monkeypatch, c
 def test_supported_is_false_off_cuda(persistent):
     arguments = layer_arguments(torch.float32, 3, 2, 8)
     cpu = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in arguments.items()}
-    assert not torch.ops.fused_lstm.persistent_forward_supported(cpu["input"], cpu["h0"], cpu["weight_hh"],
-                                                                 cpu["batch_sizes"], False)
+    forward, _ = torch.ops.fused_lstm.layer_paths("lstm_layer", cpu["input"], cpu["batch_sizes"], cpu["h0"],
+                                                  cpu["weight_ih"], cpu["weight_hh"], None)
+    assert forward != PERSISTENT_PATH
 

@@ -4,6 +4,7 @@
 
 #include "../gru_math.h"
 #include "../lstm_math.h"
+#include "../options.h"
 #include "clones.h"
 #include "isa.h"
 #include "parallel.h"
@@ -97,7 +98,7 @@ FL_AVX2 void unit_dots_avx2(const CellDots& d, int64_t row, int64_t j, float* ou
 
 template <int G, int R>
 void unit_dots(Isa isa, const CellDots& d, int64_t row, int64_t j, float* out) {
-  if (isa == Isa::kAvx512) return unit_dots_avx512<G, R>(d, row, j, out);
+  if (isa >= Isa::kAvx512) return unit_dots_avx512<G, R>(d, row, j, out);
   unit_dots_avx2<G, R>(d, row, j, out);
 }
 
@@ -171,9 +172,9 @@ __attribute__((noinline)) FL_CPU_CLONES void gru_units(int64_t H, int64_t units,
 
 Isa check_supported(at::ScalarType dtype) {
   TORCH_CHECK(dtype == at::kFloat, "fused_lstm: the fused CPU cell serves float32, got ", dtype);
-  const Isa isa = fused_kernels_isa();
-  TORCH_CHECK(isa != Isa::kNone, "fused_lstm: the fused CPU cell is off (FUSED_LSTM_CPU_FUSED_STEP=0) or this CPU "
-              "has neither AVX-512 nor AVX2+FMA");
+  const Isa isa = options::cpu_isa();
+  TORCH_CHECK(isa != Isa::kNone, "fused_lstm: the fused CPU cell needs AVX2+FMA (cpu_isa is none or this CPU "
+              "lacks it)");
   return isa;
 }
 
@@ -195,7 +196,7 @@ void for_unit_blocks(int64_t H, int64_t multiply_adds_per_unit, const Block& blo
 bool cell_forward_supported(int64_t batch, int64_t input_size, int64_t hidden, at::ScalarType dtype) {
   (void)input_size;
   return dtype == at::kFloat && batch >= 1 && batch <= kMaxCellRows && hidden >= 1 &&
-         fused_kernels_isa() != Isa::kNone;
+         options::cpu_isa() != Isa::kNone;
 }
 
 void lstm_cell_forward(const LstmCellForwardParams& p, at::ScalarType dtype) {

@@ -10,13 +10,12 @@
 
 #include <ATen/ATen.h>
 
-#include "../lstm_params.h"
+#include "../params.h"
 
 namespace fused_lstm {
 namespace cpu {
 
-// float32, at most kMaxCellRows batch rows, a CPU with AVX-512 or AVX2+FMA, and the fused kernels not
-// turned off (FUSED_LSTM_CPU_FUSED_STEP=0).
+// float32, at most kMaxCellRows batch rows, and options::cpu_isa() at least avx2.
 bool cell_forward_supported(int64_t batch, int64_t input_size, int64_t hidden, at::ScalarType dtype);
 void lstm_cell_forward(const LstmCellForwardParams& params, at::ScalarType dtype);
 void gru_cell_forward(const GruCellForwardParams& params, at::ScalarType dtype);

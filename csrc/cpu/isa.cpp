@@ -1,43 +1,59 @@
 #include "isa.h"
 
-#include <c10/util/Exception.h>
-
-#include <cstdlib>
-#include <cstring>
+#if FL_HAVE_X86_TILES
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace fused_lstm {
 namespace cpu {
+namespace {
+
+#if FL_HAVE_X86_TILES
+bool cpu_has_amx_bf16() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  return (edx & (1u << 22)) && (edx & (1u << 24));  // AMX-BF16 and AMX-TILE
+}
+
+// Linux hands out the AMX tile state only to processes that ask for it.
+bool os_grants_amx() {
+  constexpr long kRequestPermission = 0x1023;  // ARCH_REQ_XCOMP_PERM
+  constexpr long kTileData = 18;               // XFEATURE_XTILEDATA
+  return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
+}
+
+Isa detect() {
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return Isa::kNone;
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512dq") ||
+      !__builtin_cpu_supports("avx512bw") || !__builtin_cpu_supports("avx512vl")) {
+    return Isa::kAvx2;
+  }
+  if (!__builtin_cpu_supports("avx512bf16")) return Isa::kAvx512;
+  return cpu_has_amx_bf16() && os_grants_amx() ? Isa::kAmx : Isa::kAvx512Bf16;
+}
+#endif
+
+}  // namespace
 
 Isa best_isa() {
 #if FL_HAVE_X86_TILES
-  static const Isa isa = [] {
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
-      return Isa::kAvx512;
-    }
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
-    return Isa::kNone;
-  }();
+  static const Isa isa = detect();
   return isa;
 #else
   return Isa::kNone;
 #endif
 }
 
-Isa fused_kernels_isa() {
-  static const Isa isa = [] {
-    const char* value = std::getenv("FUSED_LSTM_CPU_FUSED_STEP");
-    if (value == nullptr || value[0] == '\0' || std::strcmp(value, "1") == 0) return best_isa();
-    if (std::strcmp(value, "0") == 0) return Isa::kNone;
-    const bool avx2 = std::strcmp(value, "avx2") == 0, avx512 = std::strcmp(value, "avx512") == 0;
-    TORCH_CHECK(avx2 || avx512, "fused_lstm: FUSED_LSTM_CPU_FUSED_STEP must be 0, 1, avx2 or avx512, got '", value,
-                "'");
-    const Isa wanted = avx512 ? Isa::kAvx512 : Isa::kAvx2;
-    TORCH_CHECK(best_isa() != Isa::kNone && (best_isa() == Isa::kAvx512 || wanted == Isa::kAvx2),
-                "fused_lstm: FUSED_LSTM_CPU_FUSED_STEP=", value, " but this CPU does not have it");
-    return wanted;
-  }();
-  return isa;
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx512Bf16: return "avx512_bf16";
+    case Isa::kAmx: return "amx";
+    default: return "none";
+  }
 }
 
 }  // namespace cpu

@@ -2,7 +2,7 @@
 
 #include <ATen/ATen.h>
 
-#include "../lstm_params.h"
+#include "../params.h"
 
 namespace fused_lstm {
 namespace cpu {

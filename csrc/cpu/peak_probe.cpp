@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "isa.h"
-#include "lstm_sequence_amx.h"
 
 namespace fused_lstm {
 namespace cpu {
@@ -109,7 +108,7 @@ __attribute__((target("amx-tile,amx-bf16"))) float bf16_amx(int64_t rounds) {
 
 bool has_bf16_dot() {
 #if FL_HAVE_X86_TILES
-  return best_isa() == Isa::kAvx512 && __builtin_cpu_supports("avx512bf16");
+  return best_isa() >= Isa::kAvx512Bf16;
 #else
   return false;
 #endif
@@ -129,10 +128,10 @@ double cpu_peak_probe(const std::string& kind, int64_t threads, int64_t rounds) 
   if (kind == "bfloat16_dot") {
     if (has_bf16_dot()) run = &bf16_dot_avx512, flops_per_round = kChains * 16 * 4.0;
   } else if (kind == "bfloat16_amx") {
-    if (amx_bf16_available()) run = &bf16_amx, flops_per_round = 4 * 16 * 16 * 32 * 2.0;
+    if (isa == Isa::kAmx) run = &bf16_amx, flops_per_round = 4 * 16 * 16 * 32 * 2.0;
   } else if (kind == "float16_fma") {
-    if (isa == Isa::kAvx512 && __builtin_cpu_supports("avx512fp16")) run = &fp16_fma_avx512, flops_per_round = kChains * 32 * 2.0;
-  } else if (isa == Isa::kAvx512) {
+    if (isa >= Isa::kAvx512 && __builtin_cpu_supports("avx512fp16")) run = &fp16_fma_avx512, flops_per_round = kChains * 32 * 2.0;
+  } else if (isa >= Isa::kAvx512) {
     run = &fma_avx512, flops_per_round = kChains * 16 * 2.0;
   } else if (isa == Isa::kAvx2) {
     run = &fma_avx2, flops_per_round = kChains / 2 * 8 * 2.0;

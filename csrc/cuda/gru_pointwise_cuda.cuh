@@ -8,7 +8,7 @@
 #pragma once
 
 #include "../gru_math.h"
-#include "../lstm_params.h"
+#include "../params.h"
 #include "lstm_pointwise_cuda.h"
 #include "pointwise_cuda_common.cuh"
 

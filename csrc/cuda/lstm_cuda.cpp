@@ -37,19 +37,8 @@ struct CudaDevice {
   static const GruBackend& gru_backend() { return cuda::gru_backend(); }
 };
 
-bool persistent_forward_supported_cuda(const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_hh,
-                                       const at::Tensor& batch_sizes, bool has_projection) {
-  CudaDevice::check_devices("fused_lstm.persistent_forward_supported", input, &batch_sizes,
-                            {{"h0", &h0}, {"weight_hh", &weight_hh}});
-  const at::cuda::OptionalCUDAGuard device_guard(input.device());
-  return cuda::persistent_forward_supported_for(input, h0, weight_hh, batch_sizes, has_projection);
-}
-
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fused_lstm, CUDA, m) {
-  register_layer_ops<CudaDevice>(m);
-  m.impl("persistent_forward_supported", &persistent_forward_supported_cuda);
-}
+TORCH_LIBRARY_IMPL(fused_lstm, CUDA, m) { register_layer_ops<CudaDevice>(m); }
 
 }  // namespace fused_lstm

@@ -1,4 +1,4 @@
-// The dispatcher of the persistent recurrent LSTM forward (see lstm_persistent.h): the switch, the scope
+// The dispatcher of the persistent recurrent LSTM forward (see lstm_persistent.h): the option, the scope
 // and the dtype dispatch; the typed planner and launcher live in lstm_persistent_<dtype>.cu.
 #include "lstm_persistent.h"
 
@@ -6,41 +6,30 @@
 #include <c10/util/Exception.h>
 #include <c10/util/Half.h>
 
-#include <cstdlib>
-#include <cstring>
+#include "../options.h"
 
 namespace fused_lstm {
 namespace cuda {
-namespace {
 
-// FUSED_LSTM_PERSISTENT: unset, empty or "0" off (the default), "1" on; anything else raises. Read at
-// every call (not cached), so that a test or a benchmark can switch it within one process.
-bool persistent_switch_on() {
-  const char* value = std::getenv("FUSED_LSTM_PERSISTENT");
-  if (value == nullptr || value[0] == '\0' || std::strcmp(value, "0") == 0) return false;
-  TORCH_CHECK(std::strcmp(value, "1") == 0, "fused_lstm: FUSED_LSTM_PERSISTENT must be 0 or 1, got '", value, "'");
-  return true;
-}
-
-}  // namespace
-
-bool persistent_forward_supported(const LstmSequenceShape& shape, at::ScalarType dtype) {
-  if (!persistent_switch_on()) return false;
+const char* persistent_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
+  if (!options::cuda_persistent()) return nullptr;
   // Out of scope for this kernel: packed sequences of unequal lengths, projections, float64. They run
   // the per-step loop of lstm_layer_forward, which is this extension's own GEMM + fused pointwise
   // kernel per step (not a fallback to PyTorch's LSTM).
   if (!shape.uniform_batch || shape.projected || shape.steps < 1 || shape.batch < 1 || shape.hidden < 1) {
-    return false;
+    return nullptr;
   }
+  bool fits = false;
   switch (dtype) {
-    case at::kFloat: return plan_persistent_forward<float>(shape.batch, shape.hidden).fits;
-    case at::kHalf: return plan_persistent_forward<c10::Half>(shape.batch, shape.hidden).fits;
-    case at::kBFloat16: return plan_persistent_forward<c10::BFloat16>(shape.batch, shape.hidden).fits;
-    default: return false;
+    case at::kFloat: fits = plan_persistent_forward<float>(shape.batch, shape.hidden).fits; break;
+    case at::kHalf: fits = plan_persistent_forward<c10::Half>(shape.batch, shape.hidden).fits; break;
+    case at::kBFloat16: fits = plan_persistent_forward<c10::BFloat16>(shape.batch, shape.hidden).fits; break;
+    default: break;
   }
+  return fits ? "persistent kernel" : nullptr;
 }
 
-void persistent_forward(const LstmSequenceForwardParams& params, at::ScalarType dtype) {
+void persistent_forward(const LstmRecurrenceForwardParams& params, at::ScalarType dtype) {
   // This kernel reads x·W_ihᵀ from params.gates; the CUDA backend never asks it to project the input.
   TORCH_CHECK(!params.project_input, "fused_lstm: the persistent LSTM kernel does not project the input itself");
   switch (dtype) {

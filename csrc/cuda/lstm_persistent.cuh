@@ -44,7 +44,7 @@
 #include <type_traits>
 
 #include "../lstm_math.h"
-#include "../lstm_params.h"
+#include "../params.h"
 #include "lstm_persistent.h"
 #include "device_runtime.cuh"
 #include "pointwise_cuda_common.cuh"
@@ -318,7 +318,7 @@ PersistentPlan plan_persistent_forward(int64_t batch, int64_t hidden) {
 }
 
 template <typename scalar_t>
-void launch_persistent_forward(const LstmSequenceForwardParams& p) {
+void launch_persistent_forward(const LstmRecurrenceForwardParams& p) {
   using namespace persistent_detail;
   static_assert(std::is_same_v<at::opmath_type<scalar_t>, float>, "the cell state is float for these dtypes");
   const PersistentPlan plan = plan_persistent_forward<scalar_t>(p.batch, p.hidden);

@@ -4,8 +4,8 @@
 // is one GEMM before the kernel, as on the per-step path (lstm_layer.cpp).
 // Letters: T steps, B batch, H hidden size, Hc hidden units per CTA.
 //
-// OFF by default: it runs only with FUSED_LSTM_PERSISTENT=1 (read at every call). The kernel has not
-// run on a GPU yet; until it has, the per-step path is the default.
+// OFF by default: it runs only with the option cuda_persistent on (options.h). The kernel has not
+// run on a GPU yet (only under emulation); until it has, the per-step path is the default.
 #pragma once
 
 #include <c10/core/ScalarType.h>
@@ -13,27 +13,27 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "../lstm_params.h"
+#include "../params.h"
 
 namespace fused_lstm {
 namespace cuda {
 
-// The backend hooks (LstmBackend::sequence_forward_supported / sequence_forward).
+// The backend hooks (LstmBackend::recurrence_forward_kernel / recurrence_forward).
 //
-// persistent_forward_supported is true only when all of these hold (otherwise lstm_layer_forward runs
-// its per-step loop, i.e. our own cuBLAS GEMM + fused pointwise kernel per step: never a fallback to
-// PyTorch's LSTM):
-//   - the environment variable FUSED_LSTM_PERSISTENT is "1" (std::getenv at every call);
+// persistent_forward_kernel names the kernel ("persistent kernel") only when all of these hold, else it is
+// nullptr and lstm_layer_forward runs its per-step loop, i.e. our own cuBLAS GEMM + fused pointwise kernel
+// per step (never a fallback to PyTorch's LSTM):
+//   - the option cuda_persistent is on (options.h; FUSED_LSTM_CUDA_PERSISTENT=1);
 //   - float32, float16 or bfloat16 (float64 stays per-step);
 //   - uniform batch (padded input; packed sequences of unequal lengths stay per-step), no projection,
 //     T >= 1, B >= 1;
 //   - the current device supports cooperative launches, each CTA's W_hh slice plus at least one row
 //     group of h fits in sharedMemPerBlockOptin, and all CTAs are co-resident (occupancy query).
 // Uses the current device (the caller's device guard).
-bool persistent_forward_supported(const LstmSequenceShape& shape, at::ScalarType dtype);
+const char* persistent_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype);
 
-// Runs the recurrence on the current stream. Only for cases persistent_forward_supported accepted.
-void persistent_forward(const LstmSequenceForwardParams& params, at::ScalarType dtype);
+// Runs the recurrence on the current stream. Only for cases persistent_forward_kernel named.
+void persistent_forward(const LstmRecurrenceForwardParams& params, at::ScalarType dtype);
 
 // How one case maps onto the GPU (computed by the typed planner in lstm_persistent_<dtype>.cu).
 struct PersistentPlan {
@@ -49,7 +49,7 @@ struct PersistentPlan {
 template <typename scalar_t>
 PersistentPlan plan_persistent_forward(int64_t batch, int64_t hidden);
 template <typename scalar_t>
-void launch_persistent_forward(const LstmSequenceForwardParams& params);
+void launch_persistent_forward(const LstmRecurrenceForwardParams& params);
 
 }  // namespace cuda
 }  // namespace fused_lstm

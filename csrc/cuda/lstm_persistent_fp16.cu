@@ -6,7 +6,7 @@ namespace fused_lstm {
 namespace cuda {
 
 template PersistentPlan plan_persistent_forward<c10::Half>(int64_t batch, int64_t hidden);
-template void launch_persistent_forward<c10::Half>(const LstmSequenceForwardParams& params);
+template void launch_persistent_forward<c10::Half>(const LstmRecurrenceForwardParams& params);
 
 }  // namespace cuda
 }  // namespace fused_lstm

@@ -6,7 +6,7 @@
 
 #include <c10/core/ScalarType.h>
 
-#include "../lstm_params.h"
+#include "../params.h"
 
 namespace fused_lstm {
 namespace cuda {
@@ -18,7 +18,7 @@ void gru_forward_pointwise(const GruForwardPointwiseParams& params, at::ScalarTy
 void gru_backward_pointwise(const GruBackwardPointwiseParams& params, at::ScalarType dtype);
 
 // scalar_t: float, double, c10::Half or c10::BFloat16. The LSTM cell state and its gradient are float
-// for the half types and scalar_t otherwise (see lstm_params.h); GRU tensors are all scalar_t.
+// for the half types and scalar_t otherwise (see params.h); GRU tensors are all scalar_t.
 template <typename scalar_t>
 void launch_forward_pointwise(const LstmForwardPointwiseParams& params);
 template <typename scalar_t>

@@ -250,7 +250,7 @@ void persistent_case(int64_t steps, int64_t batch, int64_t hidden, bool reverse)
   const auto w = widened(weight_hh), b = widened(bias), projection = widened(gates);
   std::vector<double> h(h0.begin(), h0.end()), c(cell.begin(), cell.end());
 
-  fused_lstm::LstmSequenceForwardParams params{};
+  fused_lstm::LstmRecurrenceForwardParams params{};
   params.steps = T;
   params.batch = B;
   params.hidden = H;

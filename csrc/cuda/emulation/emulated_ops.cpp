@@ -10,6 +10,7 @@
 #include "../../checks.h"
 #include "../../layer_ops.h"
 #include "../../op_schemas.h"
+#include "../../options.h"
 #include "../cuda_backend.h"
 #include "simt.h"
 
@@ -34,12 +35,6 @@ struct EmulatedCudaDevice {
   static const GruBackend& gru_backend() { return cuda::gru_backend(); }
 };
 
-bool persistent_forward_supported_emulated(const at::Tensor& input, const at::Tensor& h0, const at::Tensor& weight_hh,
-                                           const at::Tensor& batch_sizes, bool has_projection) {
-  EmulatedCudaDevice::check_devices("fused_lstm.persistent_forward_supported", input, &batch_sizes, {});
-  return cuda::persistent_forward_supported_for(input, h0, weight_hh, batch_sizes, has_projection);
-}
-
 void configure(int64_t multiprocessors, int64_t seed) {
   fused_lstm_emulation::configure(static_cast<int>(multiprocessors), static_cast<std::uint64_t>(seed));
 }
@@ -52,6 +47,7 @@ int64_t cooperative_launch_count() { return fused_lstm_emulation::cooperative_la
 
 TORCH_LIBRARY(fused_lstm_emulated, m) {
   define_ops(m);
+  options::define_ops(m);
   // The emulated device: its number of SMs and the seed of the thread order (simt.h), and how many
   // launches (and cooperative ones) have run, so that a test can see a kernel run.
   m.def("configure(int multiprocessors, int seed) -> ()", &configure);
@@ -62,7 +58,6 @@ TORCH_LIBRARY(fused_lstm_emulated, m) {
 
 TORCH_LIBRARY_IMPL(fused_lstm_emulated, CPU, m) {
   register_layer_ops<EmulatedCudaDevice>(m);
-  m.impl("persistent_forward_supported", &persistent_forward_supported_emulated);
 }
 
 }  // namespace fused_lstm

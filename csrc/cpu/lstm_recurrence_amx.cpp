@@ -1,4 +1,4 @@
-// The fused step (lstm_sequence_cpu.h) for bfloat16 on CPUs with AMX (Intel Sapphire Rapids and later): the
+// The whole recurrence (lstm_recurrence_cpu.h) for bfloat16 on CPUs with AMX (Intel Sapphire Rapids and later): the
 // whole forward recurrence of a layer, x_t·W_ihᵀ + h_{t-1}·W_hhᵀ accumulated in float32 AMX tiles (TDPBF16PS)
 // and the cell update run on them, per step; c_t in float32 throughout.
 //
@@ -17,13 +17,10 @@
 #include "../lstm_math.h"
 #include "clones.h"
 #include "isa.h"
-#include "lstm_sequence_amx.h"
+#include "lstm_recurrence_amx.h"
 #include "parallel.h"
 
 #if FL_HAVE_X86_TILES
-#include <cpuid.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #define FL_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq")))
 #endif
 
@@ -173,34 +170,13 @@ FL_AMX void amx_step(const AmxStep& s, int64_t begin, int64_t end) {
   _tile_release();
 }
 
-bool cpu_has_amx_bf16() {
-  unsigned eax, ebx, ecx, edx;
-  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
-  return (edx & (1u << 22)) && (edx & (1u << 24));  // AMX-BF16 and AMX-TILE
-}
-
-// Linux hands out the AMX tile state only to processes that ask for it.
-bool os_grants_amx() {
-  constexpr long kRequestPermission = 0x1023;  // ARCH_REQ_XCOMP_PERM
-  constexpr long kTileData = 18;               // XFEATURE_XTILEDATA
-  return syscall(SYS_arch_prctl, kRequestPermission, kTileData) == 0;
-}
 #endif
 
 }  // namespace
 
-bool amx_bf16_available() {
-#if FL_HAVE_X86_TILES
-  static const bool available = cpu_has_amx_bf16() && os_grants_amx();
-  return available;
-#else
-  return false;
-#endif
-}
-
-void amx_sequence_forward(const LstmSequenceForwardParams& p) {
-  TORCH_CHECK(amx_bf16_available(), "fused_lstm: the AMX fused step needs a CPU with AMX-BF16");
-  TORCH_CHECK(p.project_input, "fused_lstm: the AMX fused step projects the input itself");
+void amx_recurrence_forward(const LstmRecurrenceForwardParams& p) {
+  TORCH_CHECK(best_isa() == Isa::kAmx, "fused_lstm: the AMX tiles need a CPU with AMX-BF16");
+  TORCH_CHECK(p.project_input, "fused_lstm: the AMX tiles project the input themselves");
 #if FL_HAVE_X86_TILES
   const int64_t T = p.steps, B = p.batch, H = p.hidden, C = p.input_size;
   const int64_t Bp = round_up(B, kTileRows), Cp = round_up(C, kTileK), Hp = round_up(H, kTileK);

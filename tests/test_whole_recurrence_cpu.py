@@ -1,15 +1,15 @@
-"""The CPU fused step (csrc/cpu/lstm_sequence_cpu.cpp): float32 padded sequences without projection run as
-register tiles (AVX-512, or AVX2+FMA) that accumulate x·W_ihᵀ + h·W_hhᵀ and apply the cell update (or its
-backward) on the tile. Checked here at the op level against the same op in float64 (which runs the
-per-step path) on sizes that hit every tile edge, with the CPU's best instruction set and with AVX2 forced,
-shown to run (the profiler sees no per-step GEMM), and switched off with FUSED_LSTM_CPU_FUSED_STEP=0 (read
-once per process, so the switches run in child processes)."""
+"""The whole recurrence of float32 layers on the CPU (csrc/cpu/lstm_recurrence_cpu.cpp): padded sequences
+without projection run as register tiles (AVX-512, or AVX2+FMA) that accumulate x·W_ihᵀ + h·W_hhᵀ and apply
+the cell update (or its backward) on the tile. Checked here at the op level against the same op in float64
+(which runs the per-step path) on sizes that hit every tile edge, on each instruction set (the option cpu_isa),
+shown to run (the path query names the kernel; the profiler sees no per-step GEMM), and off with
+cpu_isa="none"."""
 
 import pytest
 import torch
 
-import fused_lstm  # noqa: F401  (loads the ops)
-from conftest import HAS_AVX2, HAS_AVX512, assert_close, run_counting_aten_gemms, run_python_child
+import fused_lstm
+from conftest import HAS_AVX2, assert_close, cpu_has, cpu_isa_or_skip, run_counting_aten_gemms
 
 pytestmark = pytest.mark.skipif(not HAS_AVX2, reason="the fused CPU step needs AVX2 and FMA")
 
@@ -77,7 +77,7 @@ def compare_with_float64(size, reverse, bias, weight_scale=0.4, tolerance_scale=
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: "T{}-B{}-C{}-H{}".format(*s))
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
-def test_fused_step_matches_float64(size, reverse, bias):
+def test_whole_recurrence_matches_float64(size, reverse, bias):
     compare_with_float64(size, reverse, bias)
 
 
@@ -129,32 +129,41 @@ def test_backward_in_many_blocks_skips_only_what_is_not_asked_for(reverse):
         assert torch.equal(no_weights[index], everything[index]), name
 
 
-EVERY_SIZE = """
-    from test_fused_step import (GEMMS_AFTER_THE_LOOP, MANY_BLOCKS, MANY_BLOCKS_TOLERANCE, MANY_BLOCKS_WEIGHT_SCALE,
-                                 PROFILED, SIZES, compare_with_float64, layer_arguments, per_step_gemms)
-    assert per_step_gemms(layer_arguments(**PROFILED, bias=True)) <= GEMMS_AFTER_THE_LOOP  # the fused step ran
-    for reverse in (False, True):
-        for size in SIZES:
-            for bias in (False, True):
-                compare_with_float64(size, reverse, bias)
-        compare_with_float64(MANY_BLOCKS, reverse, True, weight_scale=MANY_BLOCKS_WEIGHT_SCALE,
+FLOAT32_KERNELS = {"avx2": "whole recurrence (avx2 register tiles)",
+                   "avx512": "whole recurrence (avx512 register tiles)"}
+
+
+def paths_of(arguments):
+    a = arguments
+    return torch.ops.fused_lstm.layer_paths("lstm_layer", a["input"], a["batch_sizes"], a["h0"], a["weight_ih"],
+                                            a["weight_hh"], None)
+
+
+@pytest.mark.parametrize("isa", list(FLOAT32_KERNELS))
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: "T{}-B{}-C{}-H{}".format(*s))
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_each_instruction_set_matches_float64(isa, size, reverse):
+    with cpu_isa_or_skip(isa):
+        kernel = FLOAT32_KERNELS[isa]
+        # One step runs the fused cell forward (tests/test_cells.py); its backward is the kernel's.
+        assert paths_of(layer_arguments(*size, bias=True)) == ("fused cell" if size[0] == 1 else kernel, kernel)
+        compare_with_float64(size, reverse, bias=True)
+
+
+@pytest.mark.parametrize("isa", list(FLOAT32_KERNELS))
+def test_each_instruction_set_matches_float64_over_many_blocks(isa):
+    with cpu_isa_or_skip(isa):
+        compare_with_float64(MANY_BLOCKS, True, True, weight_scale=MANY_BLOCKS_WEIGHT_SCALE,
                              tolerance_scale=MANY_BLOCKS_TOLERANCE)
-    print("ok")
-"""
 
 
-@pytest.mark.parametrize("isa", ["avx2", pytest.param("avx512", marks=pytest.mark.skipif(
-    not HAS_AVX512, reason="needs AVX-512"))])
-def test_each_instruction_set_matches_float64(isa):
-    result = run_python_child(EVERY_SIZE, FUSED_LSTM_CPU_FUSED_STEP=isa)
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
-
-
-@pytest.mark.skipif(HAS_AVX512, reason="this CPU has AVX-512")
-def test_forcing_a_missing_instruction_set_raises():
-    result = run_python_child(EVERY_SIZE, FUSED_LSTM_CPU_FUSED_STEP="avx512")
-    assert result.returncode != 0
-    assert "FUSED_LSTM_CPU_FUSED_STEP=avx512 but this CPU does not have it" in result.stderr
+def test_asking_for_an_instruction_set_the_cpu_lacks_raises_and_changes_nothing():
+    missing = [isa for isa in fused_lstm.ops.CPU_ISAS if not cpu_has(isa)]
+    if not missing:
+        pytest.skip("this CPU has every instruction set fused_lstm uses")
+    with pytest.raises(RuntimeError, match=f"cpu_isa={missing[0]} but this CPU does not have it"):
+        fused_lstm.set_option("cpu_isa", missing[0])
+    assert fused_lstm.get_option("cpu_isa") == "auto"
 
 
 def per_step_gemms(arguments):
@@ -164,55 +173,31 @@ def per_step_gemms(arguments):
 
 # Small enough that every GEMM of the per-step path goes through aten (not oneDNN's matmul).
 PROFILED = dict(T=9, B=4, C=8, H=24)
-# What the fused step leaves to aten, all after the backward loop: dL/dh0, dx, dW_ih and dW_hh (as a GEMM
+# What the whole recurrence leaves to aten, all after the backward loop: dL/dh0, dx, dW_ih and dW_hh (as a GEMM
 # over the output rows plus one for h0). The forward makes none.
 GEMMS_AFTER_THE_LOOP = 5
 
 
-def test_fused_step_makes_no_per_step_gemm():
-    assert per_step_gemms(layer_arguments(**PROFILED, bias=True)) <= GEMMS_AFTER_THE_LOOP
-
-
-CHILD = """
-    import torch
-    from test_fused_step import PROFILED, layer_arguments, per_step_gemms, run_layer
-    from conftest import assert_close, run_python_child
+def test_whole_recurrence_makes_no_per_step_gemm():
     arguments = layer_arguments(**PROFILED, bias=True)
-    print("gemms", per_step_gemms(arguments))
-    exact = run_layer({k: (v.double() if v is not None and v.is_floating_point() else v)
-                       for k, v in arguments.items()}, reverse=False)
-    for name, value in run_layer(arguments, reverse=False).items():
-        assert_close(value, exact[name].float(), scale=2.0)
-    print("ok")
-"""
+    assert paths_of(arguments)[0].startswith("whole recurrence")
+    assert per_step_gemms(arguments) <= GEMMS_AFTER_THE_LOOP
 
 
-def run_child(value):
-    return run_python_child(CHILD, FUSED_LSTM_CPU_FUSED_STEP=value)
-
-
-def test_switched_off_runs_the_per_step_path():
-    result = run_child("0")
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
-    gemms = int(result.stdout.split("gemms")[1].split()[0])
-    assert gemms >= 2 * PROFILED["T"], result.stdout  # one per step forward and backward
-
-
-def test_switched_on_explicitly_runs_the_fused_step():
-    result = run_child("1")
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
-    assert int(result.stdout.split("gemms")[1].split()[0]) <= GEMMS_AFTER_THE_LOOP, result.stdout
-
-
-def test_bad_switch_value_raises():
-    result = run_child("yes")
-    assert result.returncode != 0
-    assert "FUSED_LSTM_CPU_FUSED_STEP must be 0, 1, avx2 or avx512, got 'yes'" in result.stderr
+def test_cpu_isa_none_runs_the_per_step_path():
+    arguments = layer_arguments(**PROFILED, bias=True)
+    with fused_lstm.options(cpu_isa="none"):
+        assert paths_of(arguments) == ("per step", "per step")
+        assert per_step_gemms(arguments) >= 2 * PROFILED["T"]  # one per step forward and backward
+        exact = run_layer({k: (v.double() if v is not None and v.is_floating_point() else v)
+                           for k, v in arguments.items()}, reverse=False)
+        for name, value in run_layer(arguments, reverse=False).items():
+            assert_close(value, exact[name].float(), scale=2.0)
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_recurrence_is_bitwise_independent_of_the_thread_count(reverse):
-    # From 4 rows the forward is all fused step (no library GEMM), and so is the backward's dL/dc0 within one
+    # From 4 rows the forward is all whole recurrence (no library GEMM), and so is the backward's dL/dc0 within one
     # block: each value is summed by one thread in a fixed order, whichever thread that is, with 1 or 2
     # threads in the team (docs/robustness.md, Determinism).
     a = layer_arguments(T=7, B=9, C=40, H=130, bias=True)

@@ -1,5 +1,5 @@
-// The whole recurrence of one float32 LSTM layer on the CPU with the GEMMs and the pointwise math fused
-// per step (the CPU counterpart of a persistent kernel; LstmBackend's sequence hooks):
+// The whole recurrence of one LSTM layer on the CPU with the GEMMs and the pointwise math fused per step
+// (the CPU counterpart of a persistent kernel; LstmBackend's recurrence hooks):
 //  - forward: W_ih and W_hh are packed once per call into panels that hold the four gates of 16 hidden
 //    units (8 with AVX2) side by side, so that one register tile (up to 6 batch rows × 4 gates × 16 units
 //    with AVX-512, 3 × 4 × 8 with AVX2) accumulates x_t·W_ihᵀ + h_{t-1}·W_hhᵀ and the cell update runs on
@@ -19,25 +19,24 @@
 
 #include <ATen/ATen.h>
 
-#include "../lstm_params.h"
+#include "../params.h"
 
 namespace fused_lstm {
 namespace cpu {
 
-// Padded input (uniform batch), no projection, a CPU with AVX-512 or AVX2+FMA, and not turned off:
-// FUSED_LSTM_CPU_FUSED_STEP unset/"1" uses the best instruction set, "0" turns the fused step off,
-// "avx2"/"avx512" force one (raising if the CPU lacks it); read once per process, anything else raises.
-// Forward: float32, and bfloat16 on CPUs with AMX (lstm_sequence_amx.h) unless forced down to AVX2.
-// Backward: float32.
-bool sequence_forward_supported(const LstmSequenceShape& shape, at::ScalarType dtype);
-bool sequence_backward_supported(const LstmSequenceShape& shape, at::ScalarType dtype);
+// The hooks of LstmBackend (lstm_layer.h). The whole recurrence runs here for padded input (uniform batch)
+// without projection: float32 on AVX-512 or AVX2+FMA register tiles, bfloat16 on AMX tiles or AVX512-BF16
+// register tiles (vdpbf16ps), as options::cpu_isa() allows; the backward in float32. *_kernel name the kernel
+// that would run, or nullptr.
+const char* recurrence_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype);
+const char* recurrence_backward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype);
 // Whether the forward computes x·W_ihᵀ in its steps (enough batch rows; always in bfloat16) or reads one
 // GEMM's result.
-bool sequence_forward_projects_input(const LstmSequenceShape& shape, at::ScalarType dtype);
-void sequence_forward(const LstmSequenceForwardParams& params, at::ScalarType dtype);
+bool recurrence_forward_projects_input(const LstmRecurrenceShape& shape, at::ScalarType dtype);
+void recurrence_forward(const LstmRecurrenceForwardParams& params, at::ScalarType dtype);
 // W_hh [4H, H] float32 as column panels of 64 gate columns (32 with AVX2), zero beyond column H.
-at::Tensor sequence_backward_prepare_weight(const at::Tensor& weight_hh);
-void sequence_backward(const LstmSequenceBackwardParams& params, at::ScalarType dtype);
+at::Tensor recurrence_backward_prepare_weight(const at::Tensor& weight_hh);
+void recurrence_backward(const LstmRecurrenceBackwardParams& params, at::ScalarType dtype);
 
 }  // namespace cpu
 }  // namespace fused_lstm

@@ -22,8 +22,8 @@ struct LstmForwardPointwiseParams {
 };
 
 // What decides whether a backend can run the whole recurrence of a layer in one call (see
-// LstmBackend::sequence_forward_supported in lstm_layer.h).
-struct LstmSequenceShape {
+// LstmBackend::recurrence_forward_kernel in lstm_layer.h).
+struct LstmRecurrenceShape {
   int64_t steps;       // T
   int64_t batch;       // B
   int64_t hidden;      // H
@@ -35,9 +35,9 @@ struct LstmSequenceShape {
 // step t are [t·B, (t+1)·B) of the [T·B, ...] tensors. Every pointer is contiguous and row-major.
 // The input projection x·W_ihᵀ either arrives in `gates` (project_input false: the driver ran it as one
 // GEMM over all rows) or the backend computes it inside each step from `input` and `weight_ih`
-// (project_input true, see LstmBackend::sequence_forward_projects_input), in which case `gates` is
+// (project_input true, see LstmBackend::recurrence_forward_projects_input), in which case `gates` is
 // only written, and only when saving.
-struct LstmSequenceForwardParams {
+struct LstmRecurrenceForwardParams {
   int64_t steps;            // T
   int64_t batch;            // B
   int64_t hidden;           // H
@@ -60,7 +60,7 @@ struct LstmSequenceForwardParams {
 // as above; the driver calls it for blocks of steps, last visited first): the gradients of the gate
 // pre-activations of every step and of the cell state before the block. dL/dh into the block visited next
 // (one small GEMM) and the weight and input gradients (large GEMMs over the block's rows) are the driver's.
-struct LstmSequenceBackwardParams {
+struct LstmRecurrenceBackwardParams {
   int64_t steps;            // T
   int64_t batch;            // B
   int64_t hidden;           // H

@@ -1,19 +1,24 @@
-#include "lstm_sequence_cpu.h"
+#include "lstm_recurrence_cpu.h"
+
+#include <c10/util/BFloat16.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../lstm_math.h"
+#include "../options.h"
 #include "clones.h"
 #include "isa.h"
-#include "lstm_sequence_amx.h"
+#include "lstm_recurrence_amx.h"
 #include "parallel.h"
 
 namespace fused_lstm {
 namespace cpu {
 namespace {
+
+using bf16 = c10::BFloat16;
 
 // What the tiles are built from. A register tile is up to max_rows batch rows × 4 vectors: forward, the
 // four gates of `lanes` hidden units; backward, 4·lanes hidden units.
@@ -29,7 +34,7 @@ constexpr int64_t kMaxLanes = kAvx512Tiles.lanes;
 constexpr int64_t kMaxTileFloats = kAvx512Tiles.max_rows * 4 * kAvx512Tiles.lanes;  // the larger tile
 constexpr int64_t kMinRowsToProjectPerStep = 4;
 
-TileShape tile_shape(Isa isa) { return isa == Isa::kAvx512 ? kAvx512Tiles : kAvx2Tiles; }
+TileShape tile_shape(Isa isa) { return isa >= Isa::kAvx512 ? kAvx512Tiles : kAvx2Tiles; }
 
 // The row tiles of a step: as few as max_rows allows, their heights differing by at most one (32 rows as
 // 6 + 6 + 5 + 5 + 5 + 5 and 8 as 4 + 4, not ... + 2: a 2-row AVX-512 tile does 8 multiply-adds per 6 loads).
@@ -67,6 +72,28 @@ std::vector<float> pack_gate_panels(const float* weight, int64_t H, int64_t K, i
   return packed;
 }
 
+// The same panels for vdpbf16ps, which multiplies pairs of bfloat16 along K: panel p holds, for every pair
+// of k, the four gates of 16 units side by side, each unit's two weights adjacent
+// ([H/16][K/2 rounded up][4][16][2], zero beyond unit H and column K).
+std::vector<bf16> pack_gate_panels_bf16(const bf16* weight, int64_t H, int64_t K) {
+  constexpr int64_t lanes = kAvx512Tiles.lanes, width = 4 * lanes * 2;
+  const int64_t panels = at::divup(H, lanes), pairs = at::divup(K, 2);
+  std::vector<bf16> packed(static_cast<size_t>(panels * pairs * width), bf16(0.0f));
+  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t panel = begin; panel < end; ++panel) {
+      bf16* out = packed.data() + panel * pairs * width;
+      for (int64_t gate = 0; gate < 4; ++gate) {
+        for (int64_t lane = 0; lane < lanes && panel * lanes + lane < H; ++lane) {
+          const bf16* row = weight + (gate * H + panel * lanes + lane) * K;
+          bf16* column = out + (gate * lanes + lane) * 2;
+          for (int64_t k = 0; k < K; ++k) column[(k / 2) * width + k % 2] = row[k];
+        }
+      }
+    }
+  });
+  return packed;
+}
+
 // Column panels of a matrix [R, cols]: panel p is columns width·p .. width·(p+1)-1 of every row
 // ([cols/width][R][width], zero beyond column `cols`), contiguous so that a tile streams it.
 at::Tensor pack_column_panels(const float* matrix, int64_t R, int64_t cols, int64_t width) {
@@ -84,23 +111,25 @@ at::Tensor pack_column_panels(const float* matrix, int64_t R, int64_t cols, int6
   return packed;
 }
 
-// One step of the forward recurrence, as every panel task sees it. Rows are this step's B rows.
+// One step of the forward recurrence, as every panel task sees it. Rows are this step's B rows. scalar_t:
+// float (FMA tiles) or bf16 (vdpbf16ps tiles; then project_input is true); the cell state is float.
+template <typename scalar_t>
 struct ForwardStep {
   Isa isa;
   int64_t rows;                // B
   int64_t H;
   int64_t C;
   bool project_input;          // true: x_t·W_ihᵀ from input and packed_ih; false: `gates` holds it on entry
-  const float* input;          // [B, C] x_t (may be nullptr when C = 0)
-  const float* packed_ih;      // gate panels of W_ih (K = C)
-  const float* packed_hh;      // gate panels of W_hh (K = H)
-  const float* bias;           // [4H]
-  const float* hidden_prev;    // [B, H] h_{t-1}
-  float* gates;                // [B, 4H] in: x_t·W_ihᵀ unless project_input; out: activations when saving
+  const scalar_t* input;       // [B, C] x_t (may be nullptr when C = 0)
+  const scalar_t* packed_ih;   // gate panels of W_ih (K = C)
+  const scalar_t* packed_hh;   // gate panels of W_hh (K = H)
+  const scalar_t* bias;        // [4H]
+  const scalar_t* hidden_prev; // [B, H] h_{t-1}
+  scalar_t* gates;             // [B, 4H] in: x_t·W_ihᵀ unless project_input; out: activations when saving
   bool save_gates;             // write the activations into gates
   float* cell;                 // [B, H] in: c_{t-1}, out: c_t
   float* cell_prev_saved;      // [B, H] or nullptr
-  float* output;               // [B, H] h_t
+  scalar_t* output;            // [B, H] h_t
 };
 
 // One step of the backward recurrence. Rows are this step's B rows.
@@ -120,6 +149,25 @@ struct BackwardStep {
 };
 
 #if FL_HAVE_X86_TILES
+// The AVX-512 accumulators of a tile of ROWS rows × 64 floats: loaded from `tile` (or zero), stored back.
+template <int ROWS>
+FL_AVX512 inline void load_accumulators(__m512 (&acc)[ROWS][4], const float* tile, bool accumulate) {
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) acc[r][c] = accumulate ? _mm512_loadu_ps(tile + r * 64 + c * 16) : _mm512_setzero_ps();
+  }
+}
+
+template <int ROWS>
+FL_AVX512 inline void store_accumulators(const __m512 (&acc)[ROWS][4], float* tile) {
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(tile + r * 64 + c * 16, acc[r][c]);
+  }
+}
+
 // tile[r][0..4·lanes) (+)= sum_k a[r·lda + k] · panel[k][0..4·lanes) for r < ROWS: the register-tiled
 // product, one version per instruction set (same loop, other registers).
 template <int ROWS>
@@ -127,13 +175,7 @@ FL_AVX512 void tile_product_avx512(int64_t K, const float* a, int64_t lda, const
                                    float* tile) {
   constexpr int64_t lanes = 16, width = 64;
   __m512 acc[ROWS][4];
-#pragma GCC unroll 8
-  for (int r = 0; r < ROWS; ++r) {
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) {
-      acc[r][c] = accumulate ? _mm512_loadu_ps(tile + r * width + c * lanes) : _mm512_setzero_ps();
-    }
-  }
+  load_accumulators<ROWS>(acc, tile, accumulate);
   for (int64_t k = 0; k < K; ++k) {
     const float* w = panel + k * width;
     const __m512 w0 = _mm512_loadu_ps(w);
@@ -149,11 +191,7 @@ FL_AVX512 void tile_product_avx512(int64_t K, const float* a, int64_t lda, const
       acc[r][3] = _mm512_fmadd_ps(x, w3, acc[r][3]);
     }
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < ROWS; ++r) {
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(tile + r * width + c * lanes, acc[r][c]);
-  }
+  store_accumulators<ROWS>(acc, tile);
 }
 
 template <int ROWS>
@@ -186,50 +224,94 @@ FL_AVX2 void tile_product_avx2(int64_t K, const float* a, int64_t lda, const flo
   }
 }
 
+// The same tile from bfloat16: a's values and the panel's weights in pairs along k (pack_gate_panels_bf16),
+// one vdpbf16ps per pair adding both products to the float32 accumulators.
+template <int ROWS>
+FL_AVX512_BF16 void tile_product_bf16(int64_t K, const bf16* a, int64_t lda, const bf16* panel, bool accumulate,
+                                      float* tile) {
+  constexpr int64_t lanes = 16, pair_width = 128;
+  __m512 acc[ROWS][4];
+  load_accumulators<ROWS>(acc, tile, accumulate);
+  const int64_t pairs = at::divup(K, 2);
+  for (int64_t q = 0; q < pairs; ++q) {
+    const bf16* w = panel + q * pair_width;
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(w);
+    const __m512bh w1 = (__m512bh)_mm512_loadu_si512(w + 2 * lanes);
+    const __m512bh w2 = (__m512bh)_mm512_loadu_si512(w + 4 * lanes);
+    const __m512bh w3 = (__m512bh)_mm512_loadu_si512(w + 6 * lanes);
+    const bool last_single = 2 * q + 1 == K;  // odd K: the last pair's second value is past the row
+#pragma GCC unroll 8
+    for (int r = 0; r < ROWS; ++r) {
+      const bf16* values = a + r * lda + 2 * q;
+      uint32_t pair;
+      if (last_single) {
+        uint16_t single;
+        std::memcpy(&single, values, sizeof(single));
+        pair = single;
+      } else {
+        std::memcpy(&pair, values, sizeof(pair));
+      }
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, w0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, w1);
+      acc[r][2] = _mm512_dpbf16_ps(acc[r][2], x, w2);
+      acc[r][3] = _mm512_dpbf16_ps(acc[r][3], x, w3);
+    }
+  }
+  store_accumulators<ROWS>(acc, tile);
+}
+
+// Calls f(std::integral_constant<int, R>()) for R = rows, 1 <= rows <= MAX (a larger count runs MAX).
+template <int MAX, typename F>
+void with_rows(int rows, const F& f) {
+  if constexpr (MAX > 1) {
+    if (rows < MAX) return with_rows<MAX - 1>(rows, f);
+  }
+  f(std::integral_constant<int, MAX>());
+}
+
+void tile_product(Isa, int rows, int64_t K, const bf16* a, int64_t lda, const bf16* panel, bool accumulate,
+                  float* tile) {
+  with_rows<kAvx512Tiles.max_rows>(rows, [&](auto r) { tile_product_bf16<r()>(K, a, lda, panel, accumulate, tile); });
+}
+
 void tile_product(Isa isa, int rows, int64_t K, const float* a, int64_t lda, const float* panel, bool accumulate,
                   float* tile) {
   if (isa == Isa::kAvx2) {
-    switch (rows) {
-      case 1: return tile_product_avx2<1>(K, a, lda, panel, accumulate, tile);
-      case 2: return tile_product_avx2<2>(K, a, lda, panel, accumulate, tile);
-      default: return tile_product_avx2<3>(K, a, lda, panel, accumulate, tile);
-    }
+    return with_rows<kAvx2Tiles.max_rows>(rows, [&](auto r) {
+      tile_product_avx2<r()>(K, a, lda, panel, accumulate, tile);
+    });
   }
-  switch (rows) {
-    case 1: return tile_product_avx512<1>(K, a, lda, panel, accumulate, tile);
-    case 2: return tile_product_avx512<2>(K, a, lda, panel, accumulate, tile);
-    case 3: return tile_product_avx512<3>(K, a, lda, panel, accumulate, tile);
-    case 4: return tile_product_avx512<4>(K, a, lda, panel, accumulate, tile);
-    case 5: return tile_product_avx512<5>(K, a, lda, panel, accumulate, tile);
-    default: return tile_product_avx512<6>(K, a, lda, panel, accumulate, tile);
-  }
+  with_rows<kAvx512Tiles.max_rows>(rows, [&](auto r) { tile_product_avx512<r()>(K, a, lda, panel, accumulate, tile); });
 }
 
 // The cell update of `units` units of one row from its tile row (x·W_ihᵀ + h·W_hhᵀ, gate g of unit j at
 // g·lanes + j), with the math of the per-step pointwise pass. A function of its own with restrict pointers
 // so that the compiler vectorizes it.
+template <typename scalar_t>
 __attribute__((noinline)) FL_CPU_CLONES void forward_tile_row(int64_t H, int64_t units, int64_t lanes,
                                                               const float* __restrict tile_row,
-                                                              const float* __restrict bias, float* __restrict gates,
-                                                              float* __restrict cell,
+                                                              const scalar_t* __restrict bias,
+                                                              scalar_t* __restrict gates, float* __restrict cell,
                                                               float* __restrict cell_prev_saved,
-                                                              float* __restrict output) {
+                                                              scalar_t* __restrict output) {
   if (cell_prev_saved) {
     for (int64_t lane = 0; lane < units; ++lane) cell_prev_saved[lane] = cell[lane];
   }
   float activations[4][kMaxLanes];
   for (int64_t lane = 0; lane < units; ++lane) {
     float next_cell, hidden;
-    math::cell_forward<float>(tile_row[lane] + bias[lane], tile_row[lanes + lane] + bias[H + lane],
-                              tile_row[2 * lanes + lane] + bias[2 * H + lane],
-                              tile_row[3 * lanes + lane] + bias[3 * H + lane], cell[lane], activations[0][lane],
-                              activations[1][lane], activations[2][lane], activations[3][lane], next_cell, hidden);
+    math::cell_forward<float>(tile_row[lane] + float(bias[lane]), tile_row[lanes + lane] + float(bias[H + lane]),
+                              tile_row[2 * lanes + lane] + float(bias[2 * H + lane]),
+                              tile_row[3 * lanes + lane] + float(bias[3 * H + lane]), cell[lane],
+                              activations[0][lane], activations[1][lane], activations[2][lane], activations[3][lane],
+                              next_cell, hidden);
     cell[lane] = next_cell;
-    output[lane] = hidden;
+    output[lane] = scalar_t(hidden);
   }
   if (gates) {
     for (int64_t gate = 0; gate < 4; ++gate) {
-      for (int64_t lane = 0; lane < units; ++lane) gates[gate * H + lane] = activations[gate][lane];
+      for (int64_t lane = 0; lane < units; ++lane) gates[gate * H + lane] = scalar_t(activations[gate][lane]);
     }
   }
 }
@@ -246,28 +328,34 @@ void load_tile(int rows, int64_t H, int64_t units, int64_t lanes, const float* g
 }
 
 // All rows of gate panels [begin, end) for one step.
-void forward_panels(const ForwardStep& s, int64_t begin, int64_t end) {
+template <typename scalar_t>
+void forward_panels(const ForwardStep<scalar_t>& s, int64_t begin, int64_t end) {
   alignas(64) float tile[kMaxTileFloats];
   const TileShape shape = tile_shape(s.isa);
   const int64_t lanes = shape.lanes, width = 4 * lanes;
   const RowTiles row_tiles(s.rows, shape.max_rows);
+  // A panel holds `width` weights per k; bfloat16 panels hold K rounded up to pairs.
+  const auto panel_k = [](int64_t K) { return std::is_same_v<scalar_t, bf16> ? at::divup(K, 2) * 2 : K; };
   for (int64_t panel = begin; panel < end; ++panel) {
-    const float* weights_hh = s.packed_hh + panel * s.H * width;
+    const scalar_t* weights_hh = s.packed_hh + panel * panel_k(s.H) * width;
     const int64_t first_unit = panel * lanes;
     const int64_t units = std::min(lanes, s.H - first_unit);
     for (int64_t row_tile = 0; row_tile < row_tiles.count; ++row_tile) {
       const int64_t row0 = row_tiles.first_row(row_tile);
       const int rows = row_tiles.rows(row_tile);
       if (s.project_input) {
-        tile_product(s.isa, rows, s.C, s.input + row0 * s.C, s.C, s.packed_ih + panel * s.C * width,
+        tile_product(s.isa, rows, s.C, s.input + row0 * s.C, s.C, s.packed_ih + panel * panel_k(s.C) * width,
                      /*accumulate=*/false, tile);
       } else {
-        load_tile(rows, s.H, units, lanes, s.gates + row0 * 4 * s.H + first_unit, tile);
+        // Only float32 reads x·W_ihᵀ from one GEMM first (recurrence_forward_projects_input).
+        if constexpr (std::is_same_v<scalar_t, float>) {
+          load_tile(rows, s.H, units, lanes, s.gates + row0 * 4 * s.H + first_unit, tile);
+        }
       }
       tile_product(s.isa, rows, s.H, s.hidden_prev + row0 * s.H, s.H, weights_hh, /*accumulate=*/true, tile);
       for (int r = 0; r < rows; ++r) {
         const int64_t row = row0 + r;
-        forward_tile_row(s.H, units, lanes, tile + r * width, s.bias + first_unit,
+        forward_tile_row<scalar_t>(s.H, units, lanes, tile + r * width, s.bias + first_unit,
                          s.save_gates ? s.gates + row * 4 * s.H + first_unit : nullptr, s.cell + row * s.H + first_unit,
                          s.cell_prev_saved ? s.cell_prev_saved + row * s.H + first_unit : nullptr,
                          s.output + row * s.H + first_unit);
@@ -325,51 +413,61 @@ void backward_panels(const BackwardStep& s, int64_t begin, int64_t end) {
 
 #endif
 
-// The hooks are called only where the *_supported hooks said yes; a direct call elsewhere raises.
-Isa check_supported(at::ScalarType dtype) {
-  TORCH_CHECK(dtype == at::kFloat, "fused_lstm: the fused CPU step serves float32, got ", dtype);
-  const Isa isa = fused_kernels_isa();
-  TORCH_CHECK(isa != Isa::kNone, "fused_lstm: the fused CPU step is off (FUSED_LSTM_CPU_FUSED_STEP=0) or this CPU "
-              "has neither AVX-512 nor AVX2+FMA");
-  return isa;
+// The kernels the hooks below name, by dtype and the instruction set options::cpu_isa() allows.
+const char* forward_kernel(at::ScalarType dtype) {
+  const Isa isa = options::cpu_isa();
+  if (dtype == at::kFloat) return isa >= Isa::kAvx512 ? "avx512 register tiles" : isa == Isa::kAvx2 ? "avx2 register tiles" : nullptr;
+  if (dtype == at::kBFloat16) return isa == Isa::kAmx ? "amx tiles" : isa == Isa::kAvx512Bf16 ? "avx512_bf16 register tiles" : nullptr;
+  return nullptr;
+}
+
+const char* backward_kernel(at::ScalarType dtype) {
+  return dtype == at::kFloat ? forward_kernel(dtype) : nullptr;
+}
+
+// The hooks run only where the *_kernel hooks named a kernel; a direct call elsewhere raises.
+Isa check_kernel(const char* kernel, at::ScalarType dtype) {
+  TORCH_CHECK(kernel != nullptr, "fused_lstm: no CPU kernel runs the whole recurrence of a ", dtype,
+              " layer with cpu_isa=", options::get("cpu_isa"), " on this CPU (best: ", isa_name(best_isa()), ")");
+  return options::cpu_isa();
 }
 
 }  // namespace
 
-bool sequence_forward_projects_input(const LstmSequenceShape& shape, at::ScalarType dtype) {
-  // AMX projects the input in its tiles at every size. In float32, with few rows per step, streaming W_ih's
+bool recurrence_forward_projects_input(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
+  // bfloat16 tiles project the input at every size. In float32, with few rows per step, streaming W_ih's
   // panels every step costs more than the multiply-adds they feed: one GEMM over all T·B rows first is faster.
   return dtype == at::kBFloat16 || shape.batch >= kMinRowsToProjectPerStep;
 }
 
-// bfloat16 runs the AMX tiles, unless the fused kernels are off or forced down to AVX2.
-bool amx_forward_on() { return fused_kernels_isa() == Isa::kAvx512 && amx_bf16_available(); }
-
-bool sequence_forward_supported(const LstmSequenceShape& shape, at::ScalarType dtype) {
-  if (!shape.uniform_batch || shape.projected || fused_kernels_isa() == Isa::kNone) return false;
-  return dtype == at::kFloat || (dtype == at::kBFloat16 && amx_forward_on());
+const char* recurrence_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
+  return shape.uniform_batch && !shape.projected ? forward_kernel(dtype) : nullptr;
 }
 
-bool sequence_backward_supported(const LstmSequenceShape& shape, at::ScalarType dtype) {
-  return dtype == at::kFloat && shape.uniform_batch && !shape.projected && fused_kernels_isa() != Isa::kNone;
+const char* recurrence_backward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
+  return shape.uniform_batch && !shape.projected ? backward_kernel(dtype) : nullptr;
 }
 
-void sequence_forward(const LstmSequenceForwardParams& p, at::ScalarType dtype) {
-  if (dtype == at::kBFloat16) {
-    TORCH_CHECK(amx_forward_on(), "fused_lstm: the bfloat16 fused CPU step needs AMX (and the fused kernels on)");
-    return amx_sequence_forward(p);
-  }
-  const Isa isa = check_supported(dtype);
+namespace {
+
 #if FL_HAVE_X86_TILES
+// The forward with register tiles: float32 (FMA) or bfloat16 (vdpbf16ps, input projected in the steps).
+template <typename scalar_t>
+void register_tile_forward(const LstmRecurrenceForwardParams& p, Isa isa) {
   const int64_t T = p.steps, B = p.batch, H = p.hidden, C = p.input_size;
   const int64_t lanes = tile_shape(isa).lanes;
-  const std::vector<float> packed_ih = p.project_input
-                                           ? pack_gate_panels(static_cast<const float*>(p.weight_ih), H, C, lanes)
-                                           : std::vector<float>();
-  const std::vector<float> packed_hh = pack_gate_panels(static_cast<const float*>(p.weight_hh), H, H, lanes);
+  const auto pack = [&](const void* weight, int64_t K) {
+    if constexpr (std::is_same_v<scalar_t, bf16>) {
+      return pack_gate_panels_bf16(static_cast<const bf16*>(weight), H, K);
+    } else {
+      return pack_gate_panels(static_cast<const float*>(weight), H, K, lanes);
+    }
+  };
+  const std::vector<scalar_t> packed_ih = p.project_input ? pack(p.weight_ih, C) : std::vector<scalar_t>();
+  const std::vector<scalar_t> packed_hh = pack(p.weight_hh, H);
   const int64_t panels = at::divup(H, lanes);
   // What stays the same over the steps is set once; each step moves the row pointers.
-  ForwardStep first;
+  ForwardStep<scalar_t> first;
   first.isa = isa;
   first.rows = B;
   first.H = H;
@@ -377,25 +475,38 @@ void sequence_forward(const LstmSequenceForwardParams& p, at::ScalarType dtype) 
   first.project_input = p.project_input;
   first.packed_ih = packed_ih.data();  // empty unless projecting per step
   first.packed_hh = packed_hh.data();
-  first.bias = static_cast<const float*>(p.bias);
+  first.bias = static_cast<const scalar_t*>(p.bias);
   first.save_gates = p.save_for_backward;
   first.cell = static_cast<float*>(p.cell);
-  float* const output = static_cast<float*>(p.output);
+  scalar_t* const output = static_cast<scalar_t*>(p.output);
   parallel_steps(T, panels, [&](int64_t i, int64_t begin, int64_t end) {
     const int64_t t = p.reverse ? T - 1 - i : i;
-    ForwardStep step = first;
-    step.hidden_prev = i == 0 ? static_cast<const float*>(p.h0) : output + (p.reverse ? t + 1 : t - 1) * B * H;
-    step.input = p.project_input ? static_cast<const float*>(p.input) + t * B * C : nullptr;
-    step.gates = p.save_for_backward || !p.project_input ? static_cast<float*>(p.gates) + t * B * 4 * H : nullptr;
+    ForwardStep<scalar_t> step = first;
+    step.hidden_prev = i == 0 ? static_cast<const scalar_t*>(p.h0) : output + (p.reverse ? t + 1 : t - 1) * B * H;
+    step.input = p.project_input ? static_cast<const scalar_t*>(p.input) + t * B * C : nullptr;
+    step.gates =
+        p.save_for_backward || !p.project_input ? static_cast<scalar_t*>(p.gates) + t * B * 4 * H : nullptr;
     step.cell_prev_saved = p.save_for_backward ? static_cast<float*>(p.cell_prev_saved) + t * B * H : nullptr;
     step.output = output + t * B * H;
     forward_panels(step, begin, end);
   });
+}
+#endif
+
+}  // namespace
+
+void recurrence_forward(const LstmRecurrenceForwardParams& p, at::ScalarType dtype) {
+  const Isa isa = check_kernel(forward_kernel(dtype), dtype);
+  if (isa == Isa::kAmx && dtype == at::kBFloat16) return amx_recurrence_forward(p);
+  TORCH_CHECK(dtype == at::kFloat || p.project_input, "fused_lstm: the bfloat16 register tiles project the input");
+#if FL_HAVE_X86_TILES
+  if (dtype == at::kBFloat16) return register_tile_forward<bf16>(p, isa);
+  register_tile_forward<float>(p, isa);
 #endif
 }
 
-at::Tensor sequence_backward_prepare_weight(const at::Tensor& weight_hh) {
-  const Isa isa = check_supported(weight_hh.scalar_type());
+at::Tensor recurrence_backward_prepare_weight(const at::Tensor& weight_hh) {
+  const Isa isa = check_kernel(backward_kernel(weight_hh.scalar_type()), weight_hh.scalar_type());
   TORCH_CHECK(weight_hh.dim() == 2 && weight_hh.size(0) == 4 * weight_hh.size(1) && weight_hh.device().is_cpu(),
               "fused_lstm: the fused CPU step takes a CPU weight_hh of shape [4H, H], got ", weight_hh.sizes(), " on ",
               weight_hh.device());
@@ -404,8 +515,8 @@ at::Tensor sequence_backward_prepare_weight(const at::Tensor& weight_hh) {
   return pack_column_panels(weight.data_ptr<float>(), 4 * H, H, 4 * tile_shape(isa).lanes);
 }
 
-void sequence_backward(const LstmSequenceBackwardParams& p, at::ScalarType dtype) {
-  const Isa isa = check_supported(dtype);
+void recurrence_backward(const LstmRecurrenceBackwardParams& p, at::ScalarType dtype) {
+  const Isa isa = check_kernel(backward_kernel(dtype), dtype);
 #if FL_HAVE_X86_TILES
   const int64_t T = p.steps, B = p.batch, H = p.hidden;
   const int64_t width = 4 * tile_shape(isa).lanes;
