@@ -83,7 +83,7 @@ def torch_has_cuda():
 def emulated_cuda_extension(cpp_extension):
     """The CUDA backend and its kernels on the host emulation, with the shared drivers: a test library."""
     sources = relative_sources("csrc/cuda/emulation/*.cpp") + [
-        "csrc/cuda/cuda_backend.cpp", "csrc/cuda/lstm_pointwise_cuda.cpp", "csrc/cuda/lstm_persistent.cpp",
+        "csrc/cuda/cuda_backend.cpp", "csrc/cuda/pointwise_cuda.cpp", "csrc/cuda/lstm_persistent.cpp",
         "csrc/lstm_layer.cpp", "csrc/gru_layer.cpp", "csrc/sequence.cpp", "csrc/gemm.cpp", "csrc/options.cpp",
         "csrc/cpu/isa.cpp"]
     return cpp_extension.CppExtension(

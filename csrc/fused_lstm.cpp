@@ -8,7 +8,7 @@
 
 #include "checks.h"
 #include "cpu/cell_cpu.h"
-#include "cpu/lstm_pointwise_cpu.h"
+#include "cpu/pointwise_cpu.h"
 #include "cpu/lstm_recurrence_cpu.h"
 #include "layer_ops.h"
 #include "op_schemas.h"

@@ -209,16 +209,9 @@ MUTATIONS = {
         "tsan", ["FAIL persistent", "ThreadSanitizer: data race"]),
     "persistent kernel without the grid barrier between steps": (
         "cuda/lstm_persistent.cuh", "    if (step + 1 < steps) grid.sync();\n", "", "plain", ["FAIL persistent"]),
-    "LSTM forward pointwise kernel reading one column off": (
-        "cuda/lstm_pointwise_cuda.cuh",
-        "    const int64_t column = pack * kVec;\n"
-        "    for (int64_t row = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; row < rows;\n"
-        "         row += int64_t(gridDim.y) * blockDim.y) {\n"
-        "      scalar_t* row_gates",
-        "    const int64_t column = pack * kVec + 1;\n"
-        "    for (int64_t row = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; row < rows;\n"
-        "         row += int64_t(gridDim.y) * blockDim.y) {\n"
-        "      scalar_t* row_gates",
+    "pointwise kernels reading one column off": (
+        "cuda/pointwise_cuda_common.cuh", "    const int64_t column = pack * kVec;\n",
+        "    const int64_t column = pack * kVec + 1;\n",
         # A misaligned 16-byte access (a GPU's "misaligned address") or one past the buffer: either way an error.
         "asan", ["ERROR: AddressSanitizer"]),
 }

@@ -1,7 +1,7 @@
 #include "cuda_backend.h"
 
 #include "lstm_persistent.h"
-#include "lstm_pointwise_cuda.h"
+#include "pointwise_cuda.h"
 
 namespace fused_lstm {
 namespace cuda {

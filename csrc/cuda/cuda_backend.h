@@ -1,5 +1,5 @@
 // The CUDA backend of the shared sequence drivers (lstm_layer.h, gru_layer.h): the pointwise kernels and
-// the persistent forward. The CUDA registration (lstm_cuda.cpp) and the host emulation of the kernels
+// the persistent forward. The CUDA registration (cuda_ops.cpp) and the host emulation of the kernels
 // (emulation/emulated_ops.cpp) both run the drivers with it.
 #pragma once
 

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 
 #include "device_runtime.cuh"
 
@@ -52,6 +53,21 @@ __device__ __forceinline__ void store_pack(T* destination, const Pack<T, kCount>
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// body(row, column) for this thread's packs: column = kVec·pack over the packs of a row (x), row over the
+// rows (y), both striding over the grid.
+template <int kVec, typename Body>
+__device__ __forceinline__ void for_each_pack(int64_t rows, int64_t hidden, const Body& body) {
+  const int64_t packs_per_row = hidden / kVec;
+  for (int64_t pack = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; pack < packs_per_row;
+       pack += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t column = pack * kVec;
+    for (int64_t row = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; row < rows;
+         row += int64_t(gridDim.y) * blockDim.y) {
+      body(row, column);
+    }
+  }
+}
+
 struct LaunchShape {
   dim3 grid;
   dim3 block;
@@ -76,6 +92,21 @@ inline bool vector_aligned(std::initializer_list<const void*> pointers) {
     if (reinterpret_cast<std::uintptr_t>(pointer) % kVectorBytes != 0) return false;
   }
   return true;
+}
+
+// One pointwise pass over rows × H: launch(std::integral_constant<int, V>(), shape) with V the vector width
+// of scalar_t where vector_aligned allows it (H a multiple of V, every pointer aligned), else V = 1; nothing
+// for an empty step.
+template <typename scalar_t, typename Launch>
+void launch_vector_or_scalar(int64_t rows, int64_t hidden, std::initializer_list<const void*> pointers,
+                             const Launch& launch) {
+  constexpr int kVec = vector_width<scalar_t>();
+  if (rows == 0 || hidden == 0) return;
+  if (hidden % kVec == 0 && vector_aligned(pointers)) {
+    launch(std::integral_constant<int, kVec>(), launch_shape(rows, hidden / kVec));
+  } else {
+    launch(std::integral_constant<int, 1>(), launch_shape(rows, hidden));
+  }
 }
 
 }  // namespace detail

@@ -1,4 +1,4 @@
-#include "lstm_pointwise_cpu.h"
+#include "pointwise_cpu.h"
 
 #include <ATen/OpMathType.h>
 #include <c10/util/BFloat16.h>

@@ -1,5 +1,5 @@
 // The fused pointwise passes of an LSTM or GRU step on CUDA: dtype dispatchers (the backends' entry
-// points) and the typed launchers they call, one instantiation per dtype in lstm_pointwise_<dtype>.cu.
+// points) and the typed launchers they call, one instantiation per dtype in pointwise_<dtype>.cu.
 // Every launch runs on the current stream of the current device, neither allocates nor synchronizes
 // (CUDA-graph safe), and picks 16-byte vector accesses when H and the pointers allow them.
 #pragma once

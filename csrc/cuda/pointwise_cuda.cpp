@@ -1,5 +1,5 @@
-// The dtype dispatch of the CUDA pointwise passes; the typed launchers live in lstm_pointwise_<dtype>.cu.
-#include "lstm_pointwise_cuda.h"
+// The dtype dispatch of the CUDA pointwise passes; the typed launchers live in pointwise_<dtype>.cu.
+#include "pointwise_cuda.h"
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Exception.h>
