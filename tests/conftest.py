@@ -23,9 +23,56 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
                                                                  reason="needs a CUDA GPU"))]
 
 
+# ---------------------------------------------------------------------------------------------------
+# Shared assertions
+
+
 def assert_close(actual, expected, dtype=None, scale=1.0):
     rtol, atol = TOLERANCES[dtype or expected.dtype]
     torch.testing.assert_close(actual, expected, rtol=rtol * scale, atol=atol * scale)
+
+
+def assert_close_nan(actual, expected, scale=1.0, what=""):
+    """Same NaN positions (torch.isnan equality), then values within the conftest tolerance of the dtype
+    (infinities must match exactly)."""
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    nan_a, nan_e = torch.isnan(actual), torch.isnan(expected)
+    assert torch.equal(nan_a, nan_e), (
+        f"{what}: NaN positions differ: fused has {int(nan_a.sum())} NaN, nn.LSTM {int(nan_e.sum())}; "
+        f"first differing index {tuple((nan_a != nan_e).nonzero()[0].tolist())}")
+    rtol, atol = TOLERANCES[expected.dtype]
+    torch.testing.assert_close(actual, expected, rtol=rtol * scale, atol=atol * scale, equal_nan=True,
+                               msg=lambda m: f"{what}: {m}")
+
+
+def relative_error(actual, reference):
+    """‖actual − reference‖ / ‖reference‖ over the whole tensor: at rounding level the largest single
+    element error is ruled by luck, and the ratio of two such maxima swings by 3× or more."""
+    return ((actual.double() - reference).norm() / reference.norm().clamp_min(1e-30)).item()
+
+
+def assert_no_worse_than_torch(name, ours, theirs, reference, dtype):
+    """Our error against the float64 reference is at most twice PyTorch's in the same dtype, plus one
+    epsilon of the dtype (so that a case where PyTorch happens to be exact does not demand exactness)."""
+    floor = torch.finfo(dtype).eps
+    ours_error, torch_error = relative_error(ours, reference), relative_error(theirs, reference)
+    assert ours_error <= 2 * torch_error + floor, (
+        f"{name}: fused_lstm's relative error {ours_error:.3g} exceeds 2 × PyTorch's {torch_error:.3g} + {floor:.2g}")
+
+
+def assert_same_error(torch_call, fused_call):
+    """torch_call() raises; fused_call() raises the same exception type, with a message. Returns both."""
+    with pytest.raises(Exception) as expected:
+        torch_call()
+    with pytest.raises(type(expected.value)) as actual:
+        fused_call()
+    assert str(actual.value), "the error must say what is wrong"
+    return expected.value, actual.value
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fixtures and machine facts
 
 
 @pytest.fixture(autouse=True)

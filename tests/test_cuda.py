@@ -10,27 +10,12 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
-from conftest import assert_close
+from conftest import assert_close, assert_no_worse_than_torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CUDA = "cuda"
 HALF_DTYPES = [torch.float16, torch.bfloat16]
-
-
-def relative_error(actual, reference):
-    """‖actual − reference‖ / ‖reference‖ over the whole tensor: at rounding level the largest single
-    element error is ruled by luck, and the ratio of two such maxima swings by 3× or more."""
-    return ((actual.double() - reference).norm() / reference.norm().clamp_min(1e-30)).item()
-
-
-def assert_no_worse_than_torch(name, ours, theirs, reference, dtype):
-    """Our error against the float64 reference is at most twice PyTorch's in the same dtype, plus one
-    epsilon of the dtype (so that a case where PyTorch happens to be exact does not demand exactness)."""
-    floor = torch.finfo(dtype).eps
-    ours_error, torch_error = relative_error(ours, reference), relative_error(theirs, reference)
-    assert ours_error <= 2 * torch_error + floor, (
-        f"{name}: fused_lstm's relative error {ours_error:.3g} exceeds 2 × PyTorch's {torch_error:.3g} + {floor:.2g}")
 
 
 FUSED = {"LSTM": fused_lstm.LSTM, "GRU": fused_lstm.GRU}

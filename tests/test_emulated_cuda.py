@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import samples
-from conftest import assert_close
+from conftest import assert_close, relative_error
 from emulated_cuda import build as programs
 
 try:
@@ -41,10 +41,6 @@ SEQUENCES = {"padded": (4, None), "packed": (4, [4, 3, 3, 1, 1])}
 # H = 32 takes the 16-byte vector path in every dtype, H = 30 the scalar path.
 HIDDEN_SIZES = [32, 30]
 BUILD = os.path.join(programs.REPOSITORY, "build", "emulated_cuda")
-
-
-def relative_error(actual, expected):
-    return ((actual.double() - expected).norm() / expected.norm().clamp_min(1e-30)).item()
 
 
 def assert_matches_reference(results, expected, dtype, scale=1.0):

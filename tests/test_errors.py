@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import fused_lstm
+from conftest import assert_same_error
 
 I, H = 4, 5
 
@@ -18,15 +19,6 @@ def both_lstms(**kwargs):
     fused = fused_lstm.LSTM(I, H, **kwargs)
     fused.load_state_dict(torch_lstm.state_dict())
     return torch_lstm, fused
-
-
-def assert_same_error(torch_call, fused_call):
-    with pytest.raises(Exception) as expected:
-        torch_call()
-    with pytest.raises(type(expected.value)) as actual:
-        fused_call()
-    assert str(actual.value), "the error must say what is wrong"
-    return expected.value, actual.value
 
 
 BAD_FORWARD_CALLS = {

@@ -7,8 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fused_lstm
-from conftest import DEVICES, assert_close, gradients_counting_aten_gemms
-from test_errors import assert_same_error
+from conftest import DEVICES, assert_close, assert_same_error, gradients_counting_aten_gemms
 
 INPUT_SIZE, HIDDEN_SIZE = 5, 7
 F64 = torch.float64

@@ -15,8 +15,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
-from conftest import assert_close
-from test_cuda import assert_no_worse_than_torch
+from conftest import assert_close, assert_no_worse_than_torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import fused_lstm
-from conftest import DEVICES, TOLERANCES
+from conftest import DEVICES, assert_close_nan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RANDOM_FUZZ = os.environ.get("FUSED_LSTM_FUZZ_RANDOM", "0") == "1"
@@ -81,20 +81,6 @@ def _intra_op_threads():
 
 # ---------------------------------------------------------------------------------------------------
 # Comparison helpers
-
-
-def assert_close_nan(actual, expected, scale=1.0, what=""):
-    """Same NaN positions (torch.isnan equality), then values within the conftest tolerance of the dtype
-    (infinities must match exactly)."""
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
-    nan_a, nan_e = torch.isnan(actual), torch.isnan(expected)
-    assert torch.equal(nan_a, nan_e), (
-        f"{what}: NaN positions differ: fused has {int(nan_a.sum())} NaN, nn.LSTM {int(nan_e.sum())}; "
-        f"first differing index {tuple((nan_a != nan_e).nonzero()[0].tolist())}")
-    rtol, atol = TOLERANCES[expected.dtype]
-    torch.testing.assert_close(actual, expected, rtol=rtol * scale, atol=atol * scale, equal_nan=True,
-                               msg=lambda m: f"{what}: {m}")
 
 
 def error_scale(steps, batch, dtype, layers=1):
