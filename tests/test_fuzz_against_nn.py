@@ -878,8 +878,8 @@ def mutation_child(kinds):
 
 
 def run_child(function, *args, timeout=600):
-    """Runs test_robustness.<function>(*args) in a fresh interpreter; returns (returncode, records, stderr)."""
-    code = f"import test_robustness as m; m.{function}(*{args!r})"
+    """Runs test_fuzz_against_nn.<function>(*args) in a fresh interpreter; returns (returncode, records, stderr)."""
+    code = f"import test_fuzz_against_nn as m; m.{function}(*{args!r})"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                             env=env)
