@@ -80,6 +80,17 @@ def _seed():
     torch.manual_seed(1234)
 
 
+@pytest.fixture(scope="module")
+def fuzz_intra_op_threads():
+    """One intra-op thread for the property files (pytestmark usefixtures): on a small, shared CPU two spinning
+    OpenMP threads make each example up to 100x slower, and the sizes fuzzed are too small for intra-op
+    parallelism to matter (FUSED_LSTM_FUZZ_THREADS=N to change it). Restored after the module."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("FUSED_LSTM_FUZZ_THREADS", "1")))
+    yield
+    torch.set_num_threads(previous)
+
+
 def run_python_child(code, **environment):
     """Runs `code` (dedented) in a fresh interpreter that can import the package and the test modules, with
     `environment` added to this process's; for switches the library reads once per process."""
