@@ -296,10 +296,11 @@ def test_raw_op_bad_arguments_raise(bad_call_records, op_name):
     """Each tensor argument replaced by: wrong rank (0-D, an extra leading or trailing dimension, flattened),
     each dimension +1, -1 and 0, every other dtype, an empty tensor, None; batch_sizes with bad values
     (increasing, negative, first != batch, wrong sum, 2^62, int64 max, a sum that overflows int64); argument
-    mix-ups. On three baselines (padded, packed with projection, packed without bias). Every such call raises
-    a Python exception that names the op; the same values in
-    another memory layout (strided, misaligned, transposed storage) give the baseline's results; arguments the
-    op ignores (proj_input without a projection) may be anything."""
+    mix-ups; saved tensors of another layer or none (forward with save_for_backward=False). On three baselines
+    (padded, packed with projection, packed without bias). Every such call raises a RuntimeError that names
+    the op (never a crash: the calls run in a child process); the same values in another memory layout
+    (strided, misaligned, transposed storage) give the baseline's results; arguments the op ignores
+    (proj_input without a projection) may be anything."""
     problems, count = [], 0
     for record in bad_call_records:
         if record["kind"] != "mutations" or record["op"] != op_name:
@@ -310,6 +311,8 @@ def test_raw_op_bad_arguments_raise(bad_call_records, op_name):
         if expect == "raise":
             if outcome != "raised":
                 problems.append(f"{where}: did not raise, returned {detail}")
+            elif not detail.startswith("RuntimeError: "):
+                problems.append(f"{where}: raised another exception than RuntimeError: {detail!r}")
             elif not any(word in detail for word in CLEAR_MESSAGE_WORDS):
                 problems.append(f"{where}: unclear message {detail!r}")
         elif expect == "same" and outcome != "returned close":

@@ -1,9 +1,6 @@
-"""Bad input: the same exception types as nn.LSTM for the same mistakes, and raw ops that raise
-instead of crashing."""
-
-import subprocess
-import sys
-import textwrap
+"""Bad input to the modules: fused_lstm.LSTM, GRU, LSTMCell and GRUCell raise the same exception types as
+torch.nn's modules for the same mistakes (in a call or in the constructor), with a message. Bad arguments to
+the raw ops are tests/test_bad_arguments.py's."""
 
 import pytest
 import torch
@@ -14,11 +11,12 @@ from conftest import assert_same_error
 I, H = 4, 5
 
 
-def both_lstms(**kwargs):
-    torch_lstm = torch.nn.LSTM(I, H, **kwargs)
-    fused = fused_lstm.LSTM(I, H, **kwargs)
-    fused.load_state_dict(torch_lstm.state_dict())
-    return torch_lstm, fused
+def both(name, **kwargs):
+    """torch.nn.<name> and fused_lstm.<name> with the same weights."""
+    torch_module = getattr(torch.nn, name)(I, H, **kwargs)
+    fused = getattr(fused_lstm, name)(I, H, **kwargs)
+    fused.load_state_dict(torch_module.state_dict())
+    return torch_module, fused
 
 
 BAD_FORWARD_CALLS = {
@@ -39,7 +37,7 @@ BAD_FORWARD_CALLS = {
 
 @pytest.mark.parametrize("case", list(BAD_FORWARD_CALLS))
 def test_module_errors_match_nn_lstm(case):
-    torch_lstm, fused = both_lstms()
+    torch_lstm, fused = both("LSTM")
     x, hx = BAD_FORWARD_CALLS[case]()
     assert_same_error(lambda: torch_lstm(x, hx), lambda: fused(x, hx))
 
@@ -77,87 +75,39 @@ CELL_CASES = {
 
 @pytest.mark.parametrize("case", list(CELL_CASES))
 def test_cell_errors_match_nn_lstm_cell(case):
-    torch_cell = torch.nn.LSTMCell(I, H)
-    fused_cell = fused_lstm.LSTMCell(I, H)
+    torch_cell, fused_cell = both("LSTMCell")
     x, hx = CELL_CASES[case]()
     assert_same_error(lambda: torch_cell(x, hx), lambda: fused_cell(x, hx))
 
 
-def valid_raw_arguments():
-    return dict(input=torch.randn(6, I), batch_sizes=torch.tensor([2, 2, 2]), h0=torch.randn(2, H),
-                c0=torch.randn(2, H), weight_ih=torch.randn(4 * H, I), weight_hh=torch.randn(4 * H, H),
-                bias=torch.randn(4 * H), weight_hr=None, reverse=False, save_for_backward=True)
-
-
-RAW_FORWARD_MISTAKES = {
-    "input 3-D": dict(input=torch.randn(3, 2, I)),
-    "input int": dict(input=torch.ones(6, I, dtype=torch.int64)),
-    "input half on CPU": dict(input=torch.randn(6, I).half()),
-    "batch_sizes sum wrong": dict(batch_sizes=torch.tensor([2, 2])),
-    "batch_sizes increasing": dict(batch_sizes=torch.tensor([1, 2, 3])),
-    "batch_sizes negative": dict(batch_sizes=torch.tensor([2, 5, -1])),
-    "batch_sizes float": dict(batch_sizes=torch.tensor([2.0, 2.0, 2.0])),
-    "batch_sizes empty": dict(input=torch.randn(0, I), batch_sizes=torch.tensor([], dtype=torch.int64)),
-    "batch_sizes first != batch": dict(input=torch.randn(3, I), batch_sizes=torch.tensor([1, 1, 1])),
-    "h0 wrong columns": dict(h0=torch.randn(2, H + 1)),
-    "c0 wrong rows": dict(c0=torch.randn(3, H)),
-    "c0 dtype": dict(c0=torch.randn(2, H, dtype=torch.float64)),
-    "weight_ih rows not 4H": dict(weight_ih=torch.randn(4 * H + 1, I)),
-    "weight_ih wrong columns": dict(weight_ih=torch.randn(4 * H, I + 1)),
-    "weight_hh wrong shape": dict(weight_hh=torch.randn(4 * H, H + 2)),
-    "bias wrong size": dict(bias=torch.randn(4 * H - 1)),
-    "weight_hr without projection sizes": dict(weight_hr=torch.randn(H, H)),
-    "weight_ih empty": dict(weight_ih=torch.randn(0, I)),
+BAD_GRU_CALLS = {
+    "1-D input": lambda: (torch.randn(I), None),
+    "wrong feature size": lambda: (torch.randn(3, 2, I + 1), None),
+    "h0 wrong batch": lambda: (torch.randn(3, 2, I), torch.randn(1, 3, H)),
+    "2-D h0 with batched input": lambda: (torch.randn(3, 2, I), torch.randn(2, H)),
+    "3-D h0 with unbatched input": lambda: (torch.randn(3, I), torch.randn(1, 1, H)),
+    "input dtype mismatch": lambda: (torch.randn(3, 2, I, dtype=torch.float64), None),
+    "sequence length 0": lambda: (torch.randn(0, 2, I), None),
 }
 
 
-@pytest.mark.parametrize("case", list(RAW_FORWARD_MISTAKES))
-def test_raw_forward_op_raises(case):
-    arguments = dict(valid_raw_arguments(), **RAW_FORWARD_MISTAKES[case])
-    with pytest.raises(RuntimeError, match="fused_lstm"):
-        torch.ops.fused_lstm.lstm_layer_forward(*arguments.values())
+@pytest.mark.parametrize("case", list(BAD_GRU_CALLS))
+def test_errors_match_nn_gru(case):
+    torch_gru, fused = both("GRU")
+    x, hx = BAD_GRU_CALLS[case]()
+    assert_same_error(lambda: torch_gru(x, hx), lambda: fused(x, hx))
 
 
-def test_raw_backward_op_raises_on_mismatched_saved_tensors():
-    arguments = valid_raw_arguments()
-    output, h_n, c_n, gates, cell_prev, proj_input = torch.ops.fused_lstm.lstm_layer_forward(*arguments.values())
-    good = [torch.randn_like(output), torch.randn_like(h_n), torch.randn_like(c_n), arguments["input"],
-            arguments["batch_sizes"], arguments["h0"], arguments["weight_ih"], arguments["weight_hh"], None, output,
-            gates, cell_prev, proj_input, False, True]
-    torch.ops.fused_lstm.lstm_layer_backward(*good)
-    for index, bad in [(0, torch.randn(5, H)), (9, torch.randn(6, H + 1)), (10, gates[:, :-1]), (11, cell_prev.double()),
-                       (1, torch.randn(3, H)), (10, torch.empty(0))]:
-        arguments_bad = list(good)
-        arguments_bad[index] = bad
-        with pytest.raises(RuntimeError, match="fused_lstm"):
-            torch.ops.fused_lstm.lstm_layer_backward(*arguments_bad)
+GRU_CELL_CASES = {
+    "3-D input": lambda: (torch.randn(2, 3, I), None),
+    "hx wrong batch": lambda: (torch.randn(3, I), torch.randn(2, H)),
+    "hx wrong hidden": lambda: (torch.randn(3, I), torch.randn(3, H + 1)),
+    "3-D hx": lambda: (torch.randn(3, I), torch.randn(1, 3, H)),
+}
 
 
-def test_raw_op_misuse_cannot_crash_the_process():
-    """Run a batch of bad calls in a child process: a segfault there fails this test instead of the run."""
-    script = textwrap.dedent("""
-        import torch, fused_lstm
-        H, I = 5, 4
-        calls = [
-            lambda: torch.ops.fused_lstm.lstm_layer_forward(torch.randn(10**3, I), torch.tensor([10**6]),
-                torch.randn(10**6, H), torch.randn(10**6, H), torch.randn(4*H, I), torch.randn(4*H, H), None, None,
-                False, False),
-            lambda: torch.ops.fused_lstm.lstm_layer_forward(torch.randn(6, I), torch.tensor([2, 2, 2]),
-                torch.randn(2, H), torch.randn(2, H), torch.randn(4*H, I), torch.randn(4*H, H), torch.randn(3),
-                None, False, False),
-            lambda: torch.ops.fused_lstm.lstm_layer_backward(torch.randn(6, H), torch.randn(2, H),
-                torch.randn(2, H), torch.randn(6, I), torch.tensor([2, 2, 2]), torch.randn(2, H),
-                torch.randn(4*H, I), torch.randn(4*H, H), None, torch.randn(6, H), torch.randn(1, 4*H),
-                torch.randn(6, H), torch.empty(0), False, True),
-        ]
-        raised = 0
-        for call in calls:
-            try:
-                call()
-            except RuntimeError:
-                raised += 1
-        print("raised", raised, "of", len(calls))
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "raised 3 of 3" in result.stdout
+@pytest.mark.parametrize("case", list(GRU_CELL_CASES))
+def test_cell_errors_match_nn_gru_cell(case):
+    torch_cell, fused_cell = both("GRUCell")
+    x, hx = GRU_CELL_CASES[case]()
+    assert_same_error(lambda: torch_cell(x, hx), lambda: fused_cell(x, hx))

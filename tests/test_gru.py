@@ -7,7 +7,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fused_lstm
-from conftest import DEVICES, assert_close, assert_same_error, gradients_counting_aten_gemms
+from conftest import DEVICES, assert_close, gradients_counting_aten_gemms
 
 INPUT_SIZE, HIDDEN_SIZE = 5, 7
 F64 = torch.float64
@@ -218,37 +218,6 @@ def test_dropout_between_layers():
     assert_close(fused(x)[0], torch_gru(x)[0])
 
 
-BAD_GRU_CALLS = {
-    "1-D input": lambda: (torch.randn(INPUT_SIZE), None),
-    "wrong feature size": lambda: (torch.randn(3, 2, INPUT_SIZE + 1), None),
-    "h0 wrong batch": lambda: (torch.randn(3, 2, INPUT_SIZE), torch.randn(1, 3, HIDDEN_SIZE)),
-    "2-D h0 with batched input": lambda: (torch.randn(3, 2, INPUT_SIZE), torch.randn(2, HIDDEN_SIZE)),
-    "3-D h0 with unbatched input": lambda: (torch.randn(3, INPUT_SIZE), torch.randn(1, 1, HIDDEN_SIZE)),
-    "input dtype mismatch": lambda: (torch.randn(3, 2, INPUT_SIZE, dtype=F64), None),
-    "sequence length 0": lambda: (torch.randn(0, 2, INPUT_SIZE), None),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_GRU_CALLS))
-def test_errors_match_nn_gru(case):
-    torch_gru, fused = make_pair("cpu")
-    x, hx = BAD_GRU_CALLS[case]()
-    assert_same_error(lambda: torch_gru(x, hx), lambda: fused(x, hx))
-
-
-@pytest.mark.parametrize("case", ["3-D input", "hx wrong batch", "hx wrong hidden", "3-D hx"])
-def test_cell_errors_match_nn_gru_cell(case):
-    calls = {
-        "3-D input": (torch.randn(2, 3, INPUT_SIZE), None),
-        "hx wrong batch": (torch.randn(3, INPUT_SIZE), torch.randn(2, HIDDEN_SIZE)),
-        "hx wrong hidden": (torch.randn(3, INPUT_SIZE), torch.randn(3, HIDDEN_SIZE + 1)),
-        "3-D hx": (torch.randn(3, INPUT_SIZE), torch.randn(1, 3, HIDDEN_SIZE)),
-    }
-    x, hx = calls[case]
-    torch_cell, fused_cell = torch.nn.GRUCell(INPUT_SIZE, HIDDEN_SIZE), fused_lstm.GRUCell(INPUT_SIZE, HIDDEN_SIZE)
-    assert_same_error(lambda: torch_cell(x, hx), lambda: fused_cell(x, hx))
-
-
 def test_gru_runs_on_fused_ops(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("torch's own GRU kernel was called")
@@ -259,13 +228,3 @@ def test_gru_runs_on_fused_ops(monkeypatch):
     out, _ = fused(torch.randn(3, 2, INPUT_SIZE))
     out.sum().backward()
     fused_lstm.GRUCell(INPUT_SIZE, HIDDEN_SIZE)(torch.randn(2, INPUT_SIZE))
-
-
-def test_raw_gru_op_raises_on_bad_arguments():
-    sample = {k: v.detach() if torch.is_tensor(v) else v for k, v in gru_sample("cpu").items()}
-    mistakes = [dict(weight_ih=torch.randn(13, 3, dtype=F64)), dict(h0=torch.randn(3, 5, dtype=F64)),
-                dict(bias_ih=None), dict(bias_hh=torch.randn(5, dtype=F64)), dict(input=torch.randn(8, 3)),
-                dict(batch_sizes=torch.tensor([3, 3, 2]))]
-    for mistake in mistakes:
-        with pytest.raises(RuntimeError, match="fused_lstm"):
-            torch.ops.fused_lstm.gru_layer_forward(*dict(sample, **mistake).values(), False, False)
