@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import fused_lstm
+import samples
 from fuzzing import with_layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,12 +26,12 @@ pytestmark = pytest.mark.usefixtures("fuzz_intra_op_threads")
 # Bad arguments to the raw ops, generated systematically and run in a child process
 
 
-# Small valid calls: (batch_sizes, input_size, hidden, proj, bias, reverse). GRU calls use the same sizes
-# without the projection.
+# Small valid calls: the layer samples (samples.py) of these sizes, and the direction. GRU calls use the same
+# sizes without the projection.
 BASELINES = {
-    "padded": ((2, 2, 2), 4, 5, 0, True, False),
-    "packed_proj": ((3, 2, 2, 1), 4, 5, 3, True, True),
-    "packed_nobias": ((3, 3, 1), 3, 2, 0, False, False),
+    "padded": (dict(batch_sizes=(2, 2, 2), input_size=4, hidden=5, proj=0, bias=True), False),
+    "packed_proj": (dict(batch_sizes=(3, 2, 2, 1), input_size=4, hidden=5, proj=3, bias=True), True),
+    "packed_nobias": (dict(batch_sizes=(3, 3, 1), input_size=3, hidden=2, proj=0, bias=False), False),
 }
 OPS = ["lstm_layer_forward", "lstm_layer_backward", "gru_layer_forward", "gru_layer_backward"]
 
@@ -41,37 +42,18 @@ def op_tensor_arguments(op_name):
     return [a.name for a in schema.arguments if "Tensor" in str(a.type)]
 
 
-def baseline_arguments(name, device="cpu", dtype=torch.float32):
-    """Valid argument dicts (schema order) of every op for one baseline: {op name: arguments}."""
-    sizes, input_size, hidden, proj, bias, reverse = BASELINES[name]
-    generator = torch.Generator().manual_seed(0)
-    out_size = proj or hidden
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=generator, dtype=dtype).to(device)
-
-    rows, batch = sum(sizes), sizes[0]
-    batch_sizes = torch.tensor(sizes, dtype=torch.int64)
-    x = rand(rows, input_size)
-    lstm_forward = dict(input=x, batch_sizes=batch_sizes, h0=rand(batch, out_size), c0=rand(batch, hidden),
-                        weight_ih=rand(4 * hidden, input_size), weight_hh=rand(4 * hidden, out_size),
-                        bias=rand(4 * hidden) if bias else None, weight_hr=rand(out_size, hidden) if proj else None,
-                        reverse=reverse, save_for_backward=True)
-    output, h_n, c_n, gates, cell_prev, proj_input = torch.ops.fused_lstm.lstm_layer_forward(*lstm_forward.values())
-    lstm_backward = dict(grad_output=rand(*output.shape), grad_h_n=rand(*h_n.shape), grad_c_n=rand(*c_n.shape),
-                         input=x, batch_sizes=batch_sizes, h0=lstm_forward["h0"], weight_ih=lstm_forward["weight_ih"],
-                         weight_hh=lstm_forward["weight_hh"], weight_hr=lstm_forward["weight_hr"], output=output,
-                         gates=gates, cell_prev=cell_prev, proj_input=proj_input, reverse=reverse, has_bias=bias)
-    gru_forward = dict(input=x, batch_sizes=batch_sizes, h0=rand(batch, hidden),
-                       weight_ih=rand(3 * hidden, input_size), weight_hh=rand(3 * hidden, hidden),
-                       bias_ih=rand(3 * hidden) if bias else None, bias_hh=rand(3 * hidden) if bias else None,
-                       reverse=reverse, save_for_backward=True)
-    output, h_n, gates, candidate = torch.ops.fused_lstm.gru_layer_forward(*gru_forward.values())
-    gru_backward = dict(grad_output=rand(*output.shape), grad_h_n=rand(*h_n.shape), input=x, batch_sizes=batch_sizes,
-                        h0=gru_forward["h0"], weight_ih=gru_forward["weight_ih"], weight_hh=gru_forward["weight_hh"],
-                        output=output, gates=gates, candidate_hidden=candidate, reverse=reverse, has_bias=bias)
-    return {"lstm_layer_forward": lstm_forward, "lstm_layer_backward": lstm_backward,
-            "gru_layer_forward": gru_forward, "gru_layer_backward": gru_backward}
+def baseline_arguments(name):
+    """Valid arguments (by schema name) of every op for one baseline: {op name: arguments}."""
+    sizes, reverse = BASELINES[name]
+    lstm = dict(samples.lstm_layer_sample(**sizes), reverse=reverse, save_for_backward=True)
+    lstm_outputs = samples.call(torch.ops.fused_lstm.lstm_layer_forward, **lstm)
+    gru = dict(samples.gru_layer_sample(**{k: v for k, v in sizes.items() if k != "proj"}), reverse=reverse,
+               save_for_backward=True)
+    gru_outputs = samples.call(torch.ops.fused_lstm.gru_layer_forward, **gru)
+    return {"lstm_layer_forward": lstm,
+            "lstm_layer_backward": samples.lstm_backward_arguments(lstm, lstm_outputs, reverse),
+            "gru_layer_forward": gru,
+            "gru_layer_backward": samples.gru_backward_arguments(gru, gru_outputs, reverse)}
 
 
 def tensor_mutations(name, value):
@@ -136,12 +118,14 @@ def batch_size_value_mutations(batch_sizes):
 
 
 def overflowing_call():
-    """batch_sizes that sum to 2^64 (0 after int64 wrap-around) with a 0-row input and expanded (stride 0)
-    states of 2^62 rows: the row-count check passes by overflow; what follows must raise, not crash."""
+    """lstm_layer_forward's arguments: batch_sizes that sum to 2^64 (0 after int64 wrap-around) with a 0-row
+    input and expanded (stride 0) states of 2^62 rows: the row-count check passes by overflow; what follows must
+    raise, not crash."""
     big, hidden = 2**62, 1
     states = torch.zeros(1, hidden).expand(big, hidden)
-    return (torch.zeros(0, 2), torch.tensor([big] * 4), states, states, torch.randn(4 * hidden, 2),
-            torch.randn(4 * hidden, hidden), None, None, False, False)
+    sample = samples.lstm_layer_sample(batch_sizes=[0] * 4, input_size=2, hidden=hidden, bias=False)
+    return dict(sample, batch_sizes=torch.tensor([big] * 4), h0=states, c0=states, reverse=False,
+                save_for_backward=False)
 
 
 OPTIONAL_TENSORS = {"bias", "weight_hr", "bias_ih", "bias_hh"}
@@ -210,7 +194,7 @@ def _run_case(op, arguments, baseline_results):
     """Runs one call; returns (outcome, detail). Outcomes: raised, returned close (to the baseline's
     results), returned different, returned."""
     try:
-        results = op(*arguments.values())
+        results = op(**arguments)
     except Exception as error:  # noqa: BLE001 -- any Python exception is the wanted outcome
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         return "raised", f"{type(error).__name__}: {message}"
@@ -226,9 +210,8 @@ def child_cases(op_name, baseline, kind):
     if kind == "mutations":
         cases = mutation_cases(op_name, baseline)
         if op_name == "lstm_layer_forward" and baseline == "padded":
-            arguments = baseline_arguments(baseline)[op_name]
-            cases.append(("batch_sizes: sum overflows int64 (expanded 2^62-row states)",
-                          dict(zip(list(arguments), overflowing_call())), "raise"))
+            cases.append(("batch_sizes: sum overflows int64 (expanded 2^62-row states)", overflowing_call(),
+                          "raise"))
         return cases
     if kind == "meta":
         return [(label, arguments, "raise") for label, arguments in meta_cases(op_name, baseline)]
@@ -247,7 +230,7 @@ def mutation_child(kinds):
         for op_name in OPS:
             op = getattr(torch.ops.fused_lstm, op_name)
             for baseline in BASELINES:
-                baseline_results = op(*baseline_arguments(baseline)[op_name].values())
+                baseline_results = op(**baseline_arguments(baseline)[op_name])
                 for label, arguments, expectation in child_cases(op_name, baseline, kind):
                     key = dict(kind=kind, op=op_name, baseline=baseline, case=label)
                     print(json.dumps(dict(key, start=True)), flush=True)
@@ -357,11 +340,11 @@ def test_meta_tensors_everywhere_give_meta_results(op_name):
     op = getattr(torch.ops.fused_lstm, op_name)
     for baseline in BASELINES:
         arguments = baseline_arguments(baseline)[op_name]
-        cpu_results = op(*arguments.values())
+        cpu_results = op(**arguments)
         for sizes_device in ("cpu", "meta"):
             meta = {k: (v.to("meta") if torch.is_tensor(v) else v) for k, v in arguments.items()}
             meta["batch_sizes"] = arguments["batch_sizes"].to(sizes_device)
-            results = op(*meta.values())
+            results = op(**meta)
             assert [(r.shape, r.dtype) for r in results] == [(r.shape, r.dtype) for r in cpu_results]
             assert all(r.device.type == "meta" for r in results)
 
