@@ -210,9 +210,18 @@ def gru_backward_arguments(sample, forward, reverse, grads=None, **flags):
                 has_bias=sample["bias_ih"] is not None, **flags)
 
 
-def is_weight_gradient(name):
-    """Whether a backward op's output is a weight gradient (what compute_grad_weights=False skips)."""
-    return name.startswith(("grad_weight", "grad_bias"))
+# compute_grad_input and compute_grad_weights of the backward ops: every way of skipping some of the gradients.
+GRADIENT_SKIPS = [dict(compute_grad_input=False, compute_grad_weights=True),
+                  dict(compute_grad_input=True, compute_grad_weights=False),
+                  dict(compute_grad_input=False, compute_grad_weights=False)]
+
+
+def is_computed(name, flags):
+    """Whether a backward op computes its output `name` under `flags` (compute_grad_input, compute_grad_weights):
+    the weight gradients only with compute_grad_weights, dL/dx only with compute_grad_input, the states' always."""
+    if name.startswith(("grad_weight", "grad_bias")):
+        return flags["compute_grad_weights"]
+    return flags["compute_grad_input"] or name != "grad_input"
 
 
 def persistent_query(sample):

@@ -97,22 +97,17 @@ def cell_op_samples(kind):
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_opcheck_cell_ops(kind):
     forward = getattr(OPS, f"{kind}_cell_forward").default
+    backward = getattr(OPS, f"{kind}_cell_backward").default
     for sample, save in cell_op_samples(kind):
-        torch.library.opcheck(forward, (*sample.values(), save))
+        torch.library.opcheck(forward, samples.in_schema_order(forward, dict(sample, save_for_backward=save)))
         if not save:
             continue
-        outputs = forward(*[v.detach() if v is not None else None for v in sample.values()], True)
-        cotangents = [torch.randn_like(out) for out in outputs[:2 if kind == "lstm" else 1]]
         detached = {k: v.detach() if v is not None else None for k, v in sample.items()}
-        has_bias = detached["bias_ih"] is not None
-        for flags in [(True, True), (False, True), (True, False)]:
-            if kind == "lstm":
-                arguments = (*cotangents, detached["input"], detached["h0"], detached["c0"], detached["weight_ih"],
-                             detached["weight_hh"], outputs[2], has_bias, *flags)
-            else:
-                arguments = (*cotangents, detached["input"], detached["h0"], detached["weight_ih"],
-                             detached["weight_hh"], outputs[1], outputs[2], has_bias, *flags)
-            torch.library.opcheck(getattr(OPS, f"{kind}_cell_backward").default, arguments)
+        outputs = samples.call(forward, **detached, save_for_backward=True)
+        for compute_grad_input, compute_grad_weights in [(True, True), (False, True), (True, False)]:
+            arguments = samples.cell_backward_arguments(kind, detached, outputs, compute_grad_input=compute_grad_input,
+                                                        compute_grad_weights=compute_grad_weights)
+            torch.library.opcheck(backward, samples.in_schema_order(backward, arguments))
 
 
 @pytest.mark.parametrize("module_class, torch_class", [(fused_lstm.LSTM, torch.nn.LSTM), (fused_lstm.GRU, torch.nn.GRU)])
