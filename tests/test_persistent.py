@@ -15,11 +15,13 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
+import samples
 from conftest import assert_close, assert_no_worse_than_torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CUDA = "cuda"
+OPS = torch.ops.fused_lstm
 SWITCH = "FUSED_LSTM_PERSISTENT"
 KERNEL_NAME = "lstm_persistent_forward_kernel"
 HALF_DTYPES = [torch.float16, torch.bfloat16]
@@ -146,14 +148,11 @@ def test_half_precision_no_worse_than_nn_lstm(persistent, dtype, steps, batch, h
         assert_no_worse_than_torch(name, a, t, e, dtype)
 
 
-def layer_arguments(dtype, steps, batch, hidden, input_size=INPUT_SIZE):
-    """Random arguments of the raw layer op on padded input, without projection."""
-    def rand(*shape):
-        return torch.randn(*shape, device=CUDA, dtype=dtype)
-
-    return dict(input=rand(steps * batch, input_size), batch_sizes=torch.full((steps,), batch, dtype=torch.int64),
-                h0=rand(batch, hidden), c0=rand(batch, hidden), weight_ih=rand(4 * hidden, input_size) / hidden**0.5,
-                weight_hh=rand(4 * hidden, hidden) / hidden**0.5, bias=rand(4 * hidden), weight_hr=None)
+def layer_sample(dtype, steps, batch, hidden, device=CUDA):
+    """The raw layer op's sample (samples.py) on padded input, without projection: standard normal values,
+    weights of scale H^-0.5."""
+    return samples.to_device(samples.lstm_layer_sample(steps=steps, batch=batch, input_size=INPUT_SIZE, hidden=hidden,
+                                                       dtype=dtype, value_scale=1.0), device)
 
 
 # Odd H (no 16-byte vectors, padded shared rows), batches that leave a partial row group (5) or take the
@@ -172,24 +171,25 @@ def test_op_writes_what_the_per_step_path_writes(monkeypatch, dtype, steps, batc
     dtype, the empty proj_input) with the persistent kernel and with the per-step loop."""
     if dtype != torch.float32 and hidden > 512:
         pytest.skip("float32 covers the batch tiles")
-    arguments = layer_arguments(dtype, steps, batch, hidden)
+    sample = layer_sample(dtype, steps, batch, hidden)
     results = {}
     for switch in ("0", "1"):
         monkeypatch.setenv(SWITCH, switch)
-        supported = torch.ops.fused_lstm.persistent_forward_supported(
-            arguments["input"], arguments["h0"], arguments["weight_hh"], arguments["batch_sizes"], False)
+        supported = OPS.persistent_forward_supported(**samples.persistent_query(sample))
         if switch == "1" and not supported and hidden > 512:
             pytest.skip(f"H = {hidden} does not fit this GPU's shared memory (H100/H200: up to 1312 in float32)")
         assert supported == (switch == "1")
-        results[switch] = torch.ops.fused_lstm.lstm_layer_forward(*arguments.values(), reverse, save_for_backward)
+        results[switch] = samples.call(OPS.lstm_layer_forward, **sample, reverse=reverse,
+                                       save_for_backward=save_for_backward)
     per_step, persistent = results["0"], results["1"]
     scale = FLOAT32_SCALE if dtype == torch.float32 else 2.0  # half: the per-step path rounds x·W_ih + h·W_hh
-    for a, e in zip(persistent, per_step):
-        assert a.dtype == e.dtype and a.shape == e.shape
+    for name, e in per_step.items():
+        a = persistent[name]
+        assert a.dtype == e.dtype and a.shape == e.shape, name
         if e.numel():
             assert_close(a, e, dtype=dtype, scale=scale)
     if not save_for_backward:
-        assert all(t.numel() == 0 for t in persistent[3:])
+        assert all(persistent[name].numel() == 0 for name in ("gates", "cell_prev", "proj_input"))
 
 
 def test_the_persistent_kernel_runs_only_when_switched_on(monkeypatch):
@@ -276,8 +276,6 @@ def test_out_of_scope_cases_stay_on_the_per_step_path(persistent, monkeypatch, c
 
 
 def test_supported_is_false_off_cuda(persistent):
-    arguments = layer_arguments(torch.float32, 3, 2, 8)
-    cpu = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in arguments.items()}
-    assert not torch.ops.fused_lstm.persistent_forward_supported(cpu["input"], cpu["h0"], cpu["weight_hh"],
-                                                                 cpu["batch_sizes"], False)
+    sample = layer_sample(torch.float32, 3, 2, 8, device="cpu")
+    assert not OPS.persistent_forward_supported(**samples.persistent_query(sample))
 
