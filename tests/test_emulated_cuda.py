@@ -128,8 +128,7 @@ def test_persistent_forward_on_emulated_cuda_matches_float64(monkeypatch, emulat
     monkeypatch.setenv("FUSED_LSTM_PERSISTENT", "1")
     EMULATED.configure(multiprocessors, 1000 + batch)
     sample = samples.lstm_layer_sample(steps=3, batch=batch, hidden=hidden, dtype=dtype)
-    assert EMULATED.persistent_forward_supported(sample["input"], sample["h0"], sample["weight_hh"],
-                                                 sample["batch_sizes"], False)
+    assert EMULATED.persistent_forward_supported(**samples.persistent_query(sample))
     cooperative = EMULATED.cooperative_launch_count()
     # The backward is the per-step one, from the activations and c_{t-1} the persistent forward saved.
     results = samples.lstm_forward_and_backward(EMULATED, sample, reverse)
@@ -140,16 +139,15 @@ def test_persistent_forward_on_emulated_cuda_matches_float64(monkeypatch, emulat
 def test_persistent_forward_is_off_unless_switched_on_and_skips_what_it_does_not_cover(monkeypatch):
     sample = samples.lstm_layer_sample()
 
-    def supported(sample, projected=False):
-        return EMULATED.persistent_forward_supported(sample["input"], sample["h0"], sample["weight_hh"],
-                                                     sample["batch_sizes"], projected)
+    def supported(sample):
+        return EMULATED.persistent_forward_supported(**samples.persistent_query(sample))
 
     monkeypatch.delenv("FUSED_LSTM_PERSISTENT", raising=False)
     assert not supported(sample)
     monkeypatch.setenv("FUSED_LSTM_PERSISTENT", "1")
     assert supported(sample)
     assert not supported(samples.lstm_layer_sample(lengths=[4, 3, 3, 1, 1]))  # packed: per step
-    assert not supported(samples.lstm_layer_sample(proj=16), projected=True)
+    assert not supported(samples.lstm_layer_sample(proj=16))
     assert not supported(samples.lstm_layer_sample(dtype=torch.float64))
     cooperative = EMULATED.cooperative_launch_count()
     samples.lstm_forward_and_backward(EMULATED, samples.lstm_layer_sample(lengths=[4, 3, 3, 1, 1]), reverse=False)

@@ -211,17 +211,10 @@ def test_forward_derivative_of_the_ops_matches_central_differences(case):
 
 
 def test_cell_forward_derivatives_match_central_differences():
-    generator = torch.Generator().manual_seed(3)
-
-    def random(*shape):
-        return torch.randn(*shape, generator=generator, dtype=F64)
-
-    lstm = dict(input=random(3, 5), h0=random(3, 4), c0=random(3, 4), weight_ih=random(16, 5),
-                weight_hh=random(16, 4), bias_ih=random(16), bias_hh=random(16))
-    gru = dict(input=random(3, 5), h0=random(3, 4), weight_ih=random(12, 5), weight_hh=random(12, 4),
-               bias_ih=random(12), bias_hh=random(12))
-    for cell, sample in ((fused_lstm.ops.lstm_cell, lstm), (fused_lstm.ops.gru_cell, gru)):
-        tangents = {k: random(*v.shape) for k, v in sample.items()}
+    for kind, cell in (("lstm", fused_lstm.ops.lstm_cell), ("gru", fused_lstm.ops.gru_cell)):
+        sample = samples.cell_sample(kind, batch=3, input_size=5, hidden=4, dtype=F64, seed=3)
+        generator = torch.Generator().manual_seed(5)
+        tangents = {k: torch.randn(v.shape, generator=generator, dtype=F64) for k, v in sample.items()}
 
         def function(**arguments):
             out = cell(**arguments)
