@@ -5,8 +5,6 @@ float64 reference for any valid batch_sizes; the CPU pointwise pass split over t
 docs/robustness.md; tests/fuzzing.py says how to run a longer, random exploration.
 """
 
-import math
-
 import pytest
 import torch
 from hypothesis import event, given
@@ -14,6 +12,7 @@ from hypothesis import strategies as st
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 import fused_lstm
+import samples
 from conftest import DEVICES, assert_close_nan
 from fuzzing import (FLOAT_DTYPES, LAYOUTS, error_scale, fuzz, lstm_configs, make_pair, module_kwargs, note_seed,
                      random_states, record_events, with_layout)
@@ -216,7 +215,7 @@ def test_pointwise_pass_split_over_threads_matches_nn_lstm(hidden, batch, packed
 
 
 @st.composite
-def layer_samples(draw, dtype):
+def layer_configs(draw, dtype):
     batch = draw(st.integers(0, 17))
     steps = draw(st.integers(1, 64))
     # Non-increasing batch sizes starting at `batch`; zeros allowed (the op accepts them; PackedSequence has none).
@@ -238,34 +237,25 @@ def test_fuzz_raw_ops_match_reference(device, dtype, data):
     """lstm_layer_forward and lstm_layer_backward (through autograd) against reference.lstm_layer, with every
     tensor argument in a random memory layout; input_size 0 is allowed at this level."""
     note_seed()
-    sample = data.draw(layer_samples(dtype), label="sample")
-    batch_sizes, hidden, proj = sample["batch_sizes"], sample["hidden"], sample["proj"]
+    config = data.draw(layer_configs(dtype), label="sample")
+    batch_sizes, proj = config["batch_sizes"], config["proj"]
     event(f"proj={'on' if proj else 'off'}, batch {'0' if batch_sizes[0] == 0 else '>0'}, "
           f"{'trailing zeros' if 0 in batch_sizes[1:] and batch_sizes[0] else 'no zeros'}")
-    out_size = proj or hidden
-    rows, batch = sum(batch_sizes), batch_sizes[0]
-    generator = torch.Generator().manual_seed(sample["seed"])
-
-    def rand(*shape):
-        return (torch.randn(*shape, generator=generator, dtype=dtype) / math.sqrt(max(shape[-1], 1))).to(device)
-
-    values = dict(input=rand(rows, sample["input_size"]), h0=rand(batch, out_size), c0=rand(batch, hidden),
-                  weight_ih=rand(4 * hidden, sample["input_size"]), weight_hh=rand(4 * hidden, out_size),
-                  bias=rand(4 * hidden) if sample["bias"] else None, weight_hr=rand(out_size, hidden) if proj else None)
-    names = [name for name, value in values.items() if value is not None]
-    tensor_sizes = torch.tensor(batch_sizes, dtype=torch.int64)
+    values = samples.to_device(samples.lstm_layer_sample(batch_sizes=batch_sizes, input_size=config["input_size"],
+                                                         hidden=config["hidden"], proj=proj, bias=config["bias"],
+                                                         dtype=dtype, seed=config["seed"]), device)
+    names = [name for name, value in values.items() if value is not None and name != "batch_sizes"]
     results = []
     for layer in (fused_lstm.ops.lstm_layer, fused_lstm.reference.lstm_layer):
         arguments, leaves = dict(values), []
-        for name, layout in zip(names, sample["layouts"]):
+        for name, layout in zip(names, config["layouts"]):
             leaf, arguments[name] = with_layout(values[name], layout)
             leaves.append(leaf)
-        outs = layer(arguments["input"], tensor_sizes, arguments["h0"], arguments["c0"], arguments["weight_ih"],
-                     arguments["weight_hh"], arguments["bias"], arguments["weight_hr"], sample["reverse"])
-        weights = torch.Generator().manual_seed(sample["seed"] + 1)
+        outs = layer(**arguments, reverse=config["reverse"])
+        weights = torch.Generator().manual_seed(config["seed"] + 1)
         loss = sum((t * torch.randn(t.shape, generator=weights, dtype=dtype).to(device)).sum() for t in outs)
         grads = torch.autograd.grad(loss, leaves, allow_unused=True) if loss.requires_grad else [None] * len(leaves)
         results.append(list(outs) + [g if g is not None else torch.zeros_like(leaf) for g, leaf in zip(grads, leaves)])
-    scale = error_scale(len(batch_sizes), batch, dtype)
+    scale = error_scale(len(batch_sizes), batch_sizes[0], dtype)
     for name, a, e in zip(["output", "h_n", "c_n"] + [f"grad {n}" for n in names], *results):
         assert_close_nan(a, e, scale=scale, what=name)
