@@ -45,8 +45,8 @@ def persistent_supported(module, steps, batch, dtype, batch_sizes=None):
     h0 = torch.empty(batch, module.proj_size or module.hidden_size, device=CUDA, dtype=dtype)
     if batch_sizes is None:
         batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
-    return torch.ops.fused_lstm.persistent_forward_supported(x, h0, module.weight_hh_l0.to(dtype), batch_sizes,
-                                                             module.proj_size > 0)
+    return OPS.persistent_forward_supported(input=x, h0=h0, weight_hh=module.weight_hh_l0.to(dtype),
+                                            batch_sizes=batch_sizes, has_projection=module.proj_size > 0)
 
 
 def kernels_launched(function):
