@@ -12,7 +12,6 @@ for a longer, random exploration:
 A failure also prints the falsifying example and a @reproduce_failure(...) blob.
 """
 
-import math
 import os
 import random
 
@@ -58,14 +57,6 @@ def note_seed():
 
 
 FLOAT_DTYPES = [torch.float32, torch.float64]
-
-
-def error_scale(steps, batch, dtype, layers=1):
-    """Tolerance multiplier: rounding errors of the recurrence grow with the sequence length and the depth,
-    and weight gradients sum over every packed row. float64 keeps the bare conftest tolerance."""
-    if dtype == torch.float64:
-        return 1.0
-    return max(1.0, math.sqrt(steps * max(batch, 1)) / 4) * layers
 
 
 def make_pair(input_size, hidden_size, device, dtype, **kwargs):

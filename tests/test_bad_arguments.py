@@ -15,6 +15,7 @@ import torch
 
 import fused_lstm
 import samples
+from conftest import TOLERANCES
 from fuzzing import with_layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -200,7 +201,7 @@ def _run_case(op, arguments, baseline_results):
         return "raised", f"{type(error).__name__}: {message}"
     described = str(_describe(results))
     if all(t.device.type == "cpu" for t in results) and \
-            all(a.shape == b.shape and torch.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in
+            all(a.shape == b.shape and torch.allclose(a, b, *TOLERANCES[torch.float32]) for a, b in
                 zip(results, baseline_results)):
         return "returned close", described
     return "returned", described

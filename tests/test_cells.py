@@ -10,7 +10,8 @@ import torch
 
 import fused_lstm
 import samples
-from conftest import HAS_AVX2, assert_close, run_python_child
+from conftest import (FLOAT32_CELL_AGAINST_FLOAT64_SCALE, HAS_AVX2, SUMMATION_ORDER_SCALE, assert_close,
+                      run_python_child)
 
 OPS = torch.ops.fused_lstm
 F64 = torch.float64
@@ -30,7 +31,7 @@ def compare_with_float64(kind, size, bias):
     exact = samples.cell_forward_and_backward(OPS, kind, in_float64(sample))
     for name, expected in exact.items():
         assert fused[name].dtype == torch.float32, name
-        assert_close(fused[name], expected.float(), scale=2.0)
+        assert_close(fused[name], expected.float(), scale=FLOAT32_CELL_AGAINST_FLOAT64_SCALE)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -125,4 +126,4 @@ def test_one_step_layers_match_nn(module_class, torch_class, batch):
         grads = torch.autograd.grad(sum((t * t).sum() for t in flat), [x, *module.parameters()])
         results.append(flat + list(grads))
     for actual, expected in zip(*results):
-        assert_close(actual, expected, scale=2.0)
+        assert_close(actual, expected, scale=SUMMATION_ORDER_SCALE)

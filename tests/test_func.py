@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fused_lstm
 import samples
-from conftest import assert_close
+from conftest import CENTRAL_DIFFERENCES_SCALE, assert_close
 
 F64 = torch.float64
 # (fused module, torch.nn module, constructor arguments, one sample's input shape)
@@ -207,7 +207,7 @@ def test_forward_derivative_of_the_ops_matches_central_differences(case):
         duals = {k: fwAD.make_dual(v, tangents[k]) if k in tangents else v for k, v in sample.items()}
         forward_tangents = [fwAD.unpack_dual(out).tangent for out in function(**duals)]
     for actual, expected in zip(forward_tangents, central_difference(function, sample, tangents)):
-        assert_close(actual, expected, scale=1e4)  # central differences are exact to ~1e-6 here
+        assert_close(actual, expected, scale=CENTRAL_DIFFERENCES_SCALE)
 
 
 def test_cell_forward_derivatives_match_central_differences():
@@ -224,4 +224,4 @@ def test_cell_forward_derivatives_match_central_differences():
             outputs = function(**{k: fwAD.make_dual(v, tangents[k]) for k, v in sample.items()})
             forward_tangents = [fwAD.unpack_dual(out).tangent for out in outputs]
         for actual, expected in zip(forward_tangents, central_difference(function, sample, tangents)):
-            assert_close(actual, expected, scale=1e4)
+            assert_close(actual, expected, scale=CENTRAL_DIFFERENCES_SCALE)

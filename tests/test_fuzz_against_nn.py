@@ -13,9 +13,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 import fused_lstm
 import samples
-from conftest import DEVICES, assert_close_nan
-from fuzzing import (FLOAT_DTYPES, LAYOUTS, error_scale, fuzz, lstm_configs, make_pair, module_kwargs, note_seed,
-                     random_states, record_events, with_layout)
+from conftest import DEVICES, assert_close_nan, recurrence_scale
+from fuzzing import (FLOAT_DTYPES, LAYOUTS, fuzz, lstm_configs, make_pair, module_kwargs, note_seed, random_states,
+                     record_events, with_layout)
 
 pytestmark = pytest.mark.usefixtures("fuzz_intra_op_threads")
 
@@ -101,7 +101,7 @@ def test_fuzz_module_matches_nn_lstm(device, dtype, config, x_layout, hx_layout,
         (h_leaf, h0), (c_leaf, c0) = [with_layout(s, hx_layout, expand_dim=1) for s in hx_values]
         return x, (h0, c0), [x_leaf, h_leaf, c_leaf]
 
-    scale = error_scale(steps, batch, dtype, config["num_layers"])
+    scale = recurrence_scale(steps, batch, dtype, config["num_layers"])
     compare_modules(torch_lstm, fused, make_inputs, want_grads and batch > 0, scale, config["seed"] + 1)
 
 
@@ -138,7 +138,7 @@ def test_fuzz_packed_sequences_match_nn_lstm(device, dtype, config, lengths_data
         (h_leaf, h0), (c_leaf, c0) = [with_layout(s, "contiguous") for s in hx_values]
         return inputs, (h0, c0), [data_leaf, h_leaf, c_leaf]
 
-    scale = error_scale(max(lengths), batch, dtype, config["num_layers"])
+    scale = recurrence_scale(max(lengths), batch, dtype, config["num_layers"])
     compare_modules(torch_lstm, fused, make_inputs, want_grads, scale, config["seed"] + 1)
     # The output is a PackedSequence with the input's bookkeeping, and pads back to the input lengths.
     output, _ = fused(packed)
@@ -203,7 +203,7 @@ def test_pointwise_pass_split_over_threads_matches_nn_lstm(hidden, batch, packed
             inputs = pack_padded_sequence(leaf, lengths, enforce_sorted=False) if packed else leaf
             return inputs, None, [leaf]
 
-        compare_modules(torch_lstm, fused, make_inputs, True, error_scale(3, batch, torch.float32), 1)
+        compare_modules(torch_lstm, fused, make_inputs, True, recurrence_scale(3, batch, torch.float32), 1)
     finally:
         torch.set_num_threads(previous)
 
@@ -256,6 +256,6 @@ def test_fuzz_raw_ops_match_reference(device, dtype, data):
         loss = sum((t * torch.randn(t.shape, generator=weights, dtype=dtype).to(device)).sum() for t in outs)
         grads = torch.autograd.grad(loss, leaves, allow_unused=True) if loss.requires_grad else [None] * len(leaves)
         results.append(list(outs) + [g if g is not None else torch.zeros_like(leaf) for g, leaf in zip(grads, leaves)])
-    scale = error_scale(len(batch_sizes), batch_sizes[0], dtype)
+    scale = recurrence_scale(len(batch_sizes), batch_sizes[0], dtype)
     for name, a, e in zip(["output", "h_n", "c_n"] + [f"grad {n}" for n in names], *results):
         assert_close_nan(a, e, scale=scale, what=name)

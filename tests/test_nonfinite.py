@@ -12,9 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from conftest import DEVICES, assert_close_nan
-from fuzzing import (FLOAT_DTYPES, error_scale, fuzz, lstm_configs, make_pair, module_kwargs, random_states,
-                     record_events)
+from conftest import DEVICES, assert_close_nan, recurrence_scale
+from fuzzing import FLOAT_DTYPES, fuzz, lstm_configs, make_pair, module_kwargs, random_states, record_events
 
 pytestmark = pytest.mark.usefixtures("fuzz_intra_op_threads")
 
@@ -94,7 +93,7 @@ def test_fuzz_nonfinite_inputs(device, dtype, config, data, packed, inf_allowed)
         results.append(outs + list(grads))
     names = ["output", "h_n", "c_n", "grad x", "grad h0", "grad c0"] + \
         [f"grad {name}" for name, _ in fused.named_parameters()]
-    scale = error_scale(steps, batch, dtype, config["num_layers"])
+    scale = recurrence_scale(steps, batch, dtype, config["num_layers"])
     for name, a, e in zip(names, results[1], results[0]):
         assert_close_nan(a, e, scale=scale, what=name)
 
