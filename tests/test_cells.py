@@ -10,7 +10,7 @@ import torch
 
 import fused_lstm
 import samples
-from conftest import HAS_AVX2, assert_close, cpu_isa_or_skip
+from conftest import FLOAT32_CELL_AGAINST_FLOAT64_SCALE, HAS_AVX2, SUMMATION_ORDER_SCALE, assert_close, cpu_isa_or_skip
 
 OPS = torch.ops.fused_lstm
 F64 = torch.float64
@@ -30,7 +30,7 @@ def compare_with_float64(kind, size, bias):
     exact = samples.cell_forward_and_backward(OPS, kind, in_float64(sample))
     for name, expected in exact.items():
         assert fused[name].dtype == torch.float32, name
-        assert_close(fused[name], expected.float(), scale=2.0)
+        assert_close(fused[name], expected.float(), scale=FLOAT32_CELL_AGAINST_FLOAT64_SCALE)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
@@ -89,22 +89,17 @@ def cell_op_samples(kind):
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_opcheck_cell_ops(kind):
     forward = getattr(OPS, f"{kind}_cell_forward").default
+    backward = getattr(OPS, f"{kind}_cell_backward").default
     for sample, save in cell_op_samples(kind):
-        torch.library.opcheck(forward, (*sample.values(), save))
+        torch.library.opcheck(forward, samples.in_schema_order(forward, dict(sample, save_for_backward=save)))
         if not save:
             continue
-        outputs = forward(*[v.detach() if v is not None else None for v in sample.values()], True)
-        cotangents = [torch.randn_like(out) for out in outputs[:2 if kind == "lstm" else 1]]
         detached = {k: v.detach() if v is not None else None for k, v in sample.items()}
-        has_bias = detached["bias_ih"] is not None
-        for flags in [(True, True), (False, True), (True, False)]:
-            if kind == "lstm":
-                arguments = (*cotangents, detached["input"], detached["h0"], detached["c0"], detached["weight_ih"],
-                             detached["weight_hh"], outputs[2], has_bias, *flags)
-            else:
-                arguments = (*cotangents, detached["input"], detached["h0"], detached["weight_ih"],
-                             detached["weight_hh"], outputs[1], outputs[2], has_bias, *flags)
-            torch.library.opcheck(getattr(OPS, f"{kind}_cell_backward").default, arguments)
+        outputs = samples.call(forward, **detached, save_for_backward=True)
+        for compute_grad_input, compute_grad_weights in [(True, True), (False, True), (True, False)]:
+            arguments = samples.cell_backward_arguments(kind, detached, outputs, compute_grad_input=compute_grad_input,
+                                                        compute_grad_weights=compute_grad_weights)
+            torch.library.opcheck(backward, samples.in_schema_order(backward, arguments))
 
 
 @pytest.mark.parametrize("module_class, torch_class", [(fused_lstm.LSTM, torch.nn.LSTM), (fused_lstm.GRU, torch.nn.GRU)])
@@ -122,4 +117,4 @@ def test_one_step_layers_match_nn(module_class, torch_class, batch):
         grads = torch.autograd.grad(sum((t * t).sum() for t in flat), [x, *module.parameters()])
         results.append(flat + list(grads))
     for actual, expected in zip(*results):
-        assert_close(actual, expected, scale=2.0)
+        assert_close(actual, expected, scale=SUMMATION_ORDER_SCALE)

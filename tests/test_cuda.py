@@ -10,27 +10,15 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
-from conftest import assert_close
+import samples
+from conftest import (BFLOAT16_COMPILED_AGAINST_EAGER_SCALE, CPU_AGAINST_CUDA_SCALE, assert_close,
+                      assert_no_worse_than_torch)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CUDA = "cuda"
+OPS = torch.ops.fused_lstm
 HALF_DTYPES = [torch.float16, torch.bfloat16]
-
-
-def relative_error(actual, reference):
-    """‖actual − reference‖ / ‖reference‖ over the whole tensor: at rounding level the largest single
-    element error is ruled by luck, and the ratio of two such maxima swings by 3× or more."""
-    return ((actual.double() - reference).norm() / reference.norm().clamp_min(1e-30)).item()
-
-
-def assert_no_worse_than_torch(name, ours, theirs, reference, dtype):
-    """Our error against the float64 reference is at most twice PyTorch's in the same dtype, plus one
-    epsilon of the dtype (so that a case where PyTorch happens to be exact does not demand exactness)."""
-    floor = torch.finfo(dtype).eps
-    ours_error, torch_error = relative_error(ours, reference), relative_error(theirs, reference)
-    assert ours_error <= 2 * torch_error + floor, (
-        f"{name}: fused_lstm's relative error {ours_error:.3g} exceeds 2 × PyTorch's {torch_error:.3g} + {floor:.2g}")
 
 
 FUSED = {"LSTM": fused_lstm.LSTM, "GRU": fused_lstm.GRU}
@@ -89,7 +77,7 @@ def test_matches_cpu_on_vector_and_scalar_paths(dtype, kind, hidden_size, proj_s
             inference_output = flat_results(module, packed, state)[0]
         assert_close(inference_output.data, outputs[0].detach())
         results.append([*outputs, *grads])
-    scale = 10.0 if dtype == torch.float32 else 1.0  # MKL and cuBLAS sum in different orders
+    scale = CPU_AGAINST_CUDA_SCALE if dtype == torch.float32 else 1.0
     for on_cpu, on_cuda in zip(*results):
         assert_close(on_cuda.cpu(), on_cpu, scale=scale)
 
@@ -113,19 +101,11 @@ def test_more_rows_than_one_grid_covers(hidden_size):
         assert_close(on_cuda.cpu(), on_cpu)
 
 
-def layer_arguments(device=CUDA, dtype=torch.float32, hidden=16, input_size=5, batch_sizes=(4, 4, 3, 1)):
-    """Random arguments of the raw layer op (no projection)."""
-    batch = batch_sizes[0]
-    return dict(
-        input=torch.randn(sum(batch_sizes), input_size, device=device, dtype=dtype),
-        batch_sizes=torch.tensor(batch_sizes, dtype=torch.int64),
-        h0=torch.randn(batch, hidden, device=device, dtype=dtype),
-        c0=torch.randn(batch, hidden, device=device, dtype=dtype),
-        weight_ih=torch.randn(4 * hidden, input_size, device=device, dtype=dtype),
-        weight_hh=torch.randn(4 * hidden, hidden, device=device, dtype=dtype),
-        bias=torch.randn(4 * hidden, device=device, dtype=dtype),
-        weight_hr=None,
-    )
+def layer_sample(kind="lstm", dtype=torch.float32, hidden=16, input_size=5, batch_sizes=(4, 4, 3, 1)):
+    """A raw layer op's sample (samples.py; standard normal values and weights, no projection) on the GPU."""
+    sample_of = samples.lstm_layer_sample if kind == "lstm" else samples.gru_layer_sample
+    return samples.to_device(sample_of(batch_sizes=batch_sizes, input_size=input_size, hidden=hidden, dtype=dtype,
+                                       weight_scale=1.0, value_scale=1.0), CUDA)
 
 
 def misaligned_copy(tensor):
@@ -140,51 +120,32 @@ def misaligned_copy(tensor):
 def test_misaligned_pointers_fall_back_to_scalar_accesses(dtype):
     """H allows vectors, but a bias (forward) or grad_output (backward) off the 16-byte grid must
     take the scalar path and give the same numbers."""
-    arguments = layer_arguments(dtype=dtype, hidden=16)
-    aligned = torch.ops.fused_lstm.lstm_layer_forward(*arguments.values(), False, True)
-    shifted = torch.ops.fused_lstm.lstm_layer_forward(*dict(arguments, bias=misaligned_copy(arguments["bias"])).values(),
-                                                      False, True)
-    for a, b in zip(aligned, shifted):
-        assert_close(b, a, dtype=dtype)
-
-    output, h_n, c_n, gates, cell_prev, proj_input = aligned
-    grad_output, grad_h_n, grad_c_n = torch.randn_like(output), torch.randn_like(h_n), torch.randn_like(c_n)
-
-    def backward(grad_output_tensor):
-        return torch.ops.fused_lstm.lstm_layer_backward(
-            grad_output_tensor, grad_h_n, grad_c_n,
-            arguments["input"], arguments["batch_sizes"], arguments["h0"], arguments["weight_ih"],
-            arguments["weight_hh"], None, output, gates, cell_prev, proj_input, False, True)
-
-    for a, b in zip(backward(grad_output), backward(misaligned_copy(grad_output))):
-        assert_close(b, a, dtype=dtype)
+    sample = layer_sample("lstm", dtype=dtype, hidden=16)
+    assert_misaligned_pointers_give_the_same_results("lstm", sample, "bias", dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, *HALF_DTYPES], ids=str)
 def test_gru_misaligned_pointers_fall_back_to_scalar_accesses(dtype):
-    def rand(*shape):
-        return torch.randn(*shape, device=CUDA, dtype=dtype)
+    sample = layer_sample("gru", dtype=dtype, hidden=16)
+    assert_misaligned_pointers_give_the_same_results("gru", sample, "bias_ih", dtype)
 
-    hidden = 16
-    arguments = dict(input=rand(12, 5), batch_sizes=torch.tensor([4, 4, 3, 1]), h0=rand(4, hidden),
-                     weight_ih=rand(3 * hidden, 5), weight_hh=rand(3 * hidden, hidden), bias_ih=rand(3 * hidden),
-                     bias_hh=rand(3 * hidden))
-    aligned = torch.ops.fused_lstm.gru_layer_forward(*arguments.values(), False, True)
-    shifted_arguments = dict(arguments, bias_ih=misaligned_copy(arguments["bias_ih"]))
-    shifted = torch.ops.fused_lstm.gru_layer_forward(*shifted_arguments.values(), False, True)
-    for a, b in zip(aligned, shifted):
-        assert_close(b, a, dtype=dtype)
 
-    output, h_n, gates, candidate_hidden = aligned
-    grad_output, grad_h_n = torch.randn_like(output), torch.randn_like(h_n)
+def assert_misaligned_pointers_give_the_same_results(kind, sample, bias, dtype):
+    """The forward with `bias` misaligned, and the backward with grad_output misaligned, give every output of
+    the aligned call."""
+    forward, backward = getattr(OPS, f"{kind}_layer_forward"), getattr(OPS, f"{kind}_layer_backward")
+    backward_arguments = samples.lstm_backward_arguments if kind == "lstm" else samples.gru_backward_arguments
+    aligned = samples.call(forward, **sample, reverse=False, save_for_backward=True)
+    shifted = samples.call(forward, **dict(sample, **{bias: misaligned_copy(sample[bias])}), reverse=False,
+                           save_for_backward=True)
+    for name in aligned:
+        assert_close(shifted[name], aligned[name], dtype=dtype)
 
-    def backward(grad_output_tensor):
-        return torch.ops.fused_lstm.gru_layer_backward(
-            grad_output_tensor, grad_h_n, arguments["input"], arguments["batch_sizes"], arguments["h0"],
-            arguments["weight_ih"], arguments["weight_hh"], output, gates, candidate_hidden, False, True)
-
-    for a, b in zip(backward(grad_output), backward(misaligned_copy(grad_output))):
-        assert_close(b, a, dtype=dtype)
+    arguments = backward_arguments(sample, aligned, reverse=False)
+    aligned = samples.call(backward, **arguments)
+    shifted = samples.call(backward, **dict(arguments, grad_output=misaligned_copy(arguments["grad_output"])))
+    for name in aligned:
+        assert_close(shifted[name], aligned[name], dtype=dtype)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -321,7 +282,7 @@ def test_torch_compile_fullgraph_bfloat16(mode):
         eager_output, _ = fused(x)
         eager_grads = torch.autograd.grad(eager_output, [x, *fused.parameters()], seed)
         for a, e in zip(compiled_results, (eager_output, *eager_grads)):
-            assert_close(a, e, scale=2.0)
+            assert_close(a, e, scale=BFLOAT16_COMPILED_AGAINST_EAGER_SCALE)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -330,43 +291,35 @@ def test_torch_compile_fullgraph_bfloat16(mode):
 
 @pytest.mark.parametrize("misplaced", ["input", "h0", "c0", "weight_ih", "weight_hh", "bias"])
 def test_raw_forward_op_rejects_a_tensor_on_another_device(misplaced):
-    arguments = layer_arguments()
+    arguments = layer_sample()
     arguments[misplaced] = arguments[misplaced].cpu()
     with pytest.raises(RuntimeError, match="device|CUDA"):
-        torch.ops.fused_lstm.lstm_layer_forward(*arguments.values(), False, False)
+        OPS.lstm_layer_forward(**arguments, reverse=False, save_for_backward=False)
 
 
 def test_raw_forward_op_rejects_batch_sizes_on_cuda():
-    arguments = layer_arguments()
+    arguments = layer_sample()
     arguments["batch_sizes"] = arguments["batch_sizes"].to(CUDA)
     with pytest.raises(RuntimeError, match="batch_sizes"):
-        torch.ops.fused_lstm.lstm_layer_forward(*arguments.values(), False, False)
+        OPS.lstm_layer_forward(**arguments, reverse=False, save_for_backward=False)
 
 
 @pytest.mark.parametrize("misplaced", ["grad_output", "gates", "cell_prev"])
 def test_raw_backward_op_rejects_a_tensor_on_another_device(misplaced):
-    arguments = layer_arguments()
-    output, h_n, c_n, gates, cell_prev, proj_input = torch.ops.fused_lstm.lstm_layer_forward(
-        *arguments.values(), False, True)
-    backward_arguments = dict(
-        grad_output=torch.randn_like(output), grad_h_n=torch.randn_like(h_n), grad_c_n=torch.randn_like(c_n),
-        input=arguments["input"], batch_sizes=arguments["batch_sizes"], h0=arguments["h0"],
-        weight_ih=arguments["weight_ih"], weight_hh=arguments["weight_hh"], weight_hr=None, output=output,
-        gates=gates, cell_prev=cell_prev, proj_input=proj_input, reverse=False, has_bias=True)
-    backward_arguments[misplaced] = backward_arguments[misplaced].cpu()
+    sample = layer_sample()
+    forward = samples.call(OPS.lstm_layer_forward, **sample, reverse=False, save_for_backward=True)
+    arguments = samples.lstm_backward_arguments(sample, forward, reverse=False)
+    arguments[misplaced] = arguments[misplaced].cpu()
     with pytest.raises(RuntimeError, match="device"):
-        torch.ops.fused_lstm.lstm_layer_backward(*backward_arguments.values())
+        OPS.lstm_layer_backward(**arguments)
 
 
 @pytest.mark.parametrize("misplaced", ["input", "h0", "weight_hh", "bias_ih", "bias_hh"])
 def test_raw_gru_forward_op_rejects_a_tensor_on_another_device(misplaced):
-    arguments = dict(input=torch.randn(6, 5, device=CUDA), batch_sizes=torch.tensor([3, 2, 1]),
-                     h0=torch.randn(3, 8, device=CUDA), weight_ih=torch.randn(24, 5, device=CUDA),
-                     weight_hh=torch.randn(24, 8, device=CUDA), bias_ih=torch.randn(24, device=CUDA),
-                     bias_hh=torch.randn(24, device=CUDA))
+    arguments = layer_sample("gru", hidden=8, batch_sizes=(3, 2, 1))
     arguments[misplaced] = arguments[misplaced].cpu()
     with pytest.raises(RuntimeError, match="device|CUDA"):
-        torch.ops.fused_lstm.gru_layer_forward(*arguments.values(), False, False)
+        OPS.gru_layer_forward(**arguments, reverse=False, save_for_backward=False)
 
 
 @pytest.mark.parametrize("autocast", [False, True])
@@ -395,4 +348,4 @@ def test_runs_on_the_second_gpu():
     assert torch.cuda.current_device() == 0  # the device guard restored it
     for on_cpu, on_gpu in zip(*results):
         assert on_gpu.device == second_gpu
-        assert_close(on_gpu.cpu(), on_cpu, scale=10.0)
+        assert_close(on_gpu.cpu(), on_cpu, scale=CPU_AGAINST_CUDA_SCALE)

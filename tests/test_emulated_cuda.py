@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import samples
-from conftest import assert_close
+from conftest import FLOAT32_LAYER_AGAINST_FLOAT64_SCALE, HALF_RELATIVE_ERROR, assert_close, relative_error
 from emulated_cuda import build as programs
 
 try:
@@ -33,18 +33,11 @@ except ImportError:
 EMULATED = torch.ops.fused_lstm_emulated
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-# ‖ours − float64‖ / ‖float64‖ bound for the half types: every GEMM output and saved activation is rounded to
-# the dtype, as on a GPU. A kernel bug is off by order 1.
-RELATIVE_ERROR = {torch.float16: 5e-3, torch.bfloat16: 4e-2}
 # (steps, lengths): padded, and packed sequences of unequal lengths (fewer rows at later steps).
 SEQUENCES = {"padded": (4, None), "packed": (4, [4, 3, 3, 1, 1])}
 # H = 32 takes the 16-byte vector path in every dtype, H = 30 the scalar path.
 HIDDEN_SIZES = [32, 30]
 BUILD = os.path.join(programs.REPOSITORY, "build", "emulated_cuda")
-
-
-def relative_error(actual, expected):
-    return ((actual.double() - expected).norm() / expected.norm().clamp_min(1e-30)).item()
 
 
 def assert_matches_reference(results, expected, dtype, scale=1.0):
@@ -53,9 +46,10 @@ def assert_matches_reference(results, expected, dtype, scale=1.0):
         assert results[name].dtype == dtype, name
         if dtype in HALF_DTYPES:
             error = relative_error(results[name], value)
-            assert error <= RELATIVE_ERROR[dtype] * scale, f"{name}: relative error {error:.3g}"
+            assert error <= HALF_RELATIVE_ERROR[dtype] * scale, f"{name}: relative error {error:.3g}"
         else:
-            assert_close(results[name], value.to(dtype), scale=scale * (4.0 if dtype == torch.float32 else 1.0))
+            layer_scale = FLOAT32_LAYER_AGAINST_FLOAT64_SCALE if dtype == torch.float32 else 1.0
+            assert_close(results[name], value.to(dtype), scale=scale * layer_scale)
 
 
 @pytest.fixture
@@ -124,8 +118,7 @@ PERSISTENT_PATH = "whole recurrence (persistent kernel)"
 
 def forward_path(sample):
     """The forward path the emulated CUDA backend takes for a lstm_layer_sample."""
-    return EMULATED.layer_paths("lstm_layer", sample["input"], sample["batch_sizes"], sample["h0"],
-                                sample["weight_ih"], sample["weight_hh"], sample["weight_hr"])[0]
+    return samples.paths(EMULATED, sample)[0]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fused_lstm
 import samples
-from conftest import assert_close
+from conftest import CENTRAL_DIFFERENCES_SCALE, assert_close
 
 F64 = torch.float64
 # (fused module, torch.nn module, constructor arguments, one sample's input shape)
@@ -207,21 +207,14 @@ def test_forward_derivative_of_the_ops_matches_central_differences(case):
         duals = {k: fwAD.make_dual(v, tangents[k]) if k in tangents else v for k, v in sample.items()}
         forward_tangents = [fwAD.unpack_dual(out).tangent for out in function(**duals)]
     for actual, expected in zip(forward_tangents, central_difference(function, sample, tangents)):
-        assert_close(actual, expected, scale=1e4)  # central differences are exact to ~1e-6 here
+        assert_close(actual, expected, scale=CENTRAL_DIFFERENCES_SCALE)
 
 
 def test_cell_forward_derivatives_match_central_differences():
-    generator = torch.Generator().manual_seed(3)
-
-    def random(*shape):
-        return torch.randn(*shape, generator=generator, dtype=F64)
-
-    lstm = dict(input=random(3, 5), h0=random(3, 4), c0=random(3, 4), weight_ih=random(16, 5),
-                weight_hh=random(16, 4), bias_ih=random(16), bias_hh=random(16))
-    gru = dict(input=random(3, 5), h0=random(3, 4), weight_ih=random(12, 5), weight_hh=random(12, 4),
-               bias_ih=random(12), bias_hh=random(12))
-    for cell, sample in ((fused_lstm.ops.lstm_cell, lstm), (fused_lstm.ops.gru_cell, gru)):
-        tangents = {k: random(*v.shape) for k, v in sample.items()}
+    for kind, cell in (("lstm", fused_lstm.ops.lstm_cell), ("gru", fused_lstm.ops.gru_cell)):
+        sample = samples.cell_sample(kind, batch=3, input_size=5, hidden=4, dtype=F64, seed=3)
+        generator = torch.Generator().manual_seed(5)
+        tangents = {k: torch.randn(v.shape, generator=generator, dtype=F64) for k, v in sample.items()}
 
         def function(**arguments):
             out = cell(**arguments)
@@ -231,4 +224,4 @@ def test_cell_forward_derivatives_match_central_differences():
             outputs = function(**{k: fwAD.make_dual(v, tangents[k]) for k, v in sample.items()})
             forward_tangents = [fwAD.unpack_dual(out).tangent for out in outputs]
         for actual, expected in zip(forward_tangents, central_difference(function, sample, tangents)):
-            assert_close(actual, expected, scale=1e4)
+            assert_close(actual, expected, scale=CENTRAL_DIFFERENCES_SCALE)

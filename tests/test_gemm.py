@@ -8,7 +8,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
-from conftest import assert_close
+from conftest import GEMM_CHOICE_AGAINST_NN_SCALE, assert_close
 
 # Sizes where the automatic choice takes oneDNN for the input GEMM, the per-step GEMMs (B·H·4H >= 2M
 # multiply-adds) and the weight-gradient GEMMs; bidirectional and packed cover the reverse direction and
@@ -35,8 +35,7 @@ def compare_with_nn_lstm(packed):
         grads = torch.autograd.grad(loss, [leaf, *module.parameters()])
         results.append([data.detach(), h_n.detach(), c_n.detach(), *grads])
     for actual, expected in zip(results[1], results[0]):
-        # Sums over 256-512 products per output, in another order than oneDNN's RNN.
-        assert_close(actual, expected, scale=10.0)
+        assert_close(actual, expected, scale=GEMM_CHOICE_AGAINST_NN_SCALE)
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])

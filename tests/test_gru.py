@@ -7,11 +7,12 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fused_lstm
+import samples
 from conftest import DEVICES, assert_close, gradients_counting_aten_gemms
-from test_errors import assert_same_error
 
 INPUT_SIZE, HIDDEN_SIZE = 5, 7
 F64 = torch.float64
+OPS = torch.ops.fused_lstm
 
 
 def make_pair(device, dtype=torch.float32, **kwargs):
@@ -119,13 +120,10 @@ def test_matches_reference_float64(device):
     assert_close(h_n, ref_h)
 
 
-def gru_sample(device, batch_sizes=(3, 3, 2, 1), bias=True, hidden=4):
-    def rand(*shape):
-        return torch.randn(*shape, device=device, dtype=F64, requires_grad=True)
-
-    return dict(input=rand(sum(batch_sizes), 3), batch_sizes=torch.tensor(batch_sizes), h0=rand(batch_sizes[0], hidden),
-                weight_ih=rand(3 * hidden, 3), weight_hh=rand(3 * hidden, hidden),
-                bias_ih=rand(3 * hidden) if bias else None, bias_hh=rand(3 * hidden) if bias else None)
+def gru_sample(device, batch_sizes=(3, 3, 2, 1), bias=True, hidden=4, requires_grad=True):
+    """samples.gru_layer_sample in float64 on `device`: packed rows for the given per-step batch sizes."""
+    return samples.to_device(samples.gru_layer_sample(batch_sizes=batch_sizes, input_size=3, hidden=hidden, bias=bias,
+                                                      dtype=F64, requires_grad=requires_grad), device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -145,27 +143,23 @@ def test_gradcheck_and_gradgradcheck(device, kind, reverse):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
+    forward_op, backward_op = OPS.gru_layer_forward.default, OPS.gru_layer_backward.default
     for kind in [dict(), dict(bias=False), dict(batch_sizes=(4,)), dict(batch_sizes=(5, 3, 3, 1))]:
         for reverse in (False, True):
             for save in (False, True):
-                sample = gru_sample(device, **kind)
-                if not save:
-                    sample = {k: v.detach() if torch.is_tensor(v) else v for k, v in sample.items()}
-                torch.library.opcheck(torch.ops.fused_lstm.gru_layer_forward.default,
-                                      tuple(sample.values()) + (reverse, save))
-            plain = {k: v.detach() if torch.is_tensor(v) else v for k, v in gru_sample(device, **kind).items()}
-            output, h_n, gates, candidate = torch.ops.fused_lstm.gru_layer_forward(*plain.values(), reverse, True)
-            arguments = (torch.randn_like(output), torch.randn_like(h_n), plain["input"], plain["batch_sizes"],
-                         plain["h0"], plain["weight_ih"], plain["weight_hh"], output, gates, candidate, reverse,
-                         plain["bias_ih"] is not None)
-            torch.library.opcheck(torch.ops.fused_lstm.gru_layer_backward.default, arguments)
-            full = torch.ops.fused_lstm.gru_layer_backward(*arguments)
-            for needed in ((False, True), (True, False), (False, False)):  # compute_grad_input, _weights
-                torch.library.opcheck(torch.ops.fused_lstm.gru_layer_backward.default, arguments + needed)
-                partial = torch.ops.fused_lstm.gru_layer_backward(*arguments, *needed)
-                for index, (a, e) in enumerate(zip(partial, full)):
-                    skipped = (index == 0 and not needed[0]) or (index >= 2 and not needed[1])
-                    assert a.numel() == 0 if skipped else torch.equal(a, e), (needed, index)
+                sample = dict(gru_sample(device, requires_grad=save, **kind), reverse=reverse, save_for_backward=save)
+                torch.library.opcheck(forward_op, samples.in_schema_order(forward_op, sample))
+            sample = gru_sample(device, requires_grad=False, **kind)
+            forward = samples.call(forward_op, **sample, reverse=reverse, save_for_backward=True)
+            arguments = samples.gru_backward_arguments(sample, forward, reverse)
+            torch.library.opcheck(backward_op, samples.in_schema_order(backward_op, arguments))
+            full = samples.call(backward_op, **arguments)
+            for skip in samples.GRADIENT_SKIPS:
+                torch.library.opcheck(backward_op, samples.in_schema_order(backward_op, dict(arguments, **skip)))
+                partial = samples.call(backward_op, **arguments, **skip)
+                for name, value in partial.items():
+                    computed = samples.is_computed(name, skip)
+                    assert torch.equal(value, full[name]) if computed else value.numel() == 0, (skip, name)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -219,37 +213,6 @@ def test_dropout_between_layers():
     assert_close(fused(x)[0], torch_gru(x)[0])
 
 
-BAD_GRU_CALLS = {
-    "1-D input": lambda: (torch.randn(INPUT_SIZE), None),
-    "wrong feature size": lambda: (torch.randn(3, 2, INPUT_SIZE + 1), None),
-    "h0 wrong batch": lambda: (torch.randn(3, 2, INPUT_SIZE), torch.randn(1, 3, HIDDEN_SIZE)),
-    "2-D h0 with batched input": lambda: (torch.randn(3, 2, INPUT_SIZE), torch.randn(2, HIDDEN_SIZE)),
-    "3-D h0 with unbatched input": lambda: (torch.randn(3, INPUT_SIZE), torch.randn(1, 1, HIDDEN_SIZE)),
-    "input dtype mismatch": lambda: (torch.randn(3, 2, INPUT_SIZE, dtype=F64), None),
-    "sequence length 0": lambda: (torch.randn(0, 2, INPUT_SIZE), None),
-}
-
-
-@pytest.mark.parametrize("case", list(BAD_GRU_CALLS))
-def test_errors_match_nn_gru(case):
-    torch_gru, fused = make_pair("cpu")
-    x, hx = BAD_GRU_CALLS[case]()
-    assert_same_error(lambda: torch_gru(x, hx), lambda: fused(x, hx))
-
-
-@pytest.mark.parametrize("case", ["3-D input", "hx wrong batch", "hx wrong hidden", "3-D hx"])
-def test_cell_errors_match_nn_gru_cell(case):
-    calls = {
-        "3-D input": (torch.randn(2, 3, INPUT_SIZE), None),
-        "hx wrong batch": (torch.randn(3, INPUT_SIZE), torch.randn(2, HIDDEN_SIZE)),
-        "hx wrong hidden": (torch.randn(3, INPUT_SIZE), torch.randn(3, HIDDEN_SIZE + 1)),
-        "3-D hx": (torch.randn(3, INPUT_SIZE), torch.randn(1, 3, HIDDEN_SIZE)),
-    }
-    x, hx = calls[case]
-    torch_cell, fused_cell = torch.nn.GRUCell(INPUT_SIZE, HIDDEN_SIZE), fused_lstm.GRUCell(INPUT_SIZE, HIDDEN_SIZE)
-    assert_same_error(lambda: torch_cell(x, hx), lambda: fused_cell(x, hx))
-
-
 def test_gru_runs_on_fused_ops(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("torch's own GRU kernel was called")
@@ -260,13 +223,3 @@ def test_gru_runs_on_fused_ops(monkeypatch):
     out, _ = fused(torch.randn(3, 2, INPUT_SIZE))
     out.sum().backward()
     fused_lstm.GRUCell(INPUT_SIZE, HIDDEN_SIZE)(torch.randn(2, INPUT_SIZE))
-
-
-def test_raw_gru_op_raises_on_bad_arguments():
-    sample = {k: v.detach() if torch.is_tensor(v) else v for k, v in gru_sample("cpu").items()}
-    mistakes = [dict(weight_ih=torch.randn(13, 3, dtype=F64)), dict(h0=torch.randn(3, 5, dtype=F64)),
-                dict(bias_ih=None), dict(bias_hh=torch.randn(5, dtype=F64)), dict(input=torch.randn(8, 3)),
-                dict(batch_sizes=torch.tensor([3, 3, 2]))]
-    for mistake in mistakes:
-        with pytest.raises(RuntimeError, match="fused_lstm"):
-            torch.ops.fused_lstm.gru_layer_forward(*dict(sample, **mistake).values(), False, False)

@@ -12,7 +12,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
 import samples
-from conftest import assert_close, cpu_isa_or_skip, run_counting_aten_gemms
+from conftest import (BFLOAT16_CPU_LAYER_RELATIVE_ERROR, assert_close, assert_no_worse_than_torch, cpu_isa_or_skip,
+                      relative_error, run_counting_aten_gemms)
 
 HALF_DTYPES = [torch.bfloat16, torch.float16]
 # (module class name, constructor options, input shape T×B×C (or B×C for cells), packed lengths or None)
@@ -30,10 +31,6 @@ CASES = {
     "GRUCell": ("GRUCell", dict(bias=False), (5, 8), None),
 }
 HIDDEN = 24
-
-
-def relative_error(actual, reference):
-    return ((actual.double() - reference).norm() / reference.norm().clamp_min(1e-30)).item()
 
 
 def outputs_and_gradients(module, x, lengths):
@@ -70,13 +67,10 @@ def test_half_precision_is_no_worse_than_torch(dtype, case):
         torch_results = outputs_and_gradients(theirs, x, lengths)
     except RuntimeError as error:  # torch's CPU kernels lack some half-precision cases
         pytest.skip(f"torch.nn.{name} does not run this case in {dtype}: {str(error)[:100]}")
-    floor = torch.finfo(dtype).eps
     for kind, ours_list, theirs_list, exact_list in zip(("output", "gradient"), actual, torch_results, expected):
         for index, (a, t, e) in enumerate(zip(ours_list, theirs_list, exact_list)):
             assert a.dtype == dtype, (kind, index)  # parameter gradients in the parameters' dtype too
-            ours_error, torch_error = relative_error(a, e), relative_error(t, e)
-            assert ours_error <= 2 * torch_error + floor, (
-                f"{kind} {index}: relative error {ours_error:.3g} exceeds 2 × torch's {torch_error:.3g} + {floor:.2g}")
+            assert_no_worse_than_torch(f"{kind} {index}", a, t, e, dtype)
 
 
 # The bfloat16 whole recurrence on each instruction set: AMX tiles (batch rows in tiles of 16, inputs and hidden
@@ -97,7 +91,7 @@ def bf16_isa(request):
         yield request.param
 
 
-def bf16_forward_matches_float64(size, reverse, bias, tolerance=6e-3):
+def bf16_forward_matches_float64(size, reverse, bias, tolerance=BFLOAT16_CPU_LAYER_RELATIVE_ERROR):
     T, B, C, H = size
     sample = samples.lstm_layer_sample(steps=T, batch=B, input_size=C, hidden=H, bias=bias, dtype=torch.bfloat16)
     exact = samples.lstm_reference(sample, reverse)
@@ -115,9 +109,7 @@ def bf16_forward_matches_float64(size, reverse, bias, tolerance=6e-3):
 def test_bfloat16_layer_matches_float64_on_every_path(bf16_isa, size, reverse, bias):
     sample = samples.lstm_layer_sample(steps=size[0], batch=size[1], input_size=size[2], hidden=size[3],
                                        dtype=torch.bfloat16)
-    forward, _ = torch.ops.fused_lstm.layer_paths("lstm_layer", sample["input"], sample["batch_sizes"], sample["h0"],
-                                                  sample["weight_ih"], sample["weight_hh"], None)
-    assert forward == BF16_PATHS[bf16_isa]
+    assert samples.paths(torch.ops.fused_lstm, sample)[0] == BF16_PATHS[bf16_isa]
     bf16_forward_matches_float64(size, reverse, bias)
 
 
@@ -129,7 +121,7 @@ def test_bfloat16_paths_agree_to_rounding(bf16_isa):
                                 save_for_backward=False)
     ours = samples.call(torch.ops.fused_lstm.lstm_layer_forward, **sample, reverse=False, save_for_backward=False)
     for name in ("output", "h_n", "c_n"):
-        assert relative_error(ours[name], per_step[name].double()) < 1e-2, name
+        assert relative_error(ours[name], per_step[name].double()) < BFLOAT16_CPU_LAYER_RELATIVE_ERROR, name
 
 
 @pytest.mark.parametrize("isa", ["amx", "avx512_bf16"])

@@ -10,7 +10,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fused_lstm
-from conftest import DEVICES, assert_close, gradients_counting_aten_gemms
+from conftest import DEVICES, LONG_SEQUENCE_SCALE, assert_close, gradients_counting_aten_gemms
 
 INPUT_SIZE, HIDDEN_SIZE, PROJ_SIZE = 5, 7, 3
 
@@ -168,7 +168,7 @@ def test_long_sequence_stays_close(device):
         expected, (expected_h, expected_c) = torch_lstm(x)
         actual, (h_n, c_n) = fused(x)
     for a, e in [(actual, expected), (h_n, expected_h), (c_n, expected_c)]:
-        assert_close(a, e, scale=10)
+        assert_close(a, e, scale=LONG_SEQUENCE_SCALE)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -19,6 +19,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
+import samples
 from conftest import DEVICES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -147,12 +148,12 @@ def inference_step(module, device, packed=False):
 
 
 def failing_step(module, device, packed=False):
-    """The error paths: raw ops that raise after their arguments were converted."""
+    """The error paths: raw ops that raise after their arguments were converted (c0 has a row too many)."""
+    sample = samples.to_device(samples.lstm_layer_sample(steps=T, batch=B, input_size=I, hidden=H, bias=False),
+                               device)
     try:
-        torch.ops.fused_lstm.lstm_layer_forward(torch.randn(T * B, I, device=device), torch.tensor([B] * T),
-                                                torch.randn(B, H, device=device), torch.randn(B + 1, H, device=device),
-                                                torch.randn(4 * H, I, device=device),
-                                                torch.randn(4 * H, H, device=device), None, None, False, True)
+        torch.ops.fused_lstm.lstm_layer_forward(**dict(sample, c0=torch.randn(B + 1, H, device=device)),
+                                                reverse=False, save_for_backward=True)
     except RuntimeError:
         pass
     else:

@@ -9,27 +9,15 @@ import samples
 from conftest import DEVICES, assert_close
 
 F64 = torch.float64
+OPS = torch.ops.fused_lstm
 
 
-def layer_sample(device, dtype=F64, batch_sizes=(3, 3, 2, 1), input_size=4, hidden=5, proj=None, bias=True,
+def layer_sample(device, dtype=F64, batch_sizes=(3, 3, 2, 1), input_size=4, hidden=5, proj=0, bias=True,
                  requires_grad=True):
-    """Random arguments of one layer: packed rows for the given per-step batch sizes."""
-    out_size = proj or hidden
-    batch = batch_sizes[0]
-
-    def rand(*shape):
-        return torch.randn(*shape, device=device, dtype=dtype, requires_grad=requires_grad)
-
-    return dict(
-        input=rand(sum(batch_sizes), input_size),
-        batch_sizes=torch.tensor(batch_sizes, dtype=torch.int64),
-        h0=rand(batch, out_size),
-        c0=rand(batch, hidden),
-        weight_ih=rand(4 * hidden, input_size),
-        weight_hh=rand(4 * hidden, out_size),
-        bias=rand(4 * hidden) if bias else None,
-        weight_hr=rand(out_size, hidden) if proj else None,
-    )
+    """samples.lstm_layer_sample on `device`: packed rows for the given per-step batch sizes."""
+    return samples.to_device(samples.lstm_layer_sample(batch_sizes=batch_sizes, input_size=input_size, hidden=hidden,
+                                                       proj=proj, bias=bias, dtype=dtype, requires_grad=requires_grad),
+                             device)
 
 
 SAMPLE_KINDS = [
@@ -63,7 +51,7 @@ def test_gradcheck(device, kind, reverse):
 def test_gradgradcheck(device, kind, reverse):
     """Double backward (create_graph=True) goes through the reference and must be exact."""
     sample = layer_sample(device, input_size=3, hidden=3 if not kind.get("proj") else 4,
-                          **{k: v for k, v in kind.items() if k != "proj"}, proj=2 if kind.get("proj") else None)
+                          **{k: v for k, v in kind.items() if k != "proj"}, proj=2 if kind.get("proj") else 0)
     names = [k for k, v in sample.items() if torch.is_tensor(v) and v.requires_grad]
 
     def layer(*tensors):
@@ -96,58 +84,57 @@ def opcheck_samples(device):
             for save in (False, True):
                 # Saving nothing for backward is the inference mode: only valid without gradients.
                 sample = layer_sample(device, dtype=torch.float32, requires_grad=save, **kind)
-                yield tuple(sample.values()) + (reverse, save)
+                yield dict(sample, reverse=reverse, save_for_backward=save)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck_forward(device):
+    op = OPS.lstm_layer_forward.default
     for arguments in opcheck_samples(device):
-        torch.library.opcheck(torch.ops.fused_lstm.lstm_layer_forward.default, arguments)
+        torch.library.opcheck(op, samples.in_schema_order(op, arguments))
+
+
+def backward_arguments(device, kind, reverse):
+    """lstm_layer_backward's arguments after a forward (saving) on the float32 sample of `kind`."""
+    sample = layer_sample(device, dtype=torch.float32, requires_grad=False, **kind)
+    forward = samples.call(OPS.lstm_layer_forward, **sample, reverse=reverse, save_for_backward=True)
+    return samples.lstm_backward_arguments(sample, forward, reverse)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck_backward(device):
+    op = OPS.lstm_layer_backward.default
     for kind in SAMPLE_KINDS:
         for reverse in (False, True):
-            sample = layer_sample(device, dtype=torch.float32, requires_grad=False, **kind)
-            output, h_n, c_n, gates, cell_prev, proj_input = torch.ops.fused_lstm.lstm_layer_forward(
-                *sample.values(), reverse, True)
-            arguments = (torch.randn_like(output), torch.randn_like(h_n), torch.randn_like(c_n), sample["input"],
-                         sample["batch_sizes"], sample["h0"], sample["weight_ih"], sample["weight_hh"],
-                         sample["weight_hr"], output, gates, cell_prev, proj_input, reverse, sample["bias"] is not None)
-            torch.library.opcheck(torch.ops.fused_lstm.lstm_layer_backward.default, arguments)
-            for needed in ((False, True), (True, False), (False, False)):  # compute_grad_input, _weights
-                torch.library.opcheck(torch.ops.fused_lstm.lstm_layer_backward.default, arguments + needed)
+            arguments = backward_arguments(device, kind, reverse)
+            torch.library.opcheck(op, samples.in_schema_order(op, arguments))
+            for skip in samples.GRADIENT_SKIPS:
+                torch.library.opcheck(op, samples.in_schema_order(op, dict(arguments, **skip)))
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", SAMPLE_KINDS)
 def test_backward_skips_only_the_gradients_not_asked_for(device, kind):
-    sample = layer_sample(device, dtype=torch.float32, requires_grad=False, **kind)
-    output, h_n, c_n, gates, cell_prev, proj_input = torch.ops.fused_lstm.lstm_layer_forward(
-        *sample.values(), False, True)
-    arguments = (torch.randn_like(output), torch.randn_like(h_n), torch.randn_like(c_n), sample["input"],
-                 sample["batch_sizes"], sample["h0"], sample["weight_ih"], sample["weight_hh"], sample["weight_hr"],
-                 output, gates, cell_prev, proj_input, False, sample["bias"] is not None)
-    full = torch.ops.fused_lstm.lstm_layer_backward(*arguments)
-    for compute_input, compute_weights in ((False, True), (True, False), (False, False)):
-        partial = torch.ops.fused_lstm.lstm_layer_backward(*arguments, compute_input, compute_weights)
-        for index, (a, e) in enumerate(zip(partial, full)):
-            skipped = (index == 0 and not compute_input) or (index >= 3 and not compute_weights)
-            if skipped:
-                assert a.numel() == 0, index
+    arguments = backward_arguments(device, kind, reverse=False)
+    full = samples.call(OPS.lstm_layer_backward, **arguments)
+    for skip in samples.GRADIENT_SKIPS:
+        partial = samples.call(OPS.lstm_layer_backward, **arguments, **skip)
+        for name, value in partial.items():
+            if samples.is_computed(name, skip):
+                assert torch.equal(value, full[name]), (skip, name)
             else:
-                assert torch.equal(a, e), index
+                assert value.numel() == 0, (skip, name)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_forward_without_saving_returns_same_results(device):
     sample = layer_sample(device, requires_grad=False, proj=3)
-    saved = torch.ops.fused_lstm.lstm_layer_forward(*sample.values(), False, True)
-    unsaved = torch.ops.fused_lstm.lstm_layer_forward(*sample.values(), False, False)
-    for a, b in zip(saved[:3], unsaved[:3]):
-        assert torch.equal(a, b)
-    assert all(t.numel() == 0 for t in unsaved[3:])
+    saved = samples.call(OPS.lstm_layer_forward, **sample, reverse=False, save_for_backward=True)
+    unsaved = samples.call(OPS.lstm_layer_forward, **sample, reverse=False, save_for_backward=False)
+    for name in ("output", "h_n", "c_n"):
+        assert torch.equal(saved[name], unsaved[name]), name
+    for name in ("gates", "cell_prev", "proj_input"):
+        assert unsaved[name].numel() == 0, name
 
 
 @pytest.mark.parametrize("device", DEVICES)

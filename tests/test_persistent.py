@@ -15,12 +15,14 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
-from conftest import assert_close
-from test_cuda import assert_no_worse_than_torch
+import samples
+from conftest import (HALF_ROUNDED_PREACTIVATIONS_SCALE, PERSISTENT_SUMMATION_ORDER_SCALE, assert_close,
+                      assert_no_worse_than_torch)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CUDA = "cuda"
+OPS = torch.ops.fused_lstm
 PERSISTENT_PATH = "whole recurrence (persistent kernel)"
 KERNEL_NAME = "lstm_persistent_forward_kernel"
 HALF_DTYPES = [torch.float16, torch.bfloat16]
@@ -28,9 +30,6 @@ INPUT_SIZE = 16
 STEPS = [1, 7, 100]
 BATCHES = [1, 8, 64]
 HIDDEN_SIZES = [32, 256, 512]
-# float32 against float64: FFMA dot products, cuBLAS input GEMM and a backward over up to 100 steps
-# sum in other orders than the float64 run.
-FLOAT32_SCALE = 10.0
 
 
 def switch(value):
@@ -57,8 +56,8 @@ def persistent_supported(module, steps, batch, dtype, batch_sizes=None):
     if batch_sizes is None:
         batch_sizes = torch.full((steps,), batch, dtype=torch.int64)
     weight_hr = module.weight_hr_l0.to(dtype) if module.proj_size > 0 else None
-    forward, _ = torch.ops.fused_lstm.layer_paths("lstm_layer", x, batch_sizes, h0, module.weight_ih_l0.to(dtype),
-                                                  module.weight_hh_l0.to(dtype), weight_hr)
+    forward, _ = OPS.layer_paths("lstm_layer", x, batch_sizes, h0, module.weight_ih_l0.to(dtype),
+                                 module.weight_hh_l0.to(dtype), weight_hr)
     return forward == PERSISTENT_PATH
 
 
@@ -124,7 +123,7 @@ def test_float32_matches_nn_lstm(persistent, steps, batch, hidden_size, bidirect
     assert len(training[1]) == len(expected[1])
     for a, e in zip(inference + training[0] + training[1], expected[0] + expected[0] + expected[1]):
         assert a.dtype == torch.float32
-        assert_close(a.double(), e, dtype=torch.float32, scale=FLOAT32_SCALE)
+        assert_close(a.double(), e, dtype=torch.float32, scale=PERSISTENT_SUMMATION_ORDER_SCALE)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
@@ -161,14 +160,11 @@ def test_half_precision_no_worse_than_nn_lstm(persistent, dtype, steps, batch, h
         assert_no_worse_than_torch(name, a, t, e, dtype)
 
 
-def layer_arguments(dtype, steps, batch, hidden, input_size=INPUT_SIZE):
-    """Random arguments of the raw layer op on padded input, without projection."""
-    def rand(*shape):
-        return torch.randn(*shape, device=CUDA, dtype=dtype)
-
-    return dict(input=rand(steps * batch, input_size), batch_sizes=torch.full((steps,), batch, dtype=torch.int64),
-                h0=rand(batch, hidden), c0=rand(batch, hidden), weight_ih=rand(4 * hidden, input_size) / hidden**0.5,
-                weight_hh=rand(4 * hidden, hidden) / hidden**0.5, bias=rand(4 * hidden), weight_hr=None)
+def layer_sample(dtype, steps, batch, hidden, device=CUDA):
+    """The raw layer op's sample (samples.py) on padded input, without projection: standard normal values,
+    weights of scale H^-0.5."""
+    return samples.to_device(samples.lstm_layer_sample(steps=steps, batch=batch, input_size=INPUT_SIZE, hidden=hidden,
+                                                       dtype=dtype, value_scale=1.0), device)
 
 
 # Odd H (no 16-byte vectors, padded shared rows), batches that leave a partial row group (5) or take the
@@ -187,26 +183,25 @@ def test_op_writes_what_the_per_step_path_writes(dtype, steps, batch, hidden, re
     dtype, the empty proj_input) with the persistent kernel and with the per-step loop."""
     if dtype != torch.float32 and hidden > 512:
         pytest.skip("float32 covers the batch tiles")
-    arguments = layer_arguments(dtype, steps, batch, hidden)
+    sample = layer_sample(dtype, steps, batch, hidden)
     results = {}
     for value in ("0", "1"):
         switch(value)
-        forward_path, _ = torch.ops.fused_lstm.layer_paths("lstm_layer", arguments["input"], arguments["batch_sizes"],
-                                                           arguments["h0"], arguments["weight_ih"],
-                                                           arguments["weight_hh"], None)
-        supported = forward_path == PERSISTENT_PATH
+        supported = samples.paths(OPS, sample)[0] == PERSISTENT_PATH
         if value == "1" and not supported and hidden > 512:
             pytest.skip(f"H = {hidden} does not fit this GPU's shared memory (H100/H200: up to 1312 in float32)")
         assert supported == (value == "1")
-        results[value] = torch.ops.fused_lstm.lstm_layer_forward(*arguments.values(), reverse, save_for_backward)
+        results[value] = samples.call(OPS.lstm_layer_forward, **sample, reverse=reverse,
+                                      save_for_backward=save_for_backward)
     per_step, persistent = results["0"], results["1"]
-    scale = FLOAT32_SCALE if dtype == torch.float32 else 2.0  # half: the per-step path rounds x·W_ih + h·W_hh
-    for a, e in zip(persistent, per_step):
-        assert a.dtype == e.dtype and a.shape == e.shape
+    scale = PERSISTENT_SUMMATION_ORDER_SCALE if dtype == torch.float32 else HALF_ROUNDED_PREACTIVATIONS_SCALE
+    for name, e in per_step.items():
+        a = persistent[name]
+        assert a.dtype == e.dtype and a.shape == e.shape, name
         if e.numel():
             assert_close(a, e, dtype=dtype, scale=scale)
     if not save_for_backward:
-        assert all(t.numel() == 0 for t in persistent[3:])
+        assert all(persistent[name].numel() == 0 for name in ("gates", "cell_prev", "proj_input"))
 
 
 def test_the_persistent_kernel_runs_only_when_switched_on():
@@ -220,7 +215,7 @@ def test_the_persistent_kernel_runs_only_when_switched_on():
     assert persistent_supported(fused, 9, 4, torch.float32)
     (switched, _), names = kernels_launched(lambda: fused(x))
     assert sum(KERNEL_NAME in name for name in names) == 2, names  # one launch per direction
-    assert_close(switched, unset, scale=FLOAT32_SCALE)
+    assert_close(switched, unset, scale=PERSISTENT_SUMMATION_ORDER_SCALE)
 
     switch("0")
     (off, _), names = kernels_launched(lambda: fused(x))
@@ -253,7 +248,7 @@ def test_two_layers_match_the_per_step_path():
         switch(value)
         results.append(run(fused, x, hx, seeds, training=True))
     for a, e in zip(results[1][0] + results[1][1], results[0][0] + results[0][1]):
-        assert_close(a, e, scale=FLOAT32_SCALE)
+        assert_close(a, e, scale=PERSISTENT_SUMMATION_ORDER_SCALE)
 
 
 def test_bad_option_value_raises():
@@ -291,9 +286,6 @@ def test_out_of_scope_cases_stay_on_the_per_step_path(persistent, case):
 
 
 def test_supported_is_false_off_cuda(persistent):
-    arguments = layer_arguments(torch.float32, 3, 2, 8)
-    cpu = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in arguments.items()}
-    forward, _ = torch.ops.fused_lstm.layer_paths("lstm_layer", cpu["input"], cpu["batch_sizes"], cpu["h0"],
-                                                  cpu["weight_ih"], cpu["weight_hh"], None)
-    assert forward != PERSISTENT_PATH
+    sample = layer_sample(torch.float32, 3, 2, 8, device="cpu")
+    assert samples.paths(OPS, sample)[0] != PERSISTENT_PATH
 
