@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../dtype_dispatch.h"
 #include "../gru_math.h"
 #include "../lstm_math.h"
 #include "clones.h"
@@ -239,34 +240,24 @@ void gru_backward_typed(const GruBackwardPointwiseParams& p) {
   });
 }
 
-// Calls visit(scalar_t{}) with the element type of `dtype`: the one dtype dispatch of the CPU kernels.
-template <typename Visitor>
-void dispatch_dtype(at::ScalarType dtype, const Visitor& visit) {
-  switch (dtype) {
-    case at::kFloat: return visit(float{});
-    case at::kDouble: return visit(double{});
-    case at::kBFloat16: return visit(c10::BFloat16{});
-    case at::kHalf: return visit(c10::Half{});
-    default: TORCH_CHECK(false, "fused_lstm: the CPU kernels support float32, float64, bfloat16 and float16, got ", dtype);
-  }
-}
+constexpr const char* kKernels = "the CPU kernels";
 
 }  // namespace
 
 void forward_pointwise(const LstmForwardPointwiseParams& params, at::ScalarType dtype) {
-  dispatch_dtype(dtype, [&](auto element) { forward_typed<decltype(element)>(params); });
+  dispatch_dtype(dtype, kKernels, [&](auto element) { forward_typed<decltype(element)>(params); });
 }
 
 void backward_pointwise(const LstmBackwardPointwiseParams& params, at::ScalarType dtype) {
-  dispatch_dtype(dtype, [&](auto element) { backward_typed<decltype(element)>(params); });
+  dispatch_dtype(dtype, kKernels, [&](auto element) { backward_typed<decltype(element)>(params); });
 }
 
 void gru_forward_pointwise(const GruForwardPointwiseParams& params, at::ScalarType dtype) {
-  dispatch_dtype(dtype, [&](auto element) { gru_forward_typed<decltype(element)>(params); });
+  dispatch_dtype(dtype, kKernels, [&](auto element) { gru_forward_typed<decltype(element)>(params); });
 }
 
 void gru_backward_pointwise(const GruBackwardPointwiseParams& params, at::ScalarType dtype) {
-  dispatch_dtype(dtype, [&](auto element) { gru_backward_typed<decltype(element)>(params); });
+  dispatch_dtype(dtype, kKernels, [&](auto element) { gru_backward_typed<decltype(element)>(params); });
 }
 
 }  // namespace cpu

@@ -2,14 +2,18 @@
 // and the dtype dispatch; the typed planner and launcher live in lstm_persistent_<dtype>.cu.
 #include "lstm_persistent.h"
 
-#include <c10/util/BFloat16.h>
-#include <c10/util/Exception.h>
-#include <c10/util/Half.h>
+#include <type_traits>
 
+#include "../dtype_dispatch.h"
 #include "../options.h"
 
 namespace fused_lstm {
 namespace cuda {
+namespace {
+
+constexpr const char* kKernel = "the persistent LSTM kernel's dispatch";
+
+}  // namespace
 
 const char* persistent_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
   if (!options::cuda_persistent()) return nullptr;
@@ -20,25 +24,22 @@ const char* persistent_forward_kernel(const LstmRecurrenceShape& shape, at::Scal
     return nullptr;
   }
   bool fits = false;
-  switch (dtype) {
-    case at::kFloat: fits = plan_persistent_forward<float>(shape.batch, shape.hidden).fits; break;
-    case at::kHalf: fits = plan_persistent_forward<c10::Half>(shape.batch, shape.hidden).fits; break;
-    case at::kBFloat16: fits = plan_persistent_forward<c10::BFloat16>(shape.batch, shape.hidden).fits; break;
-    default: break;
-  }
+  dispatch_dtype(dtype, kKernel, [&](auto element) {
+    using scalar_t = decltype(element);
+    if constexpr (!std::is_same_v<scalar_t, double>) fits = plan_persistent_forward<scalar_t>(shape.batch, shape.hidden).fits;
+  });
   return fits ? "persistent kernel" : nullptr;
 }
 
 void persistent_forward(const LstmRecurrenceForwardParams& params, at::ScalarType dtype) {
   // This kernel reads x·W_ihᵀ from params.gates; the CUDA backend never asks it to project the input.
   TORCH_CHECK(!params.project_input, "fused_lstm: the persistent LSTM kernel does not project the input itself");
-  switch (dtype) {
-    case at::kFloat: return launch_persistent_forward<float>(params);
-    case at::kHalf: return launch_persistent_forward<c10::Half>(params);
-    case at::kBFloat16: return launch_persistent_forward<c10::BFloat16>(params);
-    default:
-      TORCH_CHECK(false, "fused_lstm: the persistent LSTM kernel supports float32, float16 and bfloat16, got ", dtype);
-  }
+  dispatch_dtype(dtype, kKernel, [&](auto element) {
+    using scalar_t = decltype(element);
+    constexpr bool is_double = std::is_same_v<scalar_t, double>;
+    TORCH_CHECK(!is_double, "fused_lstm: the persistent LSTM kernel runs float32, float16 and bfloat16, not float64");
+    if constexpr (!is_double) launch_persistent_forward<scalar_t>(params);
+  });
 }
 
 }  // namespace cuda
