@@ -1,6 +1,7 @@
-// Torch-free description of one fused pointwise pass of an LSTM layer, shared by the CPU and CUDA
-// backends. Shapes use one letter convention: T steps, N batch rows active at this step (b_t),
-// C input features, H hidden size, P projection size (P = H when there is no projection).
+// Torch-free descriptions of what the drivers hand a backend (lstm_layer.h, gru_layer.h), shared by the CPU and
+// CUDA backends: one fused pointwise pass of an LSTM or GRU step, the whole recurrence of an LSTM layer, one step
+// of a fused cell. Letters: T steps, B batch, R batch rows active at this step (b_t), C input features, H hidden
+// size, P projection size (P = H when there is no projection).
 // Element types are erased (void*): `scalar` is the tensor dtype, `acc` is float for fp16/bf16 and
 // the dtype itself otherwise; the cell state and its gradient always live in `acc`.
 #pragma once
@@ -11,14 +12,14 @@ namespace fused_lstm {
 
 // Forward of one step: gate pre-activations -> activations, cell update, hidden output.
 struct LstmForwardPointwiseParams {
-  int64_t rows;           // N: active batch rows at this step
+  int64_t rows;           // R: batch rows active at this step (b_t)
   int64_t hidden;         // H
-  void* gates;            // [N, 4H] scalar; in: x·W_ihᵀ + h·W_hhᵀ (no bias), out: σ(i), σ(f), tanh(g), σ(o)
+  void* gates;            // [R, 4H] scalar; in: x·W_ihᵀ + h·W_hhᵀ (no bias), out: σ(i), σ(f), tanh(g), σ(o)
   const void* bias;       // [4H] scalar, b_ih + b_hh (zeros when the layer has no bias)
-  void* cell;             // [N, H] acc; in: c_{t-1}, out: c_t (updated in place)
-  void* cell_prev_saved;  // [N, H] acc; receives c_{t-1} for backward; nullptr at inference
-  void* hidden_out;       // [N, H] scalar; o·tanh(c_t): the layer output, or the projection input when P < H
-  void* hidden_state;     // [N, H] scalar; a second copy of o·tanh(c_t) (the recurrent state); may be nullptr
+  void* cell;             // [R, H] acc; in: c_{t-1}, out: c_t (updated in place)
+  void* cell_prev_saved;  // [R, H] acc; receives c_{t-1} for backward; nullptr at inference
+  void* hidden_out;       // [R, H] scalar; o·tanh(c_t): the layer output, or the projection input when P < H
+  void* hidden_state;     // [R, H] scalar; a second copy of o·tanh(c_t) (the recurrent state); may be nullptr
 };
 
 // What decides whether a backend can run the whole recurrence of a layer in one call (see
@@ -95,14 +96,14 @@ struct LstmCellForwardParams {
 
 // Backward of one step: gradient of the loss w.r.t. the gate pre-activations and c_{t-1}.
 struct LstmBackwardPointwiseParams {
-  int64_t rows;               // N: active batch rows at this step
+  int64_t rows;               // R: batch rows active at this step (b_t)
   int64_t hidden;             // H
-  const void* gates;          // [N, 4H] scalar; activations saved by forward
-  const void* cell_prev;      // [N, H] acc; c_{t-1} saved by forward
-  const void* grad_hidden;    // [N, H] scalar; dL/d(o·tanh(c_t)) from the output at this step
-  const void* grad_hidden_2;  // [N, H] scalar; a second term of the same gradient (the recurrence); may be nullptr
-  void* grad_cell;            // [N, H] acc; in: dL/dc_t from step t+1, out: dL/dc_{t-1} (in place)
-  void* grad_gates;           // [N, 4H] scalar; out: dL/d(pre-activations)
+  const void* gates;          // [R, 4H] scalar; activations saved by forward
+  const void* cell_prev;      // [R, H] acc; c_{t-1} saved by forward
+  const void* grad_hidden;    // [R, H] scalar; dL/d(o·tanh(c_t)) from the output at this step
+  const void* grad_hidden_2;  // [R, H] scalar; a second term of the same gradient (the recurrence); may be nullptr
+  void* grad_cell;            // [R, H] acc; in: dL/dc_t from step t+1, out: dL/dc_{t-1} (in place)
+  void* grad_gates;           // [R, 4H] scalar; out: dL/d(pre-activations)
 };
 
 }  // namespace fused_lstm
@@ -113,15 +114,15 @@ namespace fused_lstm {
 //   r = σ(x_r + h_r + b_ir + b_hr), z = σ(x_z + h_z + b_iz + b_hz),
 //   n = tanh(x_n + b_in + r·(h_n + b_hn)), h_t = (1 − z)·n + z·h_{t-1}
 struct GruForwardPointwiseParams {
-  int64_t rows;                  // N: active batch rows at this step
+  int64_t rows;                  // R: batch rows active at this step (b_t)
   int64_t hidden;                // H
-  void* gates;                   // [N, 3H] scalar; in: x·W_ihᵀ (no bias), out: r, z, n
-  const void* hidden_gates;      // [N, 3H] scalar; h_{t-1}·W_hhᵀ (no bias)
+  void* gates;                   // [R, 3H] scalar; in: x·W_ihᵀ (no bias), out: r, z, n
+  const void* hidden_gates;      // [R, 3H] scalar; h_{t-1}·W_hhᵀ (no bias)
   const void* bias_ih;           // [3H] scalar (zeros when the layer has no bias)
   const void* bias_hh;           // [3H] scalar (zeros when the layer has no bias)
-  void* hidden_state;            // [N, H] scalar; in: h_{t-1}, out: h_t (in place)
-  void* hidden_out;              // [N, H] scalar; h_t, the layer output rows of this step
-  void* candidate_hidden_saved;  // [N, H] scalar; receives h_n + b_hn for backward; nullptr at inference
+  void* hidden_state;            // [R, H] scalar; in: h_{t-1}, out: h_t (in place)
+  void* hidden_out;              // [R, H] scalar; h_t, the layer output rows of this step
+  void* candidate_hidden_saved;  // [R, H] scalar; receives h_n + b_hn for backward; nullptr at inference
 };
 
 // One step of a GRU cell over a batch, the GEMMs included, in one call (as LstmCellForwardParams).
@@ -142,15 +143,15 @@ struct GruCellForwardParams {
 
 // GRU backward of one step.
 struct GruBackwardPointwiseParams {
-  int64_t rows;                  // N: active batch rows at this step
+  int64_t rows;                  // R: batch rows active at this step (b_t)
   int64_t hidden;                // H
-  const void* gates;             // [N, 3H] scalar; r, z, n saved by forward
-  const void* candidate_hidden;  // [N, H] scalar; h_n + b_hn saved by forward
-  const void* hidden_prev;       // [N, H] scalar; h_{t-1}
-  const void* grad_output;       // [N, H] scalar; dL/dh_t from the layer output
-  void* grad_hidden;             // [N, H] scalar; in: dL/dh_t through the recurrence, out: z·dL/dh_t (in place)
-  void* grad_gates;              // [N, 3H] scalar; out: dL/d(input pre-activations x·W_ihᵀ + b_ih)
-  void* grad_hidden_gates;       // [N, 3H] scalar; out: dL/d(h·W_hhᵀ + b_hh)
+  const void* gates;             // [R, 3H] scalar; r, z, n saved by forward
+  const void* candidate_hidden;  // [R, H] scalar; h_n + b_hn saved by forward
+  const void* hidden_prev;       // [R, H] scalar; h_{t-1}
+  const void* grad_output;       // [R, H] scalar; dL/dh_t from the layer output
+  void* grad_hidden;             // [R, H] scalar; in: dL/dh_t through the recurrence, out: z·dL/dh_t (in place)
+  void* grad_gates;              // [R, 3H] scalar; out: dL/d(input pre-activations x·W_ihᵀ + b_ih)
+  void* grad_hidden_gates;       // [R, 3H] scalar; out: dL/d(h·W_hhᵀ + b_hh)
 };
 
 }  // namespace fused_lstm

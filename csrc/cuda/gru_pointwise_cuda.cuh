@@ -1,6 +1,6 @@
 // The fused pointwise passes of one GRU step on the GPU, templated on the element type. Included only
 // by the per-dtype pointwise_<dtype>.cu files, which instantiate the launchers.
-// Letters: N rows active at this step, H hidden size, V elements per thread (kVec).
+// Letters: R rows active at this step (b_t), H hidden size, V elements per thread (kVec).
 //
 // A thread does the three gates (r, z, n) of its V hidden units (layout and launch shape in
 // pointwise_cuda_common.cuh). All math runs in acc_t (float for fp16/bf16) through gru_math.h, the
@@ -20,15 +20,15 @@ constexpr int kGruGates = 3;
 
 template <typename scalar_t, typename acc_t, int kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock) gru_forward_pointwise_kernel(
-    int64_t rows,                                      // N
+    int64_t rows,                                      // R
     int64_t hidden,                                    // H, a multiple of V
-    scalar_t* __restrict__ gates,                      // [N, 3H] in: x·W_ihᵀ; out: r, z, n
-    const scalar_t* __restrict__ hidden_gates,         // [N, 3H] h_{t-1}·W_hhᵀ
+    scalar_t* __restrict__ gates,                      // [R, 3H] in: x·W_ihᵀ; out: r, z, n
+    const scalar_t* __restrict__ hidden_gates,         // [R, 3H] h_{t-1}·W_hhᵀ
     const scalar_t* __restrict__ bias_ih,              // [3H]
     const scalar_t* __restrict__ bias_hh,              // [3H]
-    scalar_t* __restrict__ hidden_state,               // [N, H] in: h_{t-1}; out: h_t
-    scalar_t* __restrict__ hidden_out,                 // [N, H] out: h_t
-    scalar_t* __restrict__ candidate_hidden_saved) {  // [N, H] out: h_n + b_hn; nullptr when not saved
+    scalar_t* __restrict__ hidden_state,               // [R, H] in: h_{t-1}; out: h_t
+    scalar_t* __restrict__ hidden_out,                 // [R, H] out: h_t
+    scalar_t* __restrict__ candidate_hidden_saved) {  // [R, H] out: h_n + b_hn; nullptr when not saved
   const int64_t gate_row_stride = kGruGates * hidden;
   for_each_pack<kVec>(rows, hidden, [=](int64_t row, int64_t column) {
     const int64_t gate_offset = row * gate_row_stride + column;
@@ -74,15 +74,15 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gru_forward_pointwise_kernel
 
 template <typename scalar_t, typename acc_t, int kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock) gru_backward_pointwise_kernel(
-    int64_t rows,                                    // N
+    int64_t rows,                                    // R
     int64_t hidden,                                  // H, a multiple of V
-    const scalar_t* __restrict__ gates,              // [N, 3H] r, z, n saved by forward
-    const scalar_t* __restrict__ candidate_hidden,   // [N, H] h_n + b_hn saved by forward
-    const scalar_t* __restrict__ hidden_prev,        // [N, H] h_{t-1}
-    const scalar_t* __restrict__ grad_output,        // [N, H] dL/dh_t from the layer output
-    scalar_t* __restrict__ grad_hidden,              // [N, H] in: dL/dh_t through the recurrence; out: z·dL/dh_t
-    scalar_t* __restrict__ grad_gates,               // [N, 3H] out: dL/d(x·W_ihᵀ + b_ih)
-    scalar_t* __restrict__ grad_hidden_gates) {      // [N, 3H] out: dL/d(h·W_hhᵀ + b_hh)
+    const scalar_t* __restrict__ gates,              // [R, 3H] r, z, n saved by forward
+    const scalar_t* __restrict__ candidate_hidden,   // [R, H] h_n + b_hn saved by forward
+    const scalar_t* __restrict__ hidden_prev,        // [R, H] h_{t-1}
+    const scalar_t* __restrict__ grad_output,        // [R, H] dL/dh_t from the layer output
+    scalar_t* __restrict__ grad_hidden,              // [R, H] in: dL/dh_t through the recurrence; out: z·dL/dh_t
+    scalar_t* __restrict__ grad_gates,               // [R, 3H] out: dL/d(x·W_ihᵀ + b_ih)
+    scalar_t* __restrict__ grad_hidden_gates) {      // [R, 3H] out: dL/d(h·W_hhᵀ + b_hh)
   const int64_t gate_row_stride = kGruGates * hidden;
   for_each_pack<kVec>(rows, hidden, [=](int64_t row, int64_t column) {
     const int64_t gate_offset = row * gate_row_stride + column;

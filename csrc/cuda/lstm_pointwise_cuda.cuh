@@ -1,6 +1,6 @@
 // The fused pointwise passes of one LSTM step on the GPU, templated on the element type. Included only
 // by the per-dtype pointwise_<dtype>.cu files, which instantiate the launchers.
-// Letters: N rows active at this step, H hidden size, V elements per thread (kVec).
+// Letters: R rows active at this step (b_t), H hidden size, V elements per thread (kVec).
 //
 // A thread does all four gates of its V hidden units: 4 gate reads and writes, the cell read and
 // written, h written (layout and launch shape in pointwise_cuda_common.cuh). All math runs in acc_t
@@ -20,14 +20,14 @@ constexpr int kLstmGates = 4;
 
 template <typename scalar_t, typename acc_t, int kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock) lstm_forward_pointwise_kernel(
-    int64_t rows,                           // N
+    int64_t rows,                           // R
     int64_t hidden,                         // H, a multiple of V
-    scalar_t* __restrict__ gates,           // [N, 4H] in: x·W_ihᵀ + h·W_hhᵀ; out: σ(i), σ(f), tanh(g), σ(o)
+    scalar_t* __restrict__ gates,           // [R, 4H] in: x·W_ihᵀ + h·W_hhᵀ; out: σ(i), σ(f), tanh(g), σ(o)
     const scalar_t* __restrict__ bias,      // [4H] b_ih + b_hh
-    acc_t* __restrict__ cell,               // [N, H] in: c_{t-1}; out: c_t
-    acc_t* __restrict__ cell_prev_saved,    // [N, H] out: c_{t-1}; nullptr when not saved
-    scalar_t* __restrict__ hidden_out,      // [N, H] out: h_t = o·tanh(c_t)
-    scalar_t* __restrict__ hidden_state) {  // [N, H] out: h_t again; nullptr when not wanted
+    acc_t* __restrict__ cell,               // [R, H] in: c_{t-1}; out: c_t
+    acc_t* __restrict__ cell_prev_saved,    // [R, H] out: c_{t-1}; nullptr when not saved
+    scalar_t* __restrict__ hidden_out,      // [R, H] out: h_t = o·tanh(c_t)
+    scalar_t* __restrict__ hidden_state) {  // [R, H] out: h_t again; nullptr when not wanted
   const int64_t gate_row_stride = kLstmGates * hidden;
   for_each_pack<kVec>(rows, hidden, [=](int64_t row, int64_t column) {
     scalar_t* row_gates = gates + row * gate_row_stride + column;
@@ -69,14 +69,14 @@ __global__ void __launch_bounds__(kThreadsPerBlock) lstm_forward_pointwise_kerne
 
 template <typename scalar_t, typename acc_t, int kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock) lstm_backward_pointwise_kernel(
-    int64_t rows,                                // N
+    int64_t rows,                                // R
     int64_t hidden,                              // H, a multiple of V
-    const scalar_t* __restrict__ gates,          // [N, 4H] activations saved by forward
-    const acc_t* __restrict__ cell_prev,         // [N, H] c_{t-1} saved by forward
-    const scalar_t* __restrict__ grad_hidden,    // [N, H] dL/dh_t (first term)
-    const scalar_t* __restrict__ grad_hidden_2,  // [N, H] dL/dh_t (second term); nullptr when absent
-    acc_t* __restrict__ grad_cell,               // [N, H] in: dL/dc_t; out: dL/dc_{t-1}
-    scalar_t* __restrict__ grad_gates) {         // [N, 4H] out: dL/d(pre-activations)
+    const scalar_t* __restrict__ gates,          // [R, 4H] activations saved by forward
+    const acc_t* __restrict__ cell_prev,         // [R, H] c_{t-1} saved by forward
+    const scalar_t* __restrict__ grad_hidden,    // [R, H] dL/dh_t (first term)
+    const scalar_t* __restrict__ grad_hidden_2,  // [R, H] dL/dh_t (second term); nullptr when absent
+    acc_t* __restrict__ grad_cell,               // [R, H] in: dL/dc_t; out: dL/dc_{t-1}
+    scalar_t* __restrict__ grad_gates) {         // [R, 4H] out: dL/d(pre-activations)
   const int64_t gate_row_stride = kLstmGates * hidden;
   for_each_pack<kVec>(rows, hidden, [=](int64_t row, int64_t column) {
     const int64_t gate_offset = row * gate_row_stride + column;

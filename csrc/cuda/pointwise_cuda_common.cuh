@@ -1,10 +1,10 @@
 // What the LSTM and GRU pointwise kernels share: register packs of V consecutive elements moved as
 // 16-byte words, the launch shape, and the alignment test that picks the vector or scalar variant.
-// Letters: N rows active at this step, H hidden size, V elements per thread (kVec).
+// Letters: R rows active at this step (b_t), H hidden size, V elements per thread (kVec).
 //
 // Each thread owns V consecutive hidden units of a row and does all gates of each of them, so a step
 // touches every element once. Threads along x sweep the columns of a row (coalesced), threads along
-// y take rows; both loops stride over the grid, so any N and H fit in one launch.
+// y take rows; both loops stride over the grid, so any R and H fit in one launch.
 #pragma once
 
 #include <ATen/OpMathType.h>
