@@ -111,6 +111,24 @@ at::Tensor pack_column_panels(const float* matrix, int64_t R, int64_t cols, int6
   return packed;
 }
 
+// The same panels for vdpbf16ps: each column's rows in pairs ([cols/64][R/2][64][2], R even: R = 4H here).
+at::Tensor pack_column_panels_bf16(const bf16* matrix, int64_t R, int64_t cols) {
+  constexpr int64_t width = 4 * kAvx512Tiles.lanes;
+  const int64_t panels = at::divup(cols, width);
+  at::Tensor packed = at::zeros({panels * R * width}, at::TensorOptions().dtype(at::kBFloat16));
+  bf16* packed_data = static_cast<bf16*>(packed.data_ptr());
+  at::parallel_for(0, panels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t panel = begin; panel < end; ++panel) {
+      const int64_t first = panel * width, count = std::min(width, cols - first);
+      for (int64_t r = 0; r < R; ++r) {
+        bf16* out = packed_data + (panel * R + (r / 2) * 2) * width + r % 2;
+        for (int64_t c = 0; c < count; ++c) out[2 * c] = matrix[r * cols + first + c];
+      }
+    }
+  });
+  return packed;
+}
+
 // One step of the forward recurrence, as every panel task sees it. Rows are this step's B rows. scalar_t:
 // float (FMA tiles) or bf16 (vdpbf16ps tiles; then project_input is true); the cell state is float.
 template <typename scalar_t>
@@ -132,20 +150,22 @@ struct ForwardStep {
   scalar_t* output;            // [B, H] h_t
 };
 
-// One step of the backward recurrence. Rows are this step's B rows.
+// One step of the backward recurrence. Rows are this step's B rows. scalar_t: float (FMA tiles) or bf16
+// (vdpbf16ps tiles); the cell state's gradient is float.
+template <typename scalar_t>
 struct BackwardStep {
   Isa isa;
-  int64_t rows;                   // B
+  int64_t rows;                      // B
   int64_t H;
-  const float* packed_hh;         // column panels of W_hh [4H, H] (K = 4H)
-  const float* grad_gates_later;  // [B, 4H] dL/d(pre-activations) of the step after this one; nullptr at
-                                  // the first step a call visits (the last of its block)
-  const float* grad_hidden_n;     // [B, H] dL/dh of that step from later ones (dL/dh_n for the last block)
-  const float* gates;             // [B, 4H] saved activations
-  const float* cell_prev;         // [B, H] saved c_{t-1}
-  const float* grad_output;       // [B, H]
-  float* grad_cell;               // [B, H] in: dL/dc_t, out: dL/dc_{t-1}
-  float* grad_gates;              // [B, 4H] out
+  const scalar_t* packed_hh;         // column panels of W_hh [4H, H] (K = 4H)
+  const scalar_t* grad_gates_later;  // [B, 4H] dL/d(pre-activations) of the step after this one; nullptr at
+                                     // the first step a call visits (the last of its block)
+  const scalar_t* grad_hidden_n;     // [B, H] dL/dh of that step from later ones (dL/dh_n for the last block)
+  const scalar_t* gates;             // [B, 4H] saved activations
+  const float* cell_prev;            // [B, H] saved c_{t-1}
+  const scalar_t* grad_output;       // [B, H]
+  float* grad_cell;                  // [B, H] in: dL/dc_t, out: dL/dc_{t-1}
+  scalar_t* grad_gates;              // [B, 4H] out
 };
 
 #if FL_HAVE_X86_TILES
@@ -367,26 +387,29 @@ void forward_panels(const ForwardStep<scalar_t>& s, int64_t begin, int64_t end) 
 // The backward of the cell update for `units` units of one row; `recurrent` is dL/dh_t arriving through
 // the recurrence (a tile row, or grad_hidden_n at the first step a call visits), added to the output's
 // gradient as the per-step pass adds them.
+template <typename scalar_t>
 __attribute__((noinline)) FL_CPU_CLONES void backward_tile_row(
-    int64_t H, int64_t units, const float* __restrict recurrent, const float* __restrict grad_output,
-    const float* __restrict gates, const float* __restrict cell_prev, float* __restrict grad_cell,
-    float* __restrict grad_gates) {
+    int64_t H, int64_t units, const float* __restrict recurrent, const scalar_t* __restrict grad_output,
+    const scalar_t* __restrict gates, const float* __restrict cell_prev, float* __restrict grad_cell,
+    scalar_t* __restrict grad_gates) {
   for (int64_t lane = 0; lane < units; ++lane) {
     float grad_i, grad_f, grad_g, grad_o, grad_cell_prev;
-    math::cell_backward<float>(gates[lane], gates[H + lane], gates[2 * H + lane], gates[3 * H + lane],
-                               cell_prev[lane], grad_output[lane] + recurrent[lane], grad_cell[lane], grad_i, grad_f,
-                               grad_g, grad_o, grad_cell_prev);
-    grad_gates[lane] = grad_i;
-    grad_gates[H + lane] = grad_f;
-    grad_gates[2 * H + lane] = grad_g;
-    grad_gates[3 * H + lane] = grad_o;
+    math::cell_backward<float>(float(gates[lane]), float(gates[H + lane]), float(gates[2 * H + lane]),
+                               float(gates[3 * H + lane]), cell_prev[lane], float(grad_output[lane]) + recurrent[lane],
+                               grad_cell[lane], grad_i, grad_f, grad_g, grad_o, grad_cell_prev);
+    grad_gates[lane] = scalar_t(grad_i);
+    grad_gates[H + lane] = scalar_t(grad_f);
+    grad_gates[2 * H + lane] = scalar_t(grad_g);
+    grad_gates[3 * H + lane] = scalar_t(grad_o);
     grad_cell[lane] = grad_cell_prev;
   }
 }
 
 // All rows of column panels [begin, end) (4·lanes hidden units each) for one backward step.
-void backward_panels(const BackwardStep& s, int64_t begin, int64_t end) {
+template <typename scalar_t>
+void backward_panels(const BackwardStep<scalar_t>& s, int64_t begin, int64_t end) {
   alignas(64) float tile[kMaxTileFloats];
+  float grad_hidden_n[kMaxTileFloats];  // one row of grad_hidden_n in float, at the first step a call visits
   const TileShape shape = tile_shape(s.isa);
   const int64_t width = 4 * shape.lanes, H = s.H;
   const RowTiles row_tiles(s.rows, shape.max_rows);
@@ -402,8 +425,12 @@ void backward_panels(const BackwardStep& s, int64_t begin, int64_t end) {
       }
       for (int r = 0; r < rows; ++r) {
         const int64_t row = row0 + r;
-        const float* recurrent = s.grad_gates_later ? tile + r * width : s.grad_hidden_n + row * H + first_unit;
-        backward_tile_row(H, units, recurrent, s.grad_output + row * H + first_unit,
+        const float* recurrent = tile + r * width;
+        if (!s.grad_gates_later) {
+          for (int64_t unit = 0; unit < units; ++unit) grad_hidden_n[unit] = float(s.grad_hidden_n[row * H + first_unit + unit]);
+          recurrent = grad_hidden_n;
+        }
+        backward_tile_row<scalar_t>(H, units, recurrent, s.grad_output + row * H + first_unit,
                           s.gates + row * 4 * H + first_unit, s.cell_prev + row * H + first_unit,
                           s.grad_cell + row * H + first_unit, s.grad_gates + row * 4 * H + first_unit);
       }
@@ -421,7 +448,9 @@ const char* forward_kernel(at::ScalarType dtype) {
   return nullptr;
 }
 
+// The backward has no AMX version: bfloat16 runs on vdpbf16ps register tiles on AMX CPUs too.
 const char* backward_kernel(at::ScalarType dtype) {
+  if (dtype == at::kBFloat16) return options::cpu_isa() >= Isa::kAvx512Bf16 ? "avx512_bf16 register tiles" : nullptr;
   return dtype == at::kFloat ? forward_kernel(dtype) : nullptr;
 }
 
@@ -506,42 +535,56 @@ void recurrence_forward(const LstmRecurrenceForwardParams& p, at::ScalarType dty
 }
 
 at::Tensor recurrence_backward_prepare_weight(const at::Tensor& weight_hh) {
-  const Isa isa = check_kernel(backward_kernel(weight_hh.scalar_type()), weight_hh.scalar_type());
+  const at::ScalarType dtype = weight_hh.scalar_type();
+  const Isa isa = check_kernel(backward_kernel(dtype), dtype);
   TORCH_CHECK(weight_hh.dim() == 2 && weight_hh.size(0) == 4 * weight_hh.size(1) && weight_hh.device().is_cpu(),
-              "fused_lstm: the fused CPU step takes a CPU weight_hh of shape [4H, H], got ", weight_hh.sizes(), " on ",
-              weight_hh.device());
+              "fused_lstm: the CPU whole recurrence takes a CPU weight_hh of shape [4H, H], got ", weight_hh.sizes(),
+              " on ", weight_hh.device());
   const at::Tensor weight = weight_hh.contiguous();
   const int64_t H = weight.size(1);
+  if (dtype == at::kBFloat16) return pack_column_panels_bf16(static_cast<const bf16*>(weight.data_ptr()), 4 * H, H);
   return pack_column_panels(weight.data_ptr<float>(), 4 * H, H, 4 * tile_shape(isa).lanes);
 }
 
-void recurrence_backward(const LstmRecurrenceBackwardParams& p, at::ScalarType dtype) {
-  const Isa isa = check_kernel(backward_kernel(dtype), dtype);
+namespace {
+
 #if FL_HAVE_X86_TILES
+template <typename scalar_t>
+void register_tile_backward(const LstmRecurrenceBackwardParams& p, Isa isa) {
   const int64_t T = p.steps, B = p.batch, H = p.hidden;
   const int64_t width = 4 * tile_shape(isa).lanes;
   const int64_t panels = at::divup(H, width);
   // What stays the same over the steps is set once; each step moves the row pointers.
-  BackwardStep first;
+  BackwardStep<scalar_t> first;
   first.isa = isa;
   first.rows = B;
   first.H = H;
-  first.packed_hh = static_cast<const float*>(p.weight_hh_prepared);
-  first.grad_hidden_n = static_cast<const float*>(p.grad_hidden_n);
+  first.packed_hh = static_cast<const scalar_t*>(p.weight_hh_prepared);
+  first.grad_hidden_n = static_cast<const scalar_t*>(p.grad_hidden_n);
   first.grad_cell = static_cast<float*>(p.grad_cell);
-  float* const grad_gates = static_cast<float*>(p.grad_gates);
+  scalar_t* const grad_gates = static_cast<scalar_t*>(p.grad_gates);
   // Steps in the opposite order of the forward's visit.
   parallel_steps(T, panels, [&](int64_t i, int64_t begin, int64_t end) {
     const int64_t t = p.reverse ? i : T - 1 - i;
-    BackwardStep step = first;
+    BackwardStep<scalar_t> step = first;
     // The block's last step reads grad_hidden_n instead of a later step's gradients.
     step.grad_gates_later = i == 0 ? nullptr : grad_gates + (p.reverse ? t - 1 : t + 1) * B * 4 * H;
-    step.gates = static_cast<const float*>(p.gates) + t * B * 4 * H;
+    step.gates = static_cast<const scalar_t*>(p.gates) + t * B * 4 * H;
     step.cell_prev = static_cast<const float*>(p.cell_prev) + t * B * H;
-    step.grad_output = static_cast<const float*>(p.grad_output) + t * B * H;
+    step.grad_output = static_cast<const scalar_t*>(p.grad_output) + t * B * H;
     step.grad_gates = grad_gates + t * B * 4 * H;
     backward_panels(step, begin, end);
   });
+}
+#endif
+
+}  // namespace
+
+void recurrence_backward(const LstmRecurrenceBackwardParams& p, at::ScalarType dtype) {
+  const Isa isa = check_kernel(backward_kernel(dtype), dtype);
+#if FL_HAVE_X86_TILES
+  if (dtype == at::kBFloat16) return register_tile_backward<bf16>(p, Isa::kAvx512Bf16);
+  register_tile_backward<float>(p, isa);
 #endif
 }
 
