@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.requirements-installed
 CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
 export CUDA_HOME
 
-.PHONY: venv build test demo experiments benchmark clean
+.PHONY: venv build test demo experiments experiments-quick benchmark clean
 
 $(INSTALLED): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,8 +29,14 @@ demo: build
 	$(PY) -m benchmarks.run --device cpu --quick
 	$(PY) -m benchmarks.run --device cpu --quick --cell gru
 
+# The full run: two worker processes of one thread each (about an hour on 2 cores), then
+# experiments/report.py writes the plots and docs/why_lstm.md from the result files.
 experiments: build
-	$(PY) -m experiments.why_lstm
+	$(PY) -m experiments.why_lstm --workers 2
+
+# Seconds: the whole pipeline at toy sizes, into a temporary folder (what the tests run).
+experiments-quick: build
+	$(PY) -m experiments.why_lstm --quick
 
 benchmark: build
 	$(PY) -m benchmarks.run --device cpu
