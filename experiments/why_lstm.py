@@ -78,7 +78,7 @@ class Config:
     probe_batch_size: int = 64  # the fixed batch of the gate and state-gradient measurements
     grad_clip_norm: float = 1.0
     learning_rates: list = field(default_factory=lambda: [1e-3, 3e-3, 1e-2])
-    sweep_length: int = 100
+    sweep_length: int = 50  # the shortest length, where every arm has its best chance
     sweep_seeds: list = field(default_factory=lambda: [100, 101])
     seeds: list = field(default_factory=lambda: list(range(10)))
     lengths: list = field(default_factory=lambda: [50, 100, 200])
@@ -261,7 +261,7 @@ def train_run(job, config):
                                                                data_generator("probe", job.task, job.T, 0))
     measure = job.phase == "main"
     threshold = solved_loss(task)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     gradients = {"init": state_gradient_profile(model, task, probe_inputs, probe_targets)} if measure else {}
 
     curve, grad_norms = [], []
@@ -308,7 +308,7 @@ def train_run(job, config):
            "diverged": int(diverged), "final_test_loss": final["test_loss"], "final_test_accuracy": final["test_accuracy"],
            "parameters": count_parameters(model), "implementation": implementation_name(model),
            "unroll_max_abs_difference": unroll_difference,
-           "seconds": round(time.perf_counter() - start, 2)}
+           "seconds": round(time.perf_counter() - start, 2), "cpu_seconds": round(time.process_time() - cpu_start, 2)}
     return run, curve, gradients
 
 
@@ -336,7 +336,7 @@ def choose_learning_rates(sweep_runs, learning_rates):
 
 RUN_COLUMNS = ["phase", "task", "arm", "T", "seed", "learning_rate", "steps_budget", "solved", "steps_to_solve",
                "steps_trained", "diverged", "final_test_loss", "final_test_accuracy", "parameters", "implementation",
-               "unroll_max_abs_difference", "seconds"]
+               "unroll_max_abs_difference", "seconds", "cpu_seconds"]
 CURVE_COLUMNS = ["task", "arm", "T", "seed", "step", "test_loss", "test_accuracy", "grad_norm_median", "grad_norm_max",
                  "clipped_fraction", "keep_gate_mean", "retention_best_unit", "state_abs_mean", "state_tanh_grad_mean"]
 GRADIENT_COLUMNS = ["task", "arm", "T", "seed", "stage", "lag", "state_grad_norm"]
@@ -404,9 +404,10 @@ def job_cost(job, config):
     return job.T * (4 if job.arm in SLOW_ARMS else 1) * (1 if job.phase == "main" else 0.9)
 
 
-def run_phase(name, jobs, config, pool, results, log):
+def run_phase(name, jobs, config, pool, results, log, info):
     jobs = sorted(jobs, key=lambda job: -job_cost(job, config))
     log(f"phase {name}: {len(jobs)} runs")
+    started = time.time()
     work = [(job, config) for job in jobs]
     outcomes = pool.imap_unordered(run_job, work) if pool is not None else map(run_job, work)
     phase_results = []
@@ -418,6 +419,10 @@ def run_phase(name, jobs, config, pool, results, log):
     key = lambda result: (result[0]["task"], result[0]["T"], config.arms.index(result[0]["arm"]), result[0]["seed"],
                           result[0]["learning_rate"])
     results.extend(sorted(phase_results, key=key))
+    # Load average at the end of the phase: above the worker count means the run shared the CPUs.
+    info.setdefault("phases", []).append({"name": name, "runs": len(jobs), "wall_seconds": round(time.time() - started, 1),
+                                          "cpu_seconds": round(sum(run["cpu_seconds"] for run, _, _ in phase_results), 1),
+                                          "load_average_1_5_15": [round(load, 2) for load in os.getloadavg()]})
     return phase_results
 
 
@@ -451,7 +456,7 @@ def run_all(config, out_dir, log):
     try:
         sweep = [Job("sweep", "adding", arm, config.sweep_length, seed, lr)
                  for arm in config.arms for lr in config.learning_rates for seed in config.sweep_seeds]
-        sweep_results = run_phase("learning-rate sweep", sweep, config, pool, results, log)
+        sweep_results = run_phase("learning-rate sweep", sweep, config, pool, results, log, info)
         learning_rates = choose_learning_rates([run for run, _, _ in sweep_results], config.learning_rates)
         info["learning_rates"] = learning_rates
         log(f"learning rates: {learning_rates}")
@@ -460,7 +465,7 @@ def run_all(config, out_dir, log):
         active = list(config.arms)
         for seq_len in config.lengths:
             jobs = [Job("main", "adding", arm, seq_len, seed, learning_rates[arm]) for arm in active for seed in config.seeds]
-            run_phase(f"adding T={seq_len}", jobs, config, pool, results, log)
+            run_phase(f"adding T={seq_len}", jobs, config, pool, results, log, info)
             checkpoint()
             if config.skip_after_unsolved:
                 active = [arm for arm in active if any(run["solved"] for run in main_runs(results, "adding", arm, seq_len))]
@@ -468,11 +473,11 @@ def run_all(config, out_dir, log):
                                                       for run in main_runs(results, "adding", arm, config.lengths[-1])])
                      <= config.long_max_median_steps]
         jobs = [Job("main", "adding", arm, config.long_length, seed, learning_rates[arm]) for arm in long_arms for seed in config.seeds]
-        run_phase(f"adding T={config.long_length}", jobs, config, pool, results, log)
+        run_phase(f"adding T={config.long_length}", jobs, config, pool, results, log, info)
         checkpoint()
         jobs = [Job("main", "temporal_order", arm, config.order_length, seed, learning_rates[arm])
                 for arm in config.order_arms if arm in config.arms for seed in config.seeds]
-        run_phase(f"temporal order T={config.order_length}", jobs, config, pool, results, log)
+        run_phase(f"temporal order T={config.order_length}", jobs, config, pool, results, log, info)
     finally:
         if pool is not None:
             pool.close()
