@@ -29,7 +29,7 @@ demo: build
 	$(PY) -m benchmarks.run --device cpu --quick
 	$(PY) -m benchmarks.run --device cpu --quick --cell gru
 
-# The full run: two worker processes of one thread each (about an hour on 2 cores), then
+# The full run: two worker processes of one thread each (about an hour on 2 idle cores), then
 # experiments/report.py writes the plots and docs/why_lstm.md from the result files.
 experiments: build
 	$(PY) -m experiments.why_lstm --workers 2

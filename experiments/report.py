@@ -18,7 +18,7 @@ import re
 import sys
 from collections import defaultdict
 
-from experiments.stats import bootstrap_median_interval, median, wilson_interval
+from experiments.stats import bootstrap_median_interval, fisher_exact_two_sided, median, wilson_interval
 from experiments.why_lstm import ARMS, DEFAULT_OUT, REPO_ROOT
 
 DOC_PATH = os.path.join(REPO_ROOT, "docs", "why_lstm.md")
@@ -171,6 +171,20 @@ class Fields:
         runs = [run for run in self.results.runs if run["task"] == task and run["arm"] == arm]
         return f"{int(runs[0]['parameters']):,}"
 
+    def field_cpu_minutes(self):
+        """CPU time of all runs together: the run's length on two otherwise idle cores is about half of it."""
+        return f"{sum(float(run['cpu_seconds']) for run in self.results.runs) / 60:.0f}"
+
+    def field_idle_minutes(self):
+        return f"{sum(float(run['cpu_seconds']) for run in self.results.runs) / 60 / self.results.info['config']['workers']:.0f}"
+
+    def field_max_load(self):
+        return f"{max(phase['load_average_1_5_15'][0] for phase in self.results.info['phases']):.1f}"
+
+    def field_sweep_solved(self, arm):
+        runs = [run for run in self.results.sweep if run["arm"] == arm]
+        return f"{sum(int(run['solved']) for run in runs)}/{len(runs)}"
+
     def field_unroll_difference(self):
         return format_number(max(float(run["unroll_max_abs_difference"]) for run in self.results.runs))
 
@@ -192,6 +206,24 @@ class Fields:
     def field_steps_ci(self, task, arm, seq_len):
         summary = self.summary(task, arm, seq_len)
         return f"{format_steps(summary['steps_low'], self.results.budget)}–{format_steps(summary['steps_high'], self.results.budget)}"
+
+    def field_fisher(self, task, arm, other_arm, seq_len):
+        """Two-sided Fisher exact p for the solved counts of two arms at one length."""
+        a, b = self.summary(task, arm, seq_len), self.summary(task, other_arm, seq_len)
+        return f"{fisher_exact_two_sided(a['solved'], a['runs'], b['solved'], b['runs']):.2g}"
+
+    def field_trained_solved_range(self, task):
+        """Range over every solved run (all arms and lengths) of ||dL/ds|| at lag T/2 over lag 0 after training."""
+        values = []
+        for (group_task, arm, seq_len) in self.results.main:
+            if group_task == task:
+                values += [profile[seq_len // 2] / profile[0] for profile in self.profiles(task, arm, seq_len, "trained", "solved")]
+        return f"{format_number(min(values))}–{format_number(max(values))}"
+
+    def field_arm_range(self, task, seq_len, column, position, *arms):
+        """Range over the given arms of the per-arm medians of a curves.csv column."""
+        values = [median_of(self.curve_values(task, arm, seq_len, column, position)) for arm in arms]
+        return f"{format_number(min(values))}–{format_number(max(values))}"
 
     def field_accuracy(self, task, arm, seq_len):
         """Median final test accuracy over seeds (temporal order)."""
@@ -216,16 +248,30 @@ class Fields:
         values = [profile[lag] / profile[0] for profile in self.profiles(task, arm, seq_len, stage, which) if profile[0] > 0]
         return format_number(median_of(values)) if values else "–"
 
+    def field_orders(self, task, arm, other_arm, seq_len, stage, lag):
+        """The ratio of two arms' grad_ratio medians as a power of ten, e.g. 10⁷."""
+        ratios = []
+        for name in (arm, other_arm):
+            lag_index = int(seq_len) // 2 if lag == "half" else int(lag)
+            ratios.append(median_of([profile[lag_index] / profile[0] for profile in self.profiles(task, name, seq_len, stage)
+                                     if profile[0] > 0]))
+        exponent = round(math.log10(ratios[0] / ratios[1]))
+        return "10" + str(exponent).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
+
     def curve_values(self, task, arm, seq_len, column, position):
         values = []
         for run in self.results.group(task, arm, seq_len):
             rows = self.results.curves[(task, arm, int(seq_len), int(run["seed"]))]
+            if position == "max":  # the largest value over the run
+                values.append(max(number(row[column]) for row in rows[1:]))
+                continue
             row = rows[0] if position == "init" else rows[1] if position == "first" else rows[-1]
             values.append(number(row[column]))
         return values
 
     def field_curve(self, task, arm, seq_len, column, position):
-        """Median over seeds of a curves.csv column at step 0 (init), the first eval (first) or the end."""
+        """Median over seeds of a curves.csv column at step 0 (init), the first eval (first), the end, or its
+        largest value over the run (max)."""
         return format_number(median_of(self.curve_values(task, arm, seq_len, column, position)))
 
     def field_curve_range(self, task, arm, seq_len, column, position):
@@ -300,10 +346,12 @@ class Fields:
             key = (task, arm, seq_len)
             rows.append([ARMS[arm].label, self.field_decay(*key, "init"), self.field_grad_ratio(*key, "init", "half"),
                          self.field_grad_ratio(*key, "trained", "half", "solved"),
-                         self.field_grad_ratio(*key, "trained", "half", "unsolved")])
+                         self.field_grad_ratio(*key, "trained", "half", "unsolved"),
+                         f"{self.field_solved(*key)}, {self.field_median_steps(*key)}"])
         half = int(seq_len) // 2
         return markdown_table(["arm", f"factor per step at init (lags 0–{half})", f"init, lag {half} / lag 0",
-                               f"trained, solved runs, lag {half} / lag 0", f"trained, unsolved runs, lag {half} / lag 0"], rows)
+                               f"trained, solved runs, lag {half} / lag 0", f"trained, unsolved runs, lag {half} / lag 0",
+                               "solved, median steps"], rows)
 
     def table_gates(self, task, seq_len):
         rows = []
@@ -326,10 +374,10 @@ class Fields:
                 continue
             key = (task, arm, seq_len)
             rows.append([ARMS[arm].label, self.field_curve(*key, "grad_norm_median", "first"),
-                         self.field_curve(*key, "grad_norm_max", "end"), self.field_clipped(*key),
+                         self.field_curve(*key, "grad_norm_max", "max"), self.field_clipped(*key),
                          self.field_curve(*key, "state_abs_mean", "init"), self.field_curve(*key, "state_abs_mean", "end"),
                          self.field_curve(*key, "state_tanh_grad_mean", "end")])
-        return markdown_table(["arm", "pre-clip grad norm, steps 1–50", "in the last interval (max)", "steps clipped",
+        return markdown_table(["arm", "pre-clip gradient norm, median of steps 1–50", "largest in the run", "steps clipped",
                                "mean abs(s_T), init", "end", "mean tanh'(s_t), end"], rows)
 
 
@@ -455,6 +503,41 @@ def plot_training_signals(results, task, seq_len, path):
     plt.close(figure)
 
 
+def plot_initial_gradient_against_steps(results, task, seq_len, path):
+    """Per run: the state gradient at lag T/2 relative to lag 0 at initialisation, against the steps to solve."""
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.0))
+    budget = results.budget
+    for arm in results.arms(task):
+        runs = results.main.get((task, arm, seq_len), [])
+        points = []
+        for run in runs:
+            profile = results.gradients[(task, arm, seq_len, int(run["seed"]), "init")]
+            if profile[0] > 0:
+                points.append((profile[seq_len // 2] / profile[0], steps_or_inf(run)))
+        if not points:
+            continue
+        solved = [(x, y) for x, y in points if math.isfinite(y)]
+        unsolved = [(x, budget * 1.15) for x, y in points if not math.isfinite(y)]
+        if solved:
+            axis.scatter(*zip(*solved), color=ARM_COLORS[arm], s=16, alpha=0.8, label=ARMS[arm].label)
+        if unsolved:
+            axis.scatter(*zip(*unsolved), color=ARM_COLORS[arm], s=22, marker="x", alpha=0.8,
+                         label=None if solved else ARMS[arm].label)
+    axis.axhline(budget, color="gray", linestyle=":", linewidth=0.8)
+    axis.text(0.01, budget * 1.06, "x: not solved within the budget", fontsize=7, color="gray", transform=axis.get_yaxis_transform())
+    axis.set_xscale("log")
+    axis.set_xlabel(f"at initialisation: ||dL/ds|| at lag {seq_len // 2} / at lag 0 (one point per seed)", fontsize=8)
+    axis.set_ylabel("training steps to solve", fontsize=8)
+    axis.set_title(f"{TASK_TITLES[task]}, T = {seq_len}", fontsize=9)
+    axis.grid(True, alpha=0.25)
+    axis.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
 def write_plots(results, out_dir):
     import matplotlib
 
@@ -469,6 +552,7 @@ def write_plots(results, out_dir):
         plot_state_gradients(results, "adding", lengths[0], os.path.join(out_dir, "state_gradients_adding_short.png"))
         plot_state_gradients(results, "adding", seq_len, os.path.join(out_dir, "state_gradients_adding.png"))
         plot_training_signals(results, "adding", seq_len, os.path.join(out_dir, "training_signals_adding.png"))
+        plot_initial_gradient_against_steps(results, "adding", seq_len, os.path.join(out_dir, "initial_gradient_vs_steps_adding.png"))
 
 
 def main(argv=None):

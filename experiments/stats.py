@@ -46,3 +46,17 @@ def bootstrap_median_interval(values, confidence=0.95, resamples=4000, seed=0):
     low_index = int(math.floor(tail * resamples))
     high_index = min(resamples - 1, int(math.ceil((1 - tail) * resamples)) - 1)
     return medians[low_index], medians[high_index]
+
+
+def fisher_exact_two_sided(successes_a, trials_a, successes_b, trials_b):
+    """Fisher's exact test for two solved rates: the probability, with the margins fixed, of a table at most
+    as likely as the observed one (the usual two-sided p-value)."""
+    total_successes, total = successes_a + successes_b, trials_a + trials_b
+
+    def probability(k):  # k successes in group a
+        return (math.comb(trials_a, k) * math.comb(trials_b, total_successes - k)) / math.comb(total, total_successes)
+
+    observed = probability(successes_a)
+    possible = range(max(0, total_successes - trials_b), min(trials_a, total_successes) + 1)
+    # The relative tolerance counts tables exactly as likely as the observed one despite rounding.
+    return min(1.0, sum(p for p in map(probability, possible) if p <= observed * (1 + 1e-9)))

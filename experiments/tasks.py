@@ -35,7 +35,7 @@ def make_temporal_order_batch(batch_size, seq_len, generator):
     """The temporal order problem (Hochreiter & Schmidhuber 1997, experiment 6a, without the start and
     end symbols): every step is a random distractor a-d except two, at t1 in [0.1 T, 0.2 T) and t2 in
     [0.5 T, 0.6 T), which hold X or Y.  Target: the class of the ordered pair (XX, XY, YX, YY), so the
-    symbol at t1 must be held for at least 0.8 T - 1 steps.  Returns (inputs [B, T, 6], classes [B], t1 [B])."""
+    symbol at t1 must be held for at least 0.8 T steps.  Returns (inputs [B, T, 6], classes [B], t1 [B])."""
     symbols = torch.randint(0, 4, (batch_size, seq_len), generator=generator)
     low, high = max(1, seq_len // 10), max(2, seq_len // 5)
     first = torch.randint(low, high, (batch_size,), generator=generator)

@@ -16,7 +16,7 @@ sys.path.insert(0, REPO_ROOT)
 
 from experiments import report  # noqa: E402
 from experiments.cells import (STATE_NETWORK_MODES, LibraryRecurrent, NoForgetGateLSTM, StateNetworkCell)  # noqa: E402
-from experiments.stats import bootstrap_median_interval, median, wilson_interval  # noqa: E402
+from experiments.stats import bootstrap_median_interval, fisher_exact_two_sided, median, wilson_interval  # noqa: E402
 from experiments.tasks import TASKS, make_adding_batch, make_temporal_order_batch, solved_loss  # noqa: E402
 from experiments.why_lstm import (CURVE_COLUMNS, GRADIENT_COLUMNS, RUN_COLUMNS, Config, build_recurrent,  # noqa: E402
                                   choose_learning_rates, probe_statistics, SequenceModel)
@@ -189,6 +189,12 @@ def test_wilson_interval_on_known_values(successes, trials, low, high):
     assert wilson_interval(successes, trials) == pytest.approx((low, high), abs=1e-4)
 
 
+@pytest.mark.parametrize("table, p_value", [
+    ((2, 2, 0, 2), 1 / 3), ((4, 10, 0, 10), 0.0867), ((10, 10, 0, 10), 1.0825e-5), ((5, 10, 5, 10), 1.0), ((1, 10, 0, 10), 1.0)])
+def test_fisher_exact_on_known_values(table, p_value):
+    assert fisher_exact_two_sided(*table) == pytest.approx(p_value, rel=1e-3)
+
+
 def test_median_counts_unsolved_runs_as_above_the_budget():
     assert median([300, 100, 200]) == 200
     assert median([100, 200, 300, 400]) == 250
@@ -228,7 +234,7 @@ def test_quick_run_writes_every_result_file(tmp_path):
     assert completed.returncode == 0, completed.stdout + completed.stderr
     for name in ["runs.csv", "curves.csv", "state_gradients.csv", "run_info.json", "why_lstm.md",
                  "learning_curves_adding.png", "learning_curves_temporal_order.png", "state_gradients_adding.png",
-                 "training_signals_adding.png"]:
+                 "training_signals_adding.png", "initial_gradient_vs_steps_adding.png"]:
         assert (tmp_path / name).stat().st_size > 0, name
     for name, columns in (("runs.csv", RUN_COLUMNS), ("curves.csv", CURVE_COLUMNS), ("state_gradients.csv", GRADIENT_COLUMNS)):
         with open(tmp_path / name) as handle:
