@@ -10,7 +10,7 @@ OLDEST_TORCH := 2.11.0
 OLDEST_VENV := .venv-torch$(OLDEST_TORCH)
 OLDEST_TREE := build/torch-$(OLDEST_TORCH)
 
-.PHONY: venv build test test-torch-oldest demo experiments benchmark clean
+.PHONY: venv build test test-torch-oldest demo experiments experiments-quick benchmark clean
 
 $(INSTALLED): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,8 +47,14 @@ demo: build
 	$(PY) -m benchmarks.run --device cpu --quick
 	$(PY) -m benchmarks.run --device cpu --quick --cell gru
 
+# The full run: two worker processes of one thread each (about an hour on 2 idle cores), then
+# experiments/report.py writes the plots and docs/why_lstm.md from the result files.
 experiments: build
-	$(PY) -m experiments.why_lstm
+	$(PY) -m experiments.why_lstm --workers 2
+
+# Seconds: the whole pipeline at toy sizes, into a temporary folder (what the tests run).
+experiments-quick: build
+	$(PY) -m experiments.why_lstm --quick
 
 benchmark: build
 	$(PY) -m benchmarks.run --device cpu

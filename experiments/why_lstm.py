@@ -1,340 +1,179 @@
-"""Why the LSTM works, measured: gradient flow through time and long-lag learning.
+"""Why the LSTM works, v2: which part of the gated, additive cell update makes long lags learnable.
 
-Compares, at one hidden size, a plain tanh RNN, the "single network" cell that computes the new cell
-state (and then the new hidden state) from [x_t, h_{t-1}, c_{t-1}] with one tanh layer each, the LSTM
-(fused_lstm.LSTM) with forget-gate bias 0 and 1, the 1997 LSTM without a forget gate (constant error
-carousel), and the GRU, on
-  * gradient flow: ||dL/dx_t|| (and ||dy/dx_t||) against the lag T - t, at initialisation and after
-    training, averaged over seeds;
-  * the adding problem (Hochreiter & Schmidhuber 1997) at several sequence lengths T: test-MSE
-    learning curves against the predict-the-mean baseline 1/6 and the final test MSE per cell and T.
+Trains every arm (see ARMS) on the adding problem at T = 50, 100, 200 (and 500 for the arms that solve
+T = 200) and the main arms on the temporal order problem, 10 seeds each, at a learning rate chosen per
+arm by a small sweep; records per run the steps to solve, the test loss curve, the pre-clip gradient
+norm, the keep-gate values and the state gradients ||dL/ds_{T-k}|| at initialisation and after training.
+experiments/report.py turns the CSV files into the plots and docs/why_lstm.md.
+
+Training runs on the modules as built (fused_lstm.LSTM / fused_lstm.GRU for the LSTM and GRU arms);
+the measurements rerun the same weights through each cell's readable ``unroll`` (experiments/cells.py),
+in float64 so that gradients below float32's range show as numbers, not 0.
 
 Run from the repository root:
-    python -m experiments.why_lstm            # full run, results in experiments/results/
-    python -m experiments.why_lstm --quick    # seconds-long smoke run (used by the tests)
-The LSTM runs use fused_lstm.LSTM unless --lstm-impl torch is given (for developing without the
-extension built).
+    python -m experiments.why_lstm --workers 2   # the full run, results in experiments/results/
+    python -m experiments.why_lstm --quick       # seconds-long smoke run of the whole pipeline (tests)
 """
 
 import argparse
+import copy
 import csv
 import json
 import math
+import multiprocessing
 import os
 import platform
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
-ADDING_BASELINE_MSE = 1.0 / 6.0  # Var(u1 + u2) for u ~ U(0, 1): the MSE of always predicting 1
-INPUT_SIZE = 2  # value channel, marker channel
-SOLVED_MSE = 0.01  # a run counts as "solved" below this test MSE (about 6% of the baseline)
+from experiments.cells import LibraryRecurrent, NoForgetGateLSTM, StateNetworkCell
+from experiments.stats import median
+from experiments.tasks import TASKS, solved_loss
 
-# Display name -> short description, in plotting order.
-CELLS = {
-    "tanh RNN": "nn.RNN, h_t = tanh(W_x x_t + W_h h_{t-1} + b)",
-    "single network": "c_t = tanh(W[x_t,h_{t-1},c_{t-1}]+b), h_t = tanh(V[x_t,h_{t-1},c_t]+b')",
-    "LSTM f-bias 0": "LSTM, forget-gate bias 0",
-    "LSTM f-bias 1": "LSTM, forget-gate bias 1",
-    "LSTM no forget gate": "1997 LSTM, f = 1: c_t = c_{t-1} + s(i) tanh(g)",
-    "GRU": "GRU",
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT = os.path.join(REPO_ROOT, "experiments", "results")
+
+
+@dataclass(frozen=True)
+class Arm:
+    label: str
+    update: str  # the state update, for the doc's setup table
+
+
+# In plotting and table order.
+ARMS = {
+    "rnn": Arm("tanh RNN", "h' = tanh(W x + U h + b)  (torch.nn.RNN)"),
+    "generic": Arm("generic network", "c' = MLP([x, h, c])"),
+    "additive": Arm("additive, ungated", "c' = c + MLP([x, h, c])"),
+    "gated": Arm("gated additive network", "c' = s(f) c + s(i) MLP([x, h, c]),  b_f = 1"),
+    "nfg": Arm("LSTM, no forget gate", "c' = c + s(i) tanh(g)  (f = 1)"),
+    "nfg_ib3": Arm("LSTM, no forget gate, b_i = -3", "as above, input-gate bias -3 (the 1997 remedy)"),
+    "lstm_bf0": Arm("LSTM, b_f = 0", "c' = s(f) c + s(i) tanh(g), forget bias 0  (fused_lstm.LSTM)"),
+    "lstm_bf1": Arm("LSTM, b_f = 1", "forget bias 1  (fused_lstm.LSTM)"),
+    "lstm_chrono": Arm("LSTM, chrono init", "b_f ~ log U(1, T-1), b_i = -b_f  (fused_lstm.LSTM)"),
+    "gru": Arm("GRU", "h' = (1-z) n + z h  (fused_lstm.GRU)"),
 }
-CELL_COLORS = {
-    "tanh RNN": "tab:red",
-    "single network": "tab:orange",
-    "LSTM f-bias 0": "tab:cyan",
-    "LSTM f-bias 1": "tab:blue",
-    "LSTM no forget gate": "tab:purple",
-    "GRU": "tab:green",
-}
+STATE_NETWORK_ARMS = {"generic": "generic", "additive": "additive", "gated": "gated"}
+# The cells whose Python time loop costs several times a fused step: ordering jobs by cost.
+SLOW_ARMS = {"generic", "additive", "gated", "nfg", "nfg_ib3"}
+GATED_STATE_NETWORK_FORGET_BIAS = 1.0
+NFG_1997_INPUT_GATE_BIAS = -3.0
 
 
 @dataclass
 class Config:
-    sequence_lengths: list = field(default_factory=lambda: [50, 100, 200])
-    seeds: list = field(default_factory=lambda: [0, 1])
-    hidden_size: int = 64
-    batch_size: int = 64
-    learning_rate: float = 1e-2
-    train_steps: int = 1000
-    eval_every: int = 40
+    hidden_size: int = 32
+    mlp_width: int = 64  # hidden layer of the state networks: 2H, so they have more parameters than the LSTM
+    batch_size: int = 32
+    step_budget: int = 3000
+    eval_every: int = 50
     test_batch_size: int = 256
-    gradient_batch_size: int = 128
+    probe_batch_size: int = 64  # the fixed batch of the gate and state-gradient measurements
     grad_clip_norm: float = 1.0
-    cells: list = field(default_factory=lambda: list(CELLS))
-    lstm_impl: str = "fused"
+    learning_rates: list = field(default_factory=lambda: [1e-3, 3e-3, 1e-2])
+    sweep_length: int = 50  # the shortest length, where every arm has its best chance
+    sweep_seeds: list = field(default_factory=lambda: [100, 101])
+    seeds: list = field(default_factory=lambda: list(range(10)))
+    lengths: list = field(default_factory=lambda: [50, 100, 200])
+    # T = 500 (2.5x the cost per step) only for the arms whose median steps to solve at the longest length
+    # was at most this: the rest would mostly run out of budget there, at the highest cost of the run.
+    long_length: int = 500
+    long_max_median_steps: float = 1000
+    order_length: int = 100
+    order_arms: list = field(default_factory=lambda: ["generic", "gated", "lstm_bf1", "lstm_chrono", "gru"])
+    arms: list = field(default_factory=lambda: list(ARMS))
+    # An arm that solved no seed at a length is not run at the next one (it could only cost budget).
+    skip_after_unsolved: bool = True
+    library: str = "fused"
+    workers: int = 1
 
 
 def quick_config():
-    return Config(sequence_lengths=[10], seeds=[0], hidden_size=16, batch_size=16, train_steps=30,
-                  eval_every=10, test_batch_size=64, gradient_batch_size=16)
+    return Config(hidden_size=8, mlp_width=16, batch_size=8, step_budget=20, eval_every=10, test_batch_size=32,
+                  probe_batch_size=8, learning_rates=[1e-2, 3e-2], sweep_length=8, sweep_seeds=[100], seeds=[0, 1],
+                  lengths=[8, 12], long_length=16, long_max_median_steps=math.inf, order_length=12,
+                  order_arms=["generic", "gated", "lstm_bf1", "gru"], skip_after_unsolved=False)
+
+
+@dataclass(frozen=True)
+class Job:
+    phase: str  # "sweep" (learning-rate choice), "main" (the reported runs)
+    task: str
+    arm: str
+    T: int
+    seed: int
+    learning_rate: float
 
 
 # ----------------------------------------------------------------------------------------------
-# Data
-
-
-def make_adding_batch(batch_size, seq_len, generator):
-    """The adding problem: x[:, t] = (value, marker); the two markers sit one in each half of the
-    sequence, so the first marked value must be remembered for at least T/2 steps.
-    Target: the sum of the two marked values."""
-    values = torch.rand(batch_size, seq_len, generator=generator)
-    half = seq_len // 2
-    first = torch.randint(0, half, (batch_size,), generator=generator)
-    second = torch.randint(half, seq_len, (batch_size,), generator=generator)
-    rows = torch.arange(batch_size)
-    markers = torch.zeros(batch_size, seq_len)
-    markers[rows, first] = 1.0
-    markers[rows, second] = 1.0
-    inputs = torch.stack([values, markers], dim=-1)
-    targets = (values[rows, first] + values[rows, second]).unsqueeze(-1)
-    return inputs, targets
-
-
-# ----------------------------------------------------------------------------------------------
-# Recurrent cells.  Every module maps a batch-first sequence [B, T, I] to the last hidden state [B, H].
-
-
-def init_uniform_like_torch_rnn(module, hidden_size):
-    """PyTorch initialises nn.RNN/GRU/LSTM weights and biases with U(-1/sqrt(H), 1/sqrt(H)); the
-    hand-written cells get the same so that no cell starts with a different weight scale."""
-    bound = 1.0 / math.sqrt(hidden_size)
-    for parameter in module.parameters():
-        nn.init.uniform_(parameter, -bound, bound)
-
-
-class LibraryRecurrent(nn.Module):
-    """Wraps nn.RNN / nn.GRU / nn.LSTM / fused_lstm.LSTM (all batch_first, one layer) and starts
-    them from zero state, passed explicitly."""
-
-    def __init__(self, core, has_cell_state):
-        super().__init__()
-        self.core = core
-        self.has_cell_state = has_cell_state
-
-    def forward(self, inputs):
-        zeros = inputs.new_zeros(1, inputs.shape[0], self.core.hidden_size)
-        if self.has_cell_state:
-            outputs, _ = self.core(inputs, (zeros, zeros.clone()))
-        else:
-            outputs, _ = self.core(inputs, zeros)
-        return outputs[:, -1]
-
-
-class SingleNetworkRecurrence(torch.autograd.Function):
-    """The time loop of SingleNetworkCell with a hand-written backward pass.  Autograd through a
-    Python loop records ~10 graph nodes per step and made this cell 3-4x slower than nn.LSTM; this
-    keeps the full run short on a 2-core CPU.  tests/test_experiments.py checks it against autograd.
-
-    cell_from_input, hidden_from_input: [B, T, H], the x_t parts plus biases, precomputed.
-    cell_weight, hidden_weight: [2H, H], act on [h_{t-1}, c_{t-1}] and [h_{t-1}, c_t].
-    Returns the last hidden state h_T."""
-
-    @staticmethod
-    def forward(ctx, cell_from_input, hidden_from_input, cell_weight, hidden_weight):
-        batch, seq_len, hidden_size = cell_from_input.shape
-        # states[t] = [h_{t-1}, c_{t-1}] (zeros at t = 0): the cell layer's recurrent input as is.
-        states = cell_from_input.new_zeros(seq_len + 1, batch, 2 * hidden_size)
-        for t in range(seq_len):
-            cell = torch.tanh(torch.addmm(cell_from_input[:, t], states[t], cell_weight))
-            states[t + 1, :, hidden_size:] = cell
-            hidden = torch.tanh(torch.addmm(hidden_from_input[:, t], torch.cat([states[t, :, :hidden_size], cell], 1), hidden_weight))
-            states[t + 1, :, :hidden_size] = hidden
-        ctx.save_for_backward(states, cell_weight, hidden_weight)
-        return states[seq_len, :, :hidden_size].clone()
-
-    @staticmethod
-    def backward(ctx, grad_last_hidden):
-        states, cell_weight, hidden_weight = ctx.saved_tensors
-        seq_len, hidden_size = states.shape[0] - 1, states.shape[2] // 2
-        hiddens, cells = states[1:, :, :hidden_size], states[1:, :, hidden_size:]
-        # tanh' for all steps at once, outside the sequential loop.
-        hidden_tanh_grad, cell_tanh_grad = 1 - hiddens ** 2, 1 - cells ** 2
-        grad_cell_pre = torch.empty_like(cells)  # dL/d(pre-activation of c_t), [T, B, H]
-        grad_hidden_pre = torch.empty_like(hiddens)
-        grad_hidden = grad_last_hidden.contiguous()
-        grad_cell = torch.zeros_like(grad_hidden)
-        hidden_weight_t, cell_weight_t = hidden_weight.t(), cell_weight.t()
-        for t in reversed(range(seq_len)):
-            torch.mul(grad_hidden, hidden_tanh_grad[t], out=grad_hidden_pre[t])
-            from_hidden_layer = grad_hidden_pre[t] @ hidden_weight_t  # d/d[h_{t-1}, c_t]
-            torch.mul(grad_cell + from_hidden_layer[:, hidden_size:], cell_tanh_grad[t], out=grad_cell_pre[t])
-            from_cell_layer = grad_cell_pre[t] @ cell_weight_t  # d/d[h_{t-1}, c_{t-1}]
-            grad_hidden = from_hidden_layer[:, :hidden_size] + from_cell_layer[:, :hidden_size]
-            grad_cell = from_cell_layer[:, hidden_size:]
-        # Weight gradients summed over all steps in one matmul each.
-        hidden_layer_inputs = torch.cat([states[:-1, :, :hidden_size], cells], 2).reshape(-1, 2 * hidden_size)
-        grad_cell_weight = states[:-1].reshape(-1, 2 * hidden_size).t() @ grad_cell_pre.reshape(-1, hidden_size)
-        grad_hidden_weight = hidden_layer_inputs.t() @ grad_hidden_pre.reshape(-1, hidden_size)
-        return grad_cell_pre.transpose(0, 1), grad_hidden_pre.transpose(0, 1), grad_cell_weight, grad_hidden_weight
-
-
-class SingleNetworkCell(nn.Module):
-    """The cell the question proposes: one tanh layer computes the new cell state from
-    [x_t, h_{t-1}, c_{t-1}], a second computes the new hidden state from [x_t, h_{t-1}, c_t].
-    There is no additive path: c_{t-1} reaches c_t only through a weight matrix and a tanh."""
-
-    def __init__(self, input_size, hidden_size):
-        super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.cell_layer = nn.Linear(input_size + 2 * hidden_size, hidden_size)
-        self.hidden_layer = nn.Linear(input_size + 2 * hidden_size, hidden_size)
-        init_uniform_like_torch_rnn(self, hidden_size)
-
-    def split_weights(self):
-        """(input part of both layers, recurrent part of both layers as [2H, H] right factors)."""
-        split = self.input_size
-        return ((self.cell_layer.weight[:, :split], self.hidden_layer.weight[:, :split]),
-                (self.cell_layer.weight[:, split:].t(), self.hidden_layer.weight[:, split:].t()))
-
-    def forward(self, inputs, use_autograd_loop=False):
-        (cell_input_weight, hidden_input_weight), (cell_weight, hidden_weight) = self.split_weights()
-        # The x_t parts do not depend on the recurrence: one matmul for all time steps.
-        cell_from_input = nn.functional.linear(inputs, cell_input_weight, self.cell_layer.bias)
-        hidden_from_input = nn.functional.linear(inputs, hidden_input_weight, self.hidden_layer.bias)
-        if not use_autograd_loop:
-            return SingleNetworkRecurrence.apply(cell_from_input, hidden_from_input, cell_weight, hidden_weight)
-        # Reference: the same recurrence differentiated by autograd (used by the tests).
-        hidden = inputs.new_zeros(inputs.shape[0], self.hidden_size)
-        cell = inputs.new_zeros(inputs.shape[0], self.hidden_size)
-        for t in range(inputs.shape[1]):
-            cell = torch.tanh(torch.addmm(cell_from_input[:, t], torch.cat([hidden, cell], 1), cell_weight))
-            hidden = torch.tanh(torch.addmm(hidden_from_input[:, t], torch.cat([hidden, cell], 1), hidden_weight))
-        return hidden
-
-
-class NoForgetGateRecurrence(torch.autograd.Function):
-    """The time loop of NoForgetGateLSTM with a hand-written backward pass (same reason as
-    SingleNetworkRecurrence).  gates_from_input: [B, T, 3H] in gate order o, i, g (sigmoid gates
-    adjacent so one sigmoid call covers both; i and g adjacent because both get dL/dc_t);
-    recurrent_weight: [H, 3H].  Returns h_T."""
-
-    @staticmethod
-    def forward(ctx, gates_from_input, recurrent_weight):
-        batch, seq_len, three_hidden = gates_from_input.shape
-        hidden_size = three_hidden // 3
-        hiddens = gates_from_input.new_zeros(seq_len + 1, batch, hidden_size)  # hiddens[t + 1] = h_t
-        cells = gates_from_input.new_zeros(seq_len + 1, batch, hidden_size)
-        tanh_cells = gates_from_input.new_empty(seq_len, batch, hidden_size)
-        activations = gates_from_input.new_empty(seq_len, batch, three_hidden)  # s(o), s(i), tanh(g)
-        for t in range(seq_len):
-            gates = torch.addmm(gates_from_input[:, t], hiddens[t], recurrent_weight)
-            torch.sigmoid(gates[:, :2 * hidden_size], out=activations[t, :, :2 * hidden_size])
-            torch.tanh(gates[:, 2 * hidden_size:], out=activations[t, :, 2 * hidden_size:])
-            output_gate, input_gate, candidate = activations[t].chunk(3, dim=1)
-            torch.addcmul(cells[t], input_gate, candidate, out=cells[t + 1])
-            torch.tanh(cells[t + 1], out=tanh_cells[t])
-            torch.mul(output_gate, tanh_cells[t], out=hiddens[t + 1])
-        ctx.save_for_backward(hiddens, activations, tanh_cells, recurrent_weight)
-        return hiddens[seq_len].clone()
-
-    @staticmethod
-    def backward(ctx, grad_last_hidden):
-        hiddens, activations, tanh_cells, recurrent_weight = ctx.saved_tensors
-        seq_len, hidden_size = activations.shape[0], hiddens.shape[2]
-        output_gate, input_gate, candidate = activations.chunk(3, dim=2)
-        # Local derivatives for all steps at once, outside the sequential loop.
-        hidden_to_cell = output_gate * (1 - tanh_cells ** 2)  # dh_t/dc_t
-        output_factor = tanh_cells * output_gate * (1 - output_gate)  # dh_t/d(o pre-activation)
-        input_candidate_factor = torch.cat([candidate * input_gate * (1 - input_gate),  # dc_t/d(i pre)
-                                            input_gate * (1 - candidate ** 2)], 2)  # dc_t/d(g pre)
-        grad_gates = torch.empty_like(activations)  # dL/d(gate pre-activations), [T, B, 3H]
-        grad_hidden = grad_last_hidden.contiguous()
-        grad_cell = torch.zeros_like(grad_hidden)
-        recurrent_weight_t = recurrent_weight.t()
-        for t in reversed(range(seq_len)):
-            # c_t = c_{t-1} + i g: the carried gradient passes to c_{t-1} unchanged (the carousel).
-            grad_cell = torch.addcmul(grad_cell, grad_hidden, hidden_to_cell[t])
-            torch.mul(grad_hidden, output_factor[t], out=grad_gates[t, :, :hidden_size])
-            torch.mul(grad_cell.repeat(1, 2), input_candidate_factor[t], out=grad_gates[t, :, hidden_size:])
-            grad_hidden = grad_gates[t] @ recurrent_weight_t
-        grad_recurrent_weight = hiddens[:-1].reshape(-1, hidden_size).t() @ grad_gates.reshape(-1, 3 * hidden_size)
-        return grad_gates.transpose(0, 1), grad_recurrent_weight
-
-
-class NoForgetGateLSTM(nn.Module):
-    """The 1997 LSTM: input gate, candidate and output gate, but no forget gate, so
-    c_t = c_{t-1} + s(i_t) * tanh(g_t): the constant error carousel (dc_t/dc_{t-1} = 1 exactly).
-    Gate order in the weights: o, i, g.  (fused_lstm always has f, hence this small module.)"""
-
-    def __init__(self, input_size, hidden_size):
-        super().__init__()
-        self.hidden_size = hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(3 * hidden_size, input_size))
-        self.weight_hh = nn.Parameter(torch.empty(3 * hidden_size, hidden_size))
-        self.bias_ih = nn.Parameter(torch.empty(3 * hidden_size))
-        self.bias_hh = nn.Parameter(torch.empty(3 * hidden_size))
-        init_uniform_like_torch_rnn(self, hidden_size)
-
-    def forward(self, inputs, use_autograd_loop=False):
-        gates_from_input = nn.functional.linear(inputs, self.weight_ih, self.bias_ih + self.bias_hh)
-        recurrent_weight = self.weight_hh.t()
-        if not use_autograd_loop:
-            return NoForgetGateRecurrence.apply(gates_from_input, recurrent_weight)
-        # Reference: the same recurrence differentiated by autograd (used by the tests).
-        hidden = inputs.new_zeros(inputs.shape[0], self.hidden_size)
-        cell = inputs.new_zeros(inputs.shape[0], self.hidden_size)
-        for t in range(inputs.shape[1]):
-            gates = torch.addmm(gates_from_input[:, t], hidden, recurrent_weight)
-            output_gate, input_gate, candidate = gates.chunk(3, dim=1)
-            cell = cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
-            hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
-        return hidden
+# Models
 
 
 def import_fused_lstm():
-    import fused_lstm  # noqa: the built extension, importable from the repository root
+    import fused_lstm  # the built extension, importable from the repository root
 
     return fused_lstm
 
 
-def make_lstm(hidden_size, forget_bias, lstm_impl):
-    if lstm_impl == "fused":
-        lstm = import_fused_lstm().LSTM(INPUT_SIZE, hidden_size, batch_first=True)
-    else:
-        lstm = nn.LSTM(INPUT_SIZE, hidden_size, batch_first=True)
+def make_library_core(kind, input_size, hidden_size, library):
+    if kind == "rnn":
+        return nn.RNN(input_size, hidden_size, nonlinearity="tanh", batch_first=True)
+    module = import_fused_lstm() if library == "fused" else nn
+    return (module.LSTM if kind == "lstm" else module.GRU)(input_size, hidden_size, batch_first=True)
+
+
+def set_lstm_gate_biases(lstm, forget_bias, input_bias=None):
+    """Gate order i, f, g, o; the effective bias is bias_ih + bias_hh, so bias_hh's rows are zeroed."""
+    hidden_size = lstm.hidden_size
     with torch.no_grad():
-        # Gate order i, f, g, o: rows [H:2H] are the forget gate; the effective bias is the sum.
-        lstm.bias_ih_l0[hidden_size:2 * hidden_size].fill_(forget_bias)
-        lstm.bias_hh_l0[hidden_size:2 * hidden_size].fill_(0.0)
-    return LibraryRecurrent(lstm, has_cell_state=True)
+        lstm.bias_ih_l0[hidden_size:2 * hidden_size].copy_(forget_bias)
+        lstm.bias_hh_l0[hidden_size:2 * hidden_size].zero_()
+        if input_bias is not None:
+            lstm.bias_ih_l0[:hidden_size].copy_(input_bias)
+            lstm.bias_hh_l0[:hidden_size].zero_()
 
 
-def make_gru(hidden_size, lstm_impl):
-    # Use a fused GRU as soon as the extension offers one (only when the fused LSTM is asked for).
-    if lstm_impl == "fused" and hasattr(import_fused_lstm(), "GRU"):
-        gru = import_fused_lstm().GRU(INPUT_SIZE, hidden_size, batch_first=True)
+def build_recurrent(arm, input_size, seq_len, config):
+    hidden_size = config.hidden_size
+    if arm in STATE_NETWORK_ARMS:
+        return StateNetworkCell(input_size, hidden_size, STATE_NETWORK_ARMS[arm], config.mlp_width,
+                                forget_bias=GATED_STATE_NETWORK_FORGET_BIAS)
+    if arm == "nfg":
+        return NoForgetGateLSTM(input_size, hidden_size)
+    if arm == "nfg_ib3":
+        return NoForgetGateLSTM(input_size, hidden_size, input_gate_bias=NFG_1997_INPUT_GATE_BIAS)
+    if arm == "rnn":
+        return LibraryRecurrent(make_library_core("rnn", input_size, hidden_size, config.library), "rnn")
+    if arm == "gru":
+        return LibraryRecurrent(make_library_core("gru", input_size, hidden_size, config.library), "gru")
+    lstm = make_library_core("lstm", input_size, hidden_size, config.library)
+    if arm == "lstm_bf0":
+        set_lstm_gate_biases(lstm, torch.zeros(hidden_size))
+    elif arm == "lstm_bf1":
+        set_lstm_gate_biases(lstm, torch.ones(hidden_size))
+    elif arm == "lstm_chrono":
+        # Tallec & Ollivier 2018: b_f ~ log U(1, T_max - 1), b_i = -b_f, with T_max the longest lag (here T).
+        forget_bias = torch.log(torch.empty(hidden_size).uniform_(1.0, max(2.0, seq_len - 1.0)))
+        set_lstm_gate_biases(lstm, forget_bias, -forget_bias)
     else:
-        gru = nn.GRU(INPUT_SIZE, hidden_size, batch_first=True)
-    return LibraryRecurrent(gru, has_cell_state=False)
+        raise ValueError(f"unknown arm {arm!r}")
+    return LibraryRecurrent(lstm, "lstm")
 
 
-def make_recurrent(cell_name, hidden_size, lstm_impl):
-    if cell_name == "tanh RNN":
-        return LibraryRecurrent(nn.RNN(INPUT_SIZE, hidden_size, nonlinearity="tanh", batch_first=True), False)
-    if cell_name == "single network":
-        return SingleNetworkCell(INPUT_SIZE, hidden_size)
-    if cell_name == "LSTM f-bias 0":
-        return make_lstm(hidden_size, 0.0, lstm_impl)
-    if cell_name == "LSTM f-bias 1":
-        return make_lstm(hidden_size, 1.0, lstm_impl)
-    if cell_name == "LSTM no forget gate":
-        return NoForgetGateLSTM(INPUT_SIZE, hidden_size)
-    if cell_name == "GRU":
-        return make_gru(hidden_size, lstm_impl)
-    raise ValueError(f"unknown cell {cell_name!r}")
+class SequenceModel(nn.Module):
+    """A recurrent cell and a linear read-out of its last hidden state."""
 
-
-class AddingModel(nn.Module):
-    """Recurrent cell followed by a linear read-out of the last hidden state."""
-
-    def __init__(self, cell_name, hidden_size, lstm_impl):
+    def __init__(self, recurrent, hidden_size, output_size):
         super().__init__()
-        self.recurrent = make_recurrent(cell_name, hidden_size, lstm_impl)
-        self.readout = nn.Linear(hidden_size, 1)
+        self.recurrent = recurrent
+        self.readout = nn.Linear(hidden_size, output_size)
 
     def forward(self, inputs):
         return self.readout(self.recurrent(inputs))
@@ -342,8 +181,7 @@ class AddingModel(nn.Module):
 
 def implementation_name(model):
     core = getattr(model.recurrent, "core", model.recurrent)
-    module = type(core).__module__
-    return f"{'experiments.why_lstm' if module == '__main__' else module}.{type(core).__name__}"
+    return f"{type(core).__module__}.{type(core).__name__}"
 
 
 def count_parameters(module):
@@ -351,306 +189,339 @@ def count_parameters(module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Measurements
+# Measurements (readable unrolled pass; training never uses it)
 
 
-def gradient_profile(model, inputs, targets):
-    """Per-sample gradient norms with respect to each input step, averaged over the batch.
-    Returns (dloss_dx, doutput_dx), each a list indexed by lag = T-1-t (lag 0 = last step).
-    dL/dx_t = 2 (y_hat - y) dy_hat/dx_t per sample, so one backward pass gives both; dy_hat/dx_t
-    shows how far back the prediction can see, independent of how small the residual has become."""
-    inputs = inputs.clone().requires_grad_(True)
-    predictions = model(inputs)
-    (output_grad,) = torch.autograd.grad(predictions.sum(), inputs)  # samples are independent
-    output_grad_norm = output_grad.norm(dim=-1)  # [B, T]
-    residual = (predictions.detach() - targets).abs()  # [B, 1]
-    loss_grad_norm = 2.0 * residual * output_grad_norm
-    by_lag = lambda norms: norms.mean(0).flip(0).tolist()
-    return by_lag(loss_grad_norm), by_lag(output_grad_norm)
+def gradient_lags(seq_len):
+    """The lags stored per state-gradient profile: about 25 evenly spaced, plus T/2 and T-1."""
+    return sorted(set(range(0, seq_len, max(1, seq_len // 25))) | {seq_len // 2, seq_len - 1})
+
+
+def state_gradient_profile(model, task, inputs, targets):
+    """Per-sample ||dl/ds_t|| of the memory state s_t (c_t, or h_t for the RNN and the GRU), averaged
+    over the probe batch; returned by lag T-1-t.  This is the total derivative through every path,
+    computed in float64 on a copy of the weights."""
+    model = copy.deepcopy(model).double()
+    unrolled = model.recurrent.unroll(inputs.double())
+    per_sample_losses = task.loss(model.readout(unrolled.last_hidden), targets.double() if not task.is_classification else targets,
+                                  reduction="none")
+    # Samples are independent, so the gradient of the sum holds each sample's own gradient.
+    grads = torch.autograd.grad(per_sample_losses.sum(), unrolled.states)
+    norms = torch.stack([grad.norm(dim=1).mean() for grad in grads])  # [T]
+    return norms.flip(0).tolist()
 
 
 @torch.no_grad()
-def test_mse(model, test_inputs, test_targets):
-    return nn.functional.mse_loss(model(test_inputs), test_targets).item()
-
-
-def train_step(model, optimizer, inputs, targets, config):
-    """One Adam step on the MSE with the gradient norm clipped; returns the loss."""
-    loss = nn.functional.mse_loss(model(inputs), targets)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
-    optimizer.step()
-    return loss
-
-
-def train_and_measure(cell_name, seq_len, seed, config):
-    torch.manual_seed(seed)
-    model = AddingModel(cell_name, config.hidden_size, config.lstm_impl)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    # Every cell sees the same training stream for a given (seed, T), and the same test batch.
-    train_generator = torch.Generator().manual_seed(10_000 * (seed + 1) + seq_len)
-    test_inputs, test_targets = make_adding_batch(config.test_batch_size, seq_len, torch.Generator().manual_seed(777 + seq_len))
-    grad_inputs, grad_targets = make_adding_batch(config.gradient_batch_size, seq_len, torch.Generator().manual_seed(555 + seq_len))
-
-    start = time.perf_counter()
-    init_loss_grad, init_output_grad = gradient_profile(model, grad_inputs, grad_targets)
-    curve = [(0, test_mse(model, test_inputs, test_targets))]
-    diverged = False
-    for step in range(1, config.train_steps + 1):
-        inputs, targets = make_adding_batch(config.batch_size, seq_len, train_generator)
-        loss = train_step(model, optimizer, inputs, targets, config)
-        if not math.isfinite(loss.item()):
-            diverged = True
-            curve.append((step, float("nan")))
-            break
-        if step % config.eval_every == 0 or step == config.train_steps:
-            curve.append((step, test_mse(model, test_inputs, test_targets)))
-    trained_loss_grad, trained_output_grad = gradient_profile(model, grad_inputs, grad_targets)
-    return {
-        "cell": cell_name,
-        "T": seq_len,
-        "seed": seed,
-        "implementation": implementation_name(model),
-        "parameters": count_parameters(model),
-        "recurrent_parameters": count_parameters(model.recurrent),
-        "final_test_mse": curve[-1][1],
-        "diverged": diverged,
-        "seconds": time.perf_counter() - start,
-        "curve": curve,
-        "gradient": {
-            "init": {"dloss_dx": init_loss_grad, "doutput_dx": init_output_grad},
-            "trained": {"dloss_dx": trained_loss_grad, "doutput_dx": trained_output_grad},
-        },
+def probe_statistics(model, inputs, first_relevant):
+    """Keep-gate and state statistics on the probe batch (float32, the trained weights as they are):
+    keep_gate_mean: mean keep gate (LSTM f, GRU z, gated network f) over samples, steps and units;
+    retention_best_unit: max over units of the sample mean of prod_{t > t1} keep_t, the direct partial
+      dc_T/dc_{t1} along the memory path from the first relevant step t1 to the end;
+    state_abs_mean: mean |s_T|; state_tanh_grad_mean: mean 1 - tanh(s_t)^2 over all steps (how far a
+      tanh read-out of the state is saturated)."""
+    unrolled = model.recurrent.unroll(inputs)
+    states = torch.stack(unrolled.states, 1)  # [B, T, H]
+    stats = {
+        "keep_gate_mean": "",
+        "retention_best_unit": "",
+        "state_abs_mean": states[:, -1].abs().mean().item(),
+        "state_tanh_grad_mean": (1 - torch.tanh(states) ** 2).mean().item(),
     }
+    if unrolled.keep_gates is not None:
+        keep = unrolled.keep_gates
+        after_first = torch.arange(keep.shape[1]).unsqueeze(0) > first_relevant.unsqueeze(1)  # [B, T]
+        # float32 keep gates can round to 0; clamp to the smallest normal float32 so log stays finite.
+        log_keep = torch.log(keep.clamp_min(torch.finfo(keep.dtype).tiny))
+        log_retention = torch.where(after_first.unsqueeze(2), log_keep, 0.0).sum(1)  # [B, H]
+        stats["keep_gate_mean"] = keep.mean().item()
+        stats["retention_best_unit"] = log_retention.exp().mean(0).max().item()
+    return stats
 
 
 # ----------------------------------------------------------------------------------------------
-# Summaries and output files
+# Training
 
 
-def mean(values):
-    values = list(values)
-    return sum(values) / len(values)
+def data_generator(kind, task_name, seq_len, seed):
+    """Independent fixed streams: every arm sees the same training data for a given (task, T, seed), and
+    the same test and probe batches for a given (task, T)."""
+    offsets = {"train": 0, "test": 1, "probe": 2}
+    task_index = list(TASKS).index(task_name)
+    return torch.Generator().manual_seed(((seed + 1) * 1_000_003 + seq_len * 101 + task_index) * 3 + offsets[kind])
 
 
-def summarize(runs, config):
-    table = []
-    for seq_len in config.sequence_lengths:
-        for cell_name in config.cells:
-            finals = [run["final_test_mse"] for run in runs if run["cell"] == cell_name and run["T"] == seq_len]
-            if not finals:
-                continue
-            table.append({
-                "cell": cell_name,
-                "T": seq_len,
-                "mean_final_mse": mean(finals),
-                "min_final_mse": min(finals),
-                "max_final_mse": max(finals),
-                "solved_seeds": sum(value < SOLVED_MSE for value in finals),
-                "seeds": len(finals),
-            })
-    return table
+def train_run(job, config):
+    task = TASKS[job.task]
+    torch.manual_seed(job.seed)
+    model = SequenceModel(build_recurrent(job.arm, task.input_size, job.T, config), config.hidden_size, task.output_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=job.learning_rate)
+    train_stream = data_generator("train", job.task, job.T, job.seed)
+    test_inputs, test_targets, _ = task.make_batch(config.test_batch_size, job.T, data_generator("test", job.task, job.T, 0))
+    probe_inputs, probe_targets, probe_first = task.make_batch(config.probe_batch_size, job.T,
+                                                               data_generator("probe", job.task, job.T, 0))
+    measure = job.phase == "main"
+    threshold = solved_loss(task)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    gradients = {"init": state_gradient_profile(model, task, probe_inputs, probe_targets)} if measure else {}
+
+    curve, grad_norms = [], []
+
+    def evaluate(step):
+        with torch.no_grad():
+            predictions = model(test_inputs)
+        test_loss = task.loss(predictions, test_targets).item()
+        accuracy = task.accuracy(predictions, test_targets)
+        row = {"step": step, "test_loss": test_loss, "test_accuracy": "" if accuracy is None else accuracy,
+               "grad_norm_median": statistics.median(grad_norms) if grad_norms else "",
+               "grad_norm_max": max(grad_norms) if grad_norms else "",
+               "clipped_fraction": sum(n > config.grad_clip_norm for n in grad_norms) / len(grad_norms) if grad_norms else ""}
+        row.update(probe_statistics(model, probe_inputs, probe_first))
+        curve.append(row)
+        grad_norms.clear()
+        return test_loss
+
+    evaluate(0)
+    solved_step, diverged, step = None, False, 0
+    for step in range(1, config.step_budget + 1):
+        inputs, targets, _ = task.make_batch(config.batch_size, job.T, train_stream)
+        loss = task.loss(model(inputs), targets)
+        if not math.isfinite(loss.item()):
+            diverged = True
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # The total norm before clipping: how large the raw gradient is, recorded per eval interval.
+        grad_norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm).item())
+        optimizer.step()
+        if step % config.eval_every == 0 or step == config.step_budget:
+            if evaluate(step) < threshold:
+                solved_step = step
+                break
+    if measure:
+        gradients["trained"] = state_gradient_profile(model, task, probe_inputs, probe_targets)
+    final = curve[-1]
+    with torch.no_grad():
+        # The measurements read the weights through unroll; this records that it computes what trained.
+        unroll_difference = (model.recurrent(probe_inputs) - model.recurrent.unroll(probe_inputs).last_hidden).abs().max().item()
+    run = {**asdict(job), "steps_budget": config.step_budget, "solved": int(solved_step is not None),
+           "steps_to_solve": solved_step if solved_step is not None else "", "steps_trained": step,
+           "diverged": int(diverged), "final_test_loss": final["test_loss"], "final_test_accuracy": final["test_accuracy"],
+           "parameters": count_parameters(model), "implementation": implementation_name(model),
+           "unroll_max_abs_difference": unroll_difference,
+           "seconds": round(time.perf_counter() - start, 2), "cpu_seconds": round(time.process_time() - cpu_start, 2)}
+    return run, curve, gradients
 
 
-def seed_band(profiles):
-    """Mean, min and max over seeds of equally long per-lag profiles."""
-    columns = list(zip(*profiles))
-    return [mean(c) for c in columns], [min(c) for c in columns], [max(c) for c in columns]
+# ----------------------------------------------------------------------------------------------
+# Learning-rate choice
 
 
-def write_csv_files(runs, config, out_dir):
-    with open(os.path.join(out_dir, "final_mse.csv"), "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["cell", "T", "seed", "final_test_mse", "parameters", "implementation", "seconds"])
-        for run in runs:
-            writer.writerow([run["cell"], run["T"], run["seed"], f"{run['final_test_mse']:.6g}",
-                             run["parameters"], run["implementation"], f"{run['seconds']:.1f}"])
-    with open(os.path.join(out_dir, "learning_curves.csv"), "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["cell", "T", "seed", "step", "test_mse"])
-        for run in runs:
-            for step, value in run["curve"]:
-                writer.writerow([run["cell"], run["T"], run["seed"], step, f"{value:.5g}"])
-    # Per-lag gradient norms, reduced over seeds and thinned to about 25 lags per profile to keep
-    # the file small (the plots use every lag).
-    with open(os.path.join(out_dir, "gradient_flow.csv"), "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["cell", "T", "stage", "quantity", "lag", "mean_over_seeds", "min_over_seeds", "max_over_seeds"])
-        for seq_len in config.sequence_lengths:
-            for cell_name in config.cells:
-                cell_runs = [run for run in runs if run["cell"] == cell_name and run["T"] == seq_len]
-                if not cell_runs:
-                    continue
-                for stage in ("init", "trained"):
-                    for quantity in ("dloss_dx", "doutput_dx"):
-                        band = seed_band([run["gradient"][stage][quantity] for run in cell_runs])
-                        lag_stride = max(1, seq_len // 25)
-                        for lag, (avg, low, high) in enumerate(zip(*band)):
-                            if lag % lag_stride:
-                                continue
-                            writer.writerow([cell_name, seq_len, stage, quantity, lag, f"{avg:.4g}", f"{low:.4g}", f"{high:.4g}"])
+def choose_learning_rates(sweep_runs, learning_rates):
+    """Per arm, the learning rate with the most solved sweep runs, then the fewest median steps to solve,
+    then the lowest mean final test loss."""
+    choice = {}
+    for arm in dict.fromkeys(run["arm"] for run in sweep_runs):
+        def key(learning_rate):
+            runs = [run for run in sweep_runs if run["arm"] == arm and float(run["learning_rate"]) == learning_rate]
+            steps = [float(run["steps_to_solve"]) if int(run["solved"]) else math.inf for run in runs]
+            losses = [float(run["final_test_loss"]) for run in runs]
+            mean_loss = sum(losses) / len(losses) if all(map(math.isfinite, losses)) else math.inf
+            return (-sum(int(run["solved"]) for run in runs), median(steps), mean_loss)
+        choice[arm] = min(learning_rates, key=key)
+    return choice
 
 
-def plot_learning_curves(runs, config, path):
-    import matplotlib.pyplot as plt
+# ----------------------------------------------------------------------------------------------
+# Output files
 
-    lengths = config.sequence_lengths
-    figure, axes = plt.subplots(1, len(lengths), figsize=(4.6 * len(lengths), 3.8), sharey=True, squeeze=False)
-    for axis, seq_len in zip(axes[0], lengths):
-        for cell_name in config.cells:
-            cell_runs = [run for run in runs if run["cell"] == cell_name and run["T"] == seq_len]
-            for index, run in enumerate(cell_runs):
-                steps = [step for step, _ in run["curve"]]
-                values = [value for _, value in run["curve"]]
-                axis.plot(steps, values, color=CELL_COLORS[cell_name], alpha=0.8, linewidth=1.2,
-                          label=cell_name if index == 0 else None)
-        axis.axhline(ADDING_BASELINE_MSE, color="black", linestyle="--", linewidth=1, label="predict the mean (1/6)")
-        axis.set_yscale("log")
-        axis.set_title(f"adding problem, T = {seq_len}")
-        axis.set_xlabel("training step")
-        axis.grid(True, which="major", alpha=0.3)
-    axes[0][0].set_ylabel("test MSE (one line per seed)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    figure.tight_layout(rect=(0, 0.08, 1, 1))
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+RUN_COLUMNS = ["phase", "task", "arm", "T", "seed", "learning_rate", "steps_budget", "solved", "steps_to_solve",
+               "steps_trained", "diverged", "final_test_loss", "final_test_accuracy", "parameters", "implementation",
+               "unroll_max_abs_difference", "seconds", "cpu_seconds"]
+CURVE_COLUMNS = ["task", "arm", "T", "seed", "step", "test_loss", "test_accuracy", "grad_norm_median", "grad_norm_max",
+                 "clipped_fraction", "keep_gate_mean", "retention_best_unit", "state_abs_mean", "state_tanh_grad_mean"]
+GRADIENT_COLUMNS = ["task", "arm", "T", "seed", "stage", "lag", "state_grad_norm"]
 
 
-def plot_gradient_flow(runs, config, quantity, ylabel, path):
-    import matplotlib.pyplot as plt
-
-    lengths = config.sequence_lengths
-    figure, axes = plt.subplots(len(lengths), 2, figsize=(10, 3.2 * len(lengths)), squeeze=False)
-    for row, seq_len in enumerate(lengths):
-        for column, stage in enumerate(("init", "trained")):
-            axis = axes[row][column]
-            for cell_name in config.cells:
-                cell_runs = [run for run in runs if run["cell"] == cell_name and run["T"] == seq_len]
-                if not cell_runs:
-                    continue
-                avg, low, high = seed_band([run["gradient"][stage][quantity] for run in cell_runs])
-                # Exact zeros (float32 underflow) cannot be drawn on a log axis: leave them out.
-                masked = lambda values: [value if value > 0 else float("nan") for value in values]
-                lags = range(len(avg))
-                axis.plot(lags, masked(avg), color=CELL_COLORS[cell_name], linewidth=1.4, label=cell_name)
-                if len(cell_runs) > 1:
-                    axis.fill_between(lags, masked(low), masked(high), color=CELL_COLORS[cell_name], alpha=0.15, linewidth=0)
-            axis.set_yscale("log")
-            axis.set_title(f"T = {seq_len}, {'at initialisation' if stage == 'init' else 'after training'}")
-            axis.set_xlabel("lag T - t (steps before the prediction)")
-            axis.set_ylabel(ylabel)
-            axis.grid(True, which="major", alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="upper center", ncol=3, fontsize=8, frameon=False)
-    figure.tight_layout(rect=(0, 0, 1, 1 - 0.18 / len(lengths)))
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+def format_value(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
 
 
-def format_table(table):
-    lines = ["| cell | " + " | ".join(f"T={seq_len}" for seq_len in sorted({row["T"] for row in table})) + " |"]
-    lengths = sorted({row["T"] for row in table})
-    lines.append("|---|" + "---|" * len(lengths))
-    for cell_name in dict.fromkeys(row["cell"] for row in table):
-        cells = []
-        for seq_len in lengths:
-            row = next((r for r in table if r["cell"] == cell_name and r["T"] == seq_len), None)
-            cells.append("" if row is None else
-                         f"{row['mean_final_mse']:.4f} ({row['solved_seeds']}/{row['seeds']} solved)")
-        lines.append(f"| {cell_name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def write_csv(path, columns, rows):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: format_value(row[key]) for key in columns})
 
 
-def write_outputs(runs, config, out_dir, elapsed_seconds, finished):
+def write_results(results, out_dir, info):
     os.makedirs(out_dir, exist_ok=True)
-    table = summarize(runs, config)
-    parameter_counts = {}
-    implementations = {}
-    for run in runs:
-        parameter_counts[run["cell"]] = {"total": run["parameters"], "recurrent": run["recurrent_parameters"]}
-        implementations[run["cell"]] = run["implementation"]
-    summary = {
-        "finished": finished,
-        "config": asdict(config),
-        "task": "adding problem, markers one in each half, target = sum of the marked values",
-        "baseline_mse": ADDING_BASELINE_MSE,
-        "solved_threshold_mse": SOLVED_MSE,
-        "parameter_counts": parameter_counts,
-        "implementations": implementations,
-        "final_mse_table": table,
-        "environment": {
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "processor": platform.processor() or "unknown",
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-        },
-        "elapsed_seconds": round(elapsed_seconds, 1),
-        "runs": [{key: value for key, value in run.items() if key not in ("curve", "gradient")} for run in runs],
-    }
-    with open(os.path.join(out_dir, "results.json"), "w") as handle:
-        json.dump(summary, handle, indent=1)
-    write_csv_files(runs, config, out_dir)
-    if finished:
-        plot_learning_curves(runs, config, os.path.join(out_dir, "learning_curves.png"))
-        plot_gradient_flow(runs, config, "dloss_dx", "||dL/dx_t||", os.path.join(out_dir, "gradient_flow_loss.png"))
-        plot_gradient_flow(runs, config, "doutput_dx", "||dy_hat/dx_t||", os.path.join(out_dir, "gradient_flow_output.png"))
-    return table
+    write_csv(os.path.join(out_dir, "runs.csv"), RUN_COLUMNS, [run for run, _, _ in results])
+    curve_rows, gradient_rows = [], []
+    for run, curve, gradients in results:
+        if run["phase"] != "main":  # sweep runs: only their outcome (runs.csv) is used
+            continue
+        key = {name: run[name] for name in ("task", "arm", "T", "seed")}
+        curve_rows += [{**key, **row} for row in curve]
+        lags = gradient_lags(run["T"])
+        for stage, profile in gradients.items():
+            gradient_rows += [{**key, "stage": stage, "lag": lag, "state_grad_norm": profile[lag]} for lag in lags]
+    write_csv(os.path.join(out_dir, "curves.csv"), CURVE_COLUMNS, curve_rows)
+    write_csv(os.path.join(out_dir, "state_gradients.csv"), GRADIENT_COLUMNS, gradient_rows)
+    with open(os.path.join(out_dir, "run_info.json"), "w") as handle:
+        json.dump(info, handle, indent=1)
+        handle.write("\n")
+
+
+def git_state():
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return "unknown"
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+               if not line[3:].startswith("experiments/results/")]
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": changed}
+
+
+# ----------------------------------------------------------------------------------------------
+# Orchestration
+
+
+def worker_init():
+    torch.set_num_threads(1)
+
+
+def run_job(job_and_config):
+    job, config = job_and_config
+    return train_run(job, config)
+
+
+def job_cost(job, config):
+    """Relative cost for ordering (longest first keeps both workers busy to the end of a phase)."""
+    return job.T * (4 if job.arm in SLOW_ARMS else 1) * (1 if job.phase == "main" else 0.9)
+
+
+def run_phase(name, jobs, config, pool, results, log, info):
+    jobs = sorted(jobs, key=lambda job: -job_cost(job, config))
+    log(f"phase {name}: {len(jobs)} runs")
+    started = time.time()
+    work = [(job, config) for job in jobs]
+    outcomes = pool.imap_unordered(run_job, work) if pool is not None else map(run_job, work)
+    phase_results = []
+    for run, curve, gradients in outcomes:
+        phase_results.append((run, curve, gradients))
+        log(f"  {run['task']:14s} T={run['T']:4d} {run['arm']:12s} seed={run['seed']:3d} lr={run['learning_rate']:.0e} "
+            f"{'solved at ' + str(run['steps_to_solve']) if run['solved'] else 'unsolved':16s} "
+            f"loss {run['final_test_loss']:.4f}  {run['seconds']:.1f}s")
+    key = lambda result: (result[0]["task"], result[0]["T"], config.arms.index(result[0]["arm"]), result[0]["seed"],
+                          result[0]["learning_rate"])
+    results.extend(sorted(phase_results, key=key))
+    # Load average at the end of the phase: above the worker count means the run shared the CPUs.
+    info.setdefault("phases", []).append({"name": name, "runs": len(jobs), "wall_seconds": round(time.time() - started, 1),
+                                          "cpu_seconds": round(sum(run["cpu_seconds"] for run, _, _ in phase_results), 1),
+                                          "load_average_1_5_15": [round(load, 2) for load in os.getloadavg()]})
+    return phase_results
+
+
+def main_runs(results, task, arm, seq_len):
+    return [run for run, _, _ in results if run["phase"] == "main" and run["task"] == task and run["arm"] == arm and run["T"] == seq_len]
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
+def run_all(config, out_dir, log):
+    started = time.time()
+    info = {"config": asdict(config), **git_state(), "torch": torch.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "processor": cpu_model(), "cpu_count": os.cpu_count(),
+            "threads_per_worker": 1, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
+            "solved_loss": {name: solved_loss(task) for name, task in TASKS.items()}}
+    results = []
+
+    def checkpoint(finished=False):
+        info["finished"] = finished
+        info["wall_seconds"] = round(time.time() - started, 1)
+        write_results(results, out_dir, info)
+
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(config.workers, initializer=worker_init) if config.workers > 1 else None
+    try:
+        sweep = [Job("sweep", "adding", arm, config.sweep_length, seed, lr)
+                 for arm in config.arms for lr in config.learning_rates for seed in config.sweep_seeds]
+        sweep_results = run_phase("learning-rate sweep", sweep, config, pool, results, log, info)
+        learning_rates = choose_learning_rates([run for run, _, _ in sweep_results], config.learning_rates)
+        info["learning_rates"] = learning_rates
+        log(f"learning rates: {learning_rates}")
+        checkpoint()
+
+        active = list(config.arms)
+        for seq_len in config.lengths:
+            jobs = [Job("main", "adding", arm, seq_len, seed, learning_rates[arm]) for arm in active for seed in config.seeds]
+            run_phase(f"adding T={seq_len}", jobs, config, pool, results, log, info)
+            checkpoint()
+            if config.skip_after_unsolved:
+                active = [arm for arm in active if any(run["solved"] for run in main_runs(results, "adding", arm, seq_len))]
+        long_arms = [arm for arm in active if median([run["steps_to_solve"] if run["solved"] else math.inf
+                                                      for run in main_runs(results, "adding", arm, config.lengths[-1])])
+                     <= config.long_max_median_steps]
+        jobs = [Job("main", "adding", arm, config.long_length, seed, learning_rates[arm]) for arm in long_arms for seed in config.seeds]
+        run_phase(f"adding T={config.long_length}", jobs, config, pool, results, log, info)
+        checkpoint()
+        jobs = [Job("main", "temporal_order", arm, config.order_length, seed, learning_rates[arm])
+                for arm in config.order_arms if arm in config.arms for seed in config.seeds]
+        run_phase(f"temporal order T={config.order_length}", jobs, config, pool, results, log, info)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    info["finished_utc"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    checkpoint(finished=True)
+    return results
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run (T=10, 30 steps, one seed)")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
-                        help="output folder (default: experiments/results/)")
-    parser.add_argument("--lstm-impl", choices=["fused", "torch"], default="fused",
-                        help="fused_lstm.LSTM (default) or torch.nn.LSTM for the LSTM runs")
-    parser.add_argument("--T", type=int, nargs="+", help="sequence lengths of the adding problem")
-    parser.add_argument("--seeds", type=int, nargs="+")
-    parser.add_argument("--steps", type=int, help="training steps per run")
-    parser.add_argument("--hidden", type=int, help="hidden size of every cell")
-    parser.add_argument("--batch", type=int, help="training batch size")
-    parser.add_argument("--lr", type=float, help="Adam learning rate")
-    parser.add_argument("--cells", nargs="+", choices=list(CELLS), help="subset of the cells")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run of the whole pipeline (seconds)")
+    parser.add_argument("--out", help="output folder (default: experiments/results/, or a temporary folder with --quick)")
+    parser.add_argument("--doc", help="where to write the rendered write-up (default: docs/why_lstm.md for a full run "
+                                      "into the default folder, OUT/why_lstm.md otherwise)")
+    parser.add_argument("--library", choices=["fused", "torch"], default="fused",
+                        help="fused_lstm.LSTM/GRU (default) or torch.nn.LSTM/GRU for the LSTM and GRU arms")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes, one thread each (default 1)")
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), help="subset of the arms")
+    parser.add_argument("--no-report", action="store_true", help="write the CSV files only")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    torch.set_num_threads(args.threads)
-    import matplotlib
-
-    matplotlib.use("Agg")
+    torch.set_num_threads(1)
     config = quick_config() if args.quick else Config()
-    config.lstm_impl = args.lstm_impl
-    for attribute, value in (("sequence_lengths", args.T), ("seeds", args.seeds), ("train_steps", args.steps),
-                             ("hidden_size", args.hidden), ("batch_size", args.batch),
-                             ("learning_rate", args.lr), ("cells", args.cells)):
-        if value is not None:
-            setattr(config, attribute, value)
-    if config.lstm_impl == "fused":
-        import_fused_lstm()  # fail at once, not after the first cells, when the extension is not built
-
-    print(f"why_lstm: {asdict(config)}", flush=True)
+    if args.out is None:  # a quick run must never overwrite the committed results
+        args.out = os.path.join(tempfile.gettempdir(), "why_lstm_quick") if args.quick else DEFAULT_OUT
+    config.library, config.workers = args.library, args.workers
+    if args.arms:
+        config.arms = [arm for arm in ARMS if arm in args.arms]
+    if config.library == "fused":
+        import_fused_lstm()  # fail at once, not after the sweep, when the extension is not built
+    log = lambda message: print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+    log(f"why_lstm: {asdict(config)}")
     start = time.perf_counter()
-    runs = []
-    for seq_len in config.sequence_lengths:
-        for seed in config.seeds:
-            for cell_name in config.cells:
-                run = train_and_measure(cell_name, seq_len, seed, config)
-                runs.append(run)
-                print(f"[{time.perf_counter() - start:7.1f}s] T={seq_len:4d} seed={seed} {cell_name:20s} "
-                      f"final test MSE {run['final_test_mse']:.4f}  ({run['seconds']:.1f}s, {run['parameters']} params, "
-                      f"{run['implementation']})", flush=True)
-            # Partial results survive an interrupted run.
-            write_outputs(runs, config, args.out, time.perf_counter() - start, finished=False)
-    table = write_outputs(runs, config, args.out, time.perf_counter() - start, finished=True)
-    print(format_table(table))
-    print(f"why_lstm: done in {time.perf_counter() - start:.1f}s, results in {args.out}", flush=True)
+    run_all(config, args.out, log)
+    log(f"why_lstm: runs done in {time.perf_counter() - start:.1f}s, results in {args.out}")
+    if not args.no_report:
+        from experiments import report
+
+        doc = args.doc or (report.DOC_PATH if os.path.abspath(args.out) == DEFAULT_OUT else os.path.join(args.out, "why_lstm.md"))
+        report.main(["--results", args.out, "--doc", doc] + ([] if os.path.abspath(args.out) == DEFAULT_OUT else ["--lenient"]))
     return 0
 
 
