@@ -82,11 +82,11 @@ def parse_arguments(argv):
     parser.add_argument("--cells", action="store_true",
                         help="LSTMCell and GRUCell one call at a time against torch's (benchmarks/cells.py)")
     args = parser.parse_args(argv)
+    args.device = torch.device(args.device)
     if args.cells:
         args.out = Path(args.out) if args.out else RESULTS_ROOT / "cpu-cells"
         return args
 
-    args.device = torch.device(args.device)
     default_dtypes = ("float32",) if args.device.type == "cpu" else (
         ("float32", "bfloat16") if args.quick else case_sets.DTYPE_NAMES)
     args.dtypes = tuple(args.dtype.split(",")) if args.dtype else default_dtypes
@@ -255,7 +255,9 @@ def run_cells(args):
               f"- float32, input size = H; inference: µs per call under no_grad; training: ms per {cells.UNROLL_STEPS}"
               "-call unroll and the backward of Σ h_t²; median (min–max in the CSV) of "
               f"{args.repeats or 15} alternating rounds; speedup = torch's median / ours"]
-    rows = cells.run(repeats=args.repeats or 15)
+    # --quick: one small case of each kind (a check that the mode runs, not a measurement).
+    sizes = dict(batches=(1,), hidden_sizes=(16,)) if args.quick else {}
+    rows = cells.run(repeats=args.repeats or 15, **sizes)
     cells.write_csv(rows, args.out / "results.csv")
     text = cells.markdown(rows, header)
     (args.out / "results.md").write_text(text)

@@ -114,6 +114,14 @@ def test_benchmark_training_with_a_data_input(tmp_path):
             assert float(row["max_abs_diff_grad"]) < 1e-4, row
 
 
+def test_cells_mode_runs_from_the_command_line_and_writes_its_files(tmp_path, capsys):
+    from benchmarks import run
+
+    assert run.main(["--cells", "--quick", "--repeats", "2", "--out", str(tmp_path)]) == 0
+    assert {path.name for path in tmp_path.iterdir()} == {"results.csv", "results.md"}
+    assert "LSTMCell" in (tmp_path / "results.md").read_text() and "Machine:" in capsys.readouterr().out
+
+
 def test_cells_mode_times_both_cells_against_torch_and_writes_the_table(tmp_path):
     """--cells on tiny sizes: LSTMCell and GRUCell, inference and unrolled training, one row per candidate."""
     from benchmarks import cells
