@@ -46,6 +46,22 @@ inline void check_device(const char* op, const at::Tensor& tensor, const char* n
               " (the device of input), got ", tensor.device());
 }
 
+// The one device check of the ops, before any kernel runs: input on the kind of device `kernels` serve (named in
+// the message), batch_sizes on the CPU (the host loop reads it, as PackedSequence keeps it), every other tensor
+// on input's device, so that no kernel ever reads another device's (or the host's) memory.
+inline void check_devices(const char* op, const char* kernels, at::DeviceType served, const at::Tensor& input,
+                          const at::Tensor* batch_sizes, std::initializer_list<NamedTensor> tensors) {
+  check_defined(op, {{"input", &input}, {"batch_sizes", batch_sizes}});
+  check_defined(op, tensors);
+  TORCH_CHECK(input.device().type() == served, op, ": ", kernels, " take input on ", at::Device(served), ", got ",
+              input.device());
+  TORCH_CHECK(batch_sizes == nullptr || batch_sizes->device().is_cpu(), op,
+              ": batch_sizes must be a CPU tensor (as in PackedSequence), got ", batch_sizes->device());
+  for (const NamedTensor& argument : tensors) {
+    if (argument.tensor != nullptr) check_device(op, *argument.tensor, argument.name, input.device());
+  }
+}
+
 // Every tensor but batch_sizes has input's dtype (or the accumulation dtype, checked separately) and device.
 inline void check_like_input(const char* op, const at::Tensor& tensor, const char* name, const at::Tensor& input) {
   TORCH_CHECK(tensor.scalar_type() == input.scalar_type(), op, ": ", name, " must have dtype ",

@@ -24,10 +24,9 @@ namespace fused_lstm {
 namespace {
 
 struct CpuDevice {
-  // Every tensor's device and dtype is checked against input's by the driver.
-  static void check_devices(const char* op, const at::Tensor& input, const at::Tensor* /*batch_sizes*/,
-                            std::initializer_list<NamedTensor> /*tensors*/) {
-    check_defined(op, {{"input", &input}});
+  static void check_devices(const char* op, const at::Tensor& input, const at::Tensor* batch_sizes,
+                            std::initializer_list<NamedTensor> tensors) {
+    fused_lstm::check_devices(op, "the CPU kernels", at::kCPU, input, batch_sizes, tensors);
   }
   using Guard = NoDeviceGuard;
   static const LstmBackend& lstm_backend() {

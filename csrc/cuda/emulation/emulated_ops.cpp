@@ -23,12 +23,10 @@ namespace fused_lstm {
 namespace {
 
 struct EmulatedCudaDevice {
-  // The emulated device's memory is the host's: every tensor on the CPU (the driver checks that each is
-  // on input's device).
-  static void check_devices(const char* op, const at::Tensor& input, const at::Tensor* /*batch_sizes*/,
-                            std::initializer_list<NamedTensor> /*tensors*/) {
-    check_defined(op, {{"input", &input}});
-    TORCH_CHECK(input.device().is_cpu(), op, ": the emulated CUDA kernels take CPU tensors, got ", input.device());
+  // The emulated device's memory is the host's: every tensor on the CPU.
+  static void check_devices(const char* op, const at::Tensor& input, const at::Tensor* batch_sizes,
+                            std::initializer_list<NamedTensor> tensors) {
+    fused_lstm::check_devices(op, "the emulated CUDA kernels", at::kCPU, input, batch_sizes, tensors);
   }
   using Guard = NoDeviceGuard;
   static const LstmBackend& lstm_backend() { return cuda::lstm_backend(); }
