@@ -37,6 +37,8 @@ $(OLDEST_VENV)/.requirements-installed: requirements.txt
 
 test-torch-oldest: $(OLDEST_VENV)/.requirements-installed
 	mkdir -p $(OLDEST_TREE)
+	# A fresh copy each time (files renamed or removed here must not linger there); its build/ stays for speed.
+	find $(OLDEST_TREE) -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
 	git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C $(OLDEST_TREE)
 	cd $(OLDEST_TREE) && $(CURDIR)/$(OLDEST_VENV)/bin/python setup.py build_ext --inplace > build.log 2>&1 || \
 		(tail -60 build.log; echo "build against torch $(OLDEST_TORCH) failed: see $(OLDEST_TREE)/build.log"; exit 1)
