@@ -7,6 +7,7 @@
 #include <initializer_list>
 
 #include "checks.h"
+#include "gemm.h"
 #include "cpu/cell_cpu.h"
 #include "cpu/pointwise_cpu.h"
 #include "cpu/lstm_recurrence_cpu.h"
@@ -64,6 +65,8 @@ struct CpuDevice {
 TORCH_LIBRARY(fused_lstm, m) {
   define_ops(m);
   options::define_ops(m);
+  // Frees the CPU weight-gradient blocks kept for reuse (gemm.h: weight_gradient_gemm).
+  m.def("empty_cache() -> ()", &empty_cache);
 }
 
 TORCH_LIBRARY_IMPL(fused_lstm, CPU, m) { register_layer_ops<CpuDevice>(m); }

@@ -2,6 +2,9 @@
 
 #include <ATen/Context.h>
 
+#include <deque>
+#include <mutex>
+
 #include "options.h"
 
 // Exported by libtorch_cpu (TORCH_API) but its header is not installed with the wheel:
@@ -44,7 +47,70 @@ bool use_onednn(const at::Tensor& result, const at::Tensor& a, const at::Tensor&
          m * k * n >= kOneDnnMinMultiplyAdds;
 }
 
+// The blocks weight_gradient_gemm keeps, oldest first, and the sizes worth keeping: from 1 MiB (below it
+// malloc reuses freed memory without faults) to glibc's largest dynamic mmap threshold, 32 MiB (above it every
+// allocation is a fresh mapping in any case, and keeping such blocks would hold much memory).
+constexpr size_t kCachedBuffers = 8;
+constexpr int64_t kMinCachedBytes = int64_t(1) << 20;
+constexpr int64_t kMaxCachedBytes = int64_t(32) << 20;
+
+struct BufferCache {
+  std::mutex mutex;
+  std::deque<c10::Storage> storages;
+};
+
+BufferCache& buffer_cache() {
+  static BufferCache cache;
+  return cache;
+}
+
+// An uninitialized contiguous [rows, cols] tensor on a kept block no one else references, or on a new block that
+// is then kept (evicting the oldest unreferenced one when the cache is full).
+at::Tensor reusable_empty(int64_t rows, int64_t cols, const at::TensorOptions& options) {
+  const int64_t bytes = rows * cols * static_cast<int64_t>(options.dtype().itemsize());
+  if (!options.device().is_cpu() || bytes < kMinCachedBytes || bytes > kMaxCachedBytes) {
+    return at::empty({rows, cols}, options);
+  }
+  BufferCache& cache = buffer_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  c10::Storage storage;
+  for (const c10::Storage& kept : cache.storages) {
+    // use_count 1: only the cache holds it; the check and the hand-out are both under the lock.
+    if (kept.use_count() == 1 && static_cast<int64_t>(kept.nbytes()) == bytes) {
+      storage = kept;
+      break;
+    }
+  }
+  if (!storage) {
+    at::Tensor fresh = at::empty({rows, cols}, options);
+    if (cache.storages.size() >= kCachedBuffers) {
+      for (auto it = cache.storages.begin(); it != cache.storages.end(); ++it) {
+        if (it->use_count() == 1) {
+          cache.storages.erase(it);
+          break;
+        }
+      }
+    }
+    if (cache.storages.size() < kCachedBuffers) cache.storages.push_back(fresh.storage());
+    return fresh;
+  }
+  // A new tensor over the block: nothing of an earlier user's tensor (sizes, strides, autograd state) carries over.
+  return at::empty({0}, options).set_(storage, 0, {rows, cols}, {cols, 1});
+}
+
 }  // namespace
+
+void empty_cache() {
+  BufferCache& cache = buffer_cache();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  cache.storages.clear();
+}
+
+at::Tensor weight_gradient_gemm(const at::Tensor& a, const at::Tensor& b) {
+  auto result = reusable_empty(a.size(0), b.size(1), a.options());
+  gemm_into(result, a, b, 0.0f);
+  return result;
+}
 
 void gemm_into(const at::Tensor& result, const at::Tensor& a, const at::Tensor& b, float beta) {
   if (use_onednn(result, a, b)) {

@@ -274,7 +274,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const auto empty = [&] { return at::empty({0}, input.options()); };
   auto grad_input = compute_grad_input ? gemm(grad_gates, weight_ih) : empty();
   if (!compute_grad_weights) return {grad_input, grad_h0, empty(), empty(), empty(), empty()};
-  return {grad_input, grad_h0, gemm(grad_gates.t(), input), gemm(grad_hidden_gates.t(), h0),
+  return {grad_input, grad_h0, weight_gradient_gemm(grad_gates.t(), input),
+          weight_gradient_gemm(grad_hidden_gates.t(), h0),
           has_bias ? grad_gates.sum(0) : empty(), has_bias ? grad_hidden_gates.sum(0) : empty()};
 }
 

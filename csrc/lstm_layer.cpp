@@ -581,7 +581,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   auto grad_h0 = gemm(grad_gates, weight_hh);
   auto grad_input = compute_grad_input ? gemm(grad_gates, weight_ih) : empty();
   if (!compute_grad_weights) return {grad_input, grad_h0, grad_cell.to(dtype), empty(), empty(), empty()};
-  return {grad_input, grad_h0, grad_cell.to(dtype), gemm(grad_gates.t(), input), gemm(grad_gates.t(), h0),
+  return {grad_input, grad_h0, grad_cell.to(dtype), weight_gradient_gemm(grad_gates.t(), input),
+          weight_gradient_gemm(grad_gates.t(), h0),
           has_bias ? grad_gates.sum(0) : empty()};
 }
 

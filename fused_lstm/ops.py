@@ -554,6 +554,13 @@ def set_option(name, value):
     OPS.set_option(name, str(int(value)) if isinstance(value, bool) else str(value))
 
 
+def empty_cache():
+    """Frees the memory fused_lstm keeps for reuse: the CPU blocks of cells' weight gradients (at most eight of
+    1 to 32 MiB, kept because glibc would otherwise return them to the system and fault them in at every step).
+    A block still referenced elsewhere (a gradient a caller holds) lives on with its users."""
+    OPS.empty_cache()
+
+
 # cpu_isa's values from the least to the most: each implies the ones before it.
 CPU_ISAS = ("none", "avx2", "avx512", "avx512_bf16", "amx")
 

@@ -1,0 +1,93 @@
+"""The cells' weight gradients on reused CPU memory (csrc/gemm.h: weight_gradient_gemm): blocks of 1 to 32 MiB
+are kept and reused once nothing else references them, so an unrolled cell's backward does not fault fresh pages
+in at every step. Reuse must never change a result: gradients equal nn's over an unroll (where autograd adds
+step after step into blocks that come back), and a gradient, or a view of it, that a caller still holds is never
+overwritten by a later backward."""
+
+import pytest
+import torch
+
+import fused_lstm
+from conftest import assert_close
+
+# 4·320·320 and 3·320·320 float32 weights: 1.6 and 1.2 MiB, both kept.
+SIZE, BATCH, STEPS = 320, 2, 6
+CELLS = {"lstm": (fused_lstm.LSTMCell, torch.nn.LSTMCell), "gru": (fused_lstm.GRUCell, torch.nn.GRUCell)}
+
+
+def cell_pair(kind):
+    torch.manual_seed(0)
+    fused_class, torch_class = CELLS[kind]
+    reference = torch_class(SIZE, SIZE)
+    fused = fused_class(SIZE, SIZE)
+    fused.load_state_dict(reference.state_dict())
+    return fused, reference
+
+
+def unrolled_weight_gradients(module, seed, steps=STEPS):
+    """dL/dW_ih and dL/dW_hh of L = Σ_t Σ h_t² over `steps` calls on inputs drawn from `seed`. With one step
+    autograd hands the op's own gradients to the caller (the blocks the cache lends), with more it returns its
+    sums."""
+    generator = torch.Generator().manual_seed(seed)
+    xs = [torch.randn(BATCH, SIZE, generator=generator) for _ in range(steps)]
+    h0 = torch.randn(BATCH, SIZE, generator=generator)
+    hx = (h0, torch.randn(BATCH, SIZE, generator=generator)) if isinstance(module, CELLS["lstm"]) else h0
+    loss = 0
+    for x in xs:
+        hx = module(x, hx)
+        h = hx[0] if isinstance(hx, tuple) else hx
+        loss = loss + (h * h).sum()
+    return torch.autograd.grad(loss, [module.weight_ih, module.weight_hh])
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_unrolled_weight_gradients_match_nn_backward_after_backward(kind):
+    fused, reference = cell_pair(kind)
+    for seed in range(3):
+        for actual, expected in zip(unrolled_weight_gradients(fused, seed), unrolled_weight_gradients(reference, seed)):
+            assert_close(actual, expected)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_held_gradient_and_a_held_view_survive_later_backwards(kind):
+    fused, _ = cell_pair(kind)
+    held = unrolled_weight_gradients(fused, seed=0, steps=1)
+    held_copies = [g.clone() for g in held]
+    view = unrolled_weight_gradients(fused, seed=1, steps=1)[0][7:9]
+    view_copy = view.clone()
+    for seed in range(2, 5):
+        unrolled_weight_gradients(fused, seed)
+    for gradient, copy in zip(held, held_copies):
+        assert torch.equal(gradient, copy)
+    assert torch.equal(view, view_copy)
+
+
+def test_a_released_block_is_reused_and_a_held_one_is_not():
+    """One cell backward's weight gradient, dropped, lends its memory to the next one's; while held, never."""
+    fused, _ = cell_pair("lstm")
+    x, h0, c0 = (torch.randn(BATCH, SIZE) for _ in range(3))
+    weight_ih, weight_hh = fused.weight_ih.detach(), fused.weight_hh.detach()
+    gates = torch.ops.fused_lstm.lstm_cell_forward(x, h0, c0, weight_ih, weight_hh, None, None, True)[2]
+
+    def weight_ih_gradient():
+        ones = torch.ones(BATCH, SIZE)
+        return torch.ops.fused_lstm.lstm_cell_backward(ones, ones, x, h0, c0, weight_ih, weight_hh, gates, False)[3]
+
+    first = weight_ih_gradient()
+    address, expected = first.data_ptr(), first.clone()
+    del first
+    again = weight_ih_gradient()
+    assert again.data_ptr() == address
+    other = weight_ih_gradient()
+    assert other.data_ptr() != address
+    assert torch.equal(again, expected) and torch.equal(other, expected)
+
+
+def test_empty_cache_leaves_held_gradients_intact():
+    fused, _ = cell_pair("gru")
+    held = unrolled_weight_gradients(fused, seed=0, steps=1)
+    copies = [g.clone() for g in held]
+    fused_lstm.empty_cache()
+    unrolled_weight_gradients(fused, seed=1, steps=1)
+    for gradient, copy in zip(held, copies):
+        assert torch.equal(gradient, copy)
