@@ -67,7 +67,9 @@ def _reset_uniform(module):
 def _layer_impl(module: nn.Module, input: object) -> str:
     """The layers of a module's call: the fused ops, or ONNX's nodes while torch.onnx.export captures the model
     (once it is checked that ONNX can express them)."""
-    if torch.onnx.is_in_onnx_export():
+    # Both exporters capture the model by tracing (TorchScript's or torch.export's): outside a trace the
+    # (slower) export question need not be asked.
+    if (torch.jit.is_tracing() or torch.compiler.is_compiling()) and torch.onnx.is_in_onnx_export():
         onnx_export.check_exportable(module, input)
         return "onnx"
     return "fused"
