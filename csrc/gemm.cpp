@@ -1,9 +1,13 @@
 #include "gemm.h"
 
 #include <ATen/Context.h>
+#include <ATen/EmptyTensor.h>
+#include <c10/core/impl/alloc_cpu.h>
 
 #include <deque>
+#include <iterator>
 #include <mutex>
+#include <vector>
 
 #include "options.h"
 
@@ -47,63 +51,100 @@ bool use_onednn(const at::Tensor& result, const at::Tensor& a, const at::Tensor&
          m * k * n >= kOneDnnMinMultiplyAdds;
 }
 
-// The blocks weight_gradient_gemm keeps, oldest first, and the sizes worth keeping: from 1 MiB (below it
-// malloc reuses freed memory without faults) to glibc's largest dynamic mmap threshold, 32 MiB (above it every
-// allocation is a fresh mapping in any case, and keeping such blocks would hold much memory).
-constexpr size_t kCachedBuffers = 8;
-constexpr int64_t kMinCachedBytes = int64_t(1) << 20;
-constexpr int64_t kMaxCachedBytes = int64_t(32) << 20;
+// Memory for weight_gradient_gemm: an allocator that, when a tensor's storage frees its block, keeps the block
+// for the next request of the same size instead of returning it to malloc. A block is kept only once its storage
+// let it go (no tensor, view, storage object or autograd buffer holds it any more), so reuse can never reach
+// memory in use; the cache holds no references, only free blocks. Sizes from 1 MiB (below it malloc reuses
+// freed memory without faults) to glibc's largest dynamic mmap threshold, 32 MiB (above it every allocation is
+// a fresh mapping in any case, and keeping such blocks would hold much memory); at most kKeptBlocks, the
+// oldest freed first when there are more.
+constexpr size_t kKeptBlocks = 8;
+constexpr int64_t kMinKeptBytes = int64_t(1) << 20;
+constexpr int64_t kMaxKeptBytes = int64_t(32) << 20;
 
-struct BufferCache {
-  std::mutex mutex;
-  std::deque<c10::Storage> storages;
+struct Block {
+  void* data;
+  size_t bytes;
 };
 
-BufferCache& buffer_cache() {
-  static BufferCache cache;
-  return cache;
+void free_blocks(const std::vector<Block*>& blocks) {
+  for (Block* block : blocks) {
+    c10::free_cpu(block->data);
+    delete block;
+  }
 }
 
-// An uninitialized contiguous [rows, cols] tensor on a kept block no one else references, or on a new block that
-// is then kept (evicting the oldest unreferenced one when the cache is full).
-at::Tensor reusable_empty(int64_t rows, int64_t cols, const at::TensorOptions& options) {
-  const int64_t bytes = rows * cols * static_cast<int64_t>(options.dtype().itemsize());
-  if (!options.device().is_cpu() || bytes < kMinCachedBytes || bytes > kMaxCachedBytes) {
-    return at::empty({rows, cols}, options);
-  }
-  BufferCache& cache = buffer_cache();
-  std::lock_guard<std::mutex> lock(cache.mutex);
-  c10::Storage storage;
-  for (const c10::Storage& kept : cache.storages) {
-    // use_count 1: only the cache holds it; the check and the hand-out are both under the lock.
-    if (kept.use_count() == 1 && static_cast<int64_t>(kept.nbytes()) == bytes) {
-      storage = kept;
-      break;
+struct KeptBlocks {
+  std::mutex mutex;
+  std::deque<Block*> blocks;  // oldest first
+};
+
+KeptBlocks& kept_blocks() {
+  static auto* kept = new KeptBlocks;  // never destroyed: tensors may free their blocks during exit
+  return *kept;
+}
+
+// The DataPtr deleter: keep the block (freeing the oldest kept one if there are too many).
+void keep_block(void* context) {
+  std::vector<Block*> evicted;
+  {
+    KeptBlocks& kept = kept_blocks();
+    std::lock_guard<std::mutex> lock(kept.mutex);
+    kept.blocks.push_back(static_cast<Block*>(context));
+    while (kept.blocks.size() > kKeptBlocks) {
+      evicted.push_back(kept.blocks.front());
+      kept.blocks.pop_front();
     }
   }
-  if (!storage) {
-    at::Tensor fresh = at::empty({rows, cols}, options);
-    if (cache.storages.size() >= kCachedBuffers) {
-      for (auto it = cache.storages.begin(); it != cache.storages.end(); ++it) {
-        if (it->use_count() == 1) {
-          cache.storages.erase(it);
+  free_blocks(evicted);
+}
+
+class ReusingCpuAllocator final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t bytes) override {
+    Block* block = nullptr;
+    {
+      KeptBlocks& kept = kept_blocks();
+      std::lock_guard<std::mutex> lock(kept.mutex);
+      // The most recently freed first: its lines are the likeliest to be in cache.
+      for (auto it = kept.blocks.rbegin(); it != kept.blocks.rend(); ++it) {
+        if ((*it)->bytes == bytes) {
+          block = *it;
+          kept.blocks.erase(std::next(it).base());
           break;
         }
       }
     }
-    if (cache.storages.size() < kCachedBuffers) cache.storages.push_back(fresh.storage());
-    return fresh;
+    if (block == nullptr) block = new Block{c10::alloc_cpu(bytes), bytes};
+    return {block->data, block, &keep_block, c10::Device(c10::kCPU)};
   }
-  // A new tensor over the block: nothing of an earlier user's tensor (sizes, strides, autograd state) carries over.
-  return at::empty({0}, options).set_(storage, 0, {rows, cols}, {cols, 1});
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+};
+
+// An uninitialized contiguous [rows, cols] tensor; on the CPU, in the kept sizes, from ReusingCpuAllocator.
+at::Tensor reusable_empty(int64_t rows, int64_t cols, const at::TensorOptions& options) {
+  const int64_t bytes = rows * cols * static_cast<int64_t>(options.dtype().itemsize());
+  if (!options.device().is_cpu() || bytes < kMinKeptBytes || bytes > kMaxKeptBytes) {
+    return at::empty({rows, cols}, options);
+  }
+  static auto* allocator = new ReusingCpuAllocator;  // storages point to it for as long as they live
+  return at::detail::empty_generic({rows, cols}, allocator, c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                   options.dtype().toScalarType(), std::nullopt);
 }
 
 }  // namespace
 
 void empty_cache() {
-  BufferCache& cache = buffer_cache();
-  std::lock_guard<std::mutex> lock(cache.mutex);
-  cache.storages.clear();
+  std::vector<Block*> freed;
+  {
+    KeptBlocks& kept = kept_blocks();
+    std::lock_guard<std::mutex> lock(kept.mutex);
+    freed.assign(kept.blocks.begin(), kept.blocks.end());
+    kept.blocks.clear();
+  }
+  free_blocks(freed);
 }
 
 at::Tensor weight_gradient_gemm(const at::Tensor& a, const at::Tensor& b) {

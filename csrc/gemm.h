@@ -18,17 +18,16 @@ void gemm_into(const at::Tensor& result, const at::Tensor& a, const at::Tensor& 
 // a [M, K] · b [K, N] as a new contiguous [M, N] tensor.
 at::Tensor gemm(const at::Tensor& a, const at::Tensor& b);
 
-// gemm, for a cell's weight gradient: on the CPU, into memory kept for reuse once nothing else references it.
+// gemm, for a cell's weight gradient: on the CPU, into memory that earlier such gradients freed.
 //
 // Why: an unrolled cell's backward returns fresh [G·H, C] weight gradients at every step, which autograd adds
 // into its buffer and frees at once. glibc returns such freed blocks (megabytes, two per step and adjacent) to
 // the system and faults every page in again at the next step: at H = 1024 an LSTMCell's 50-step backward
-// took 3× as long on the 2-core Xeon (400k page faults, against 4k with reuse). A block is reused only when the
-// cache holds its sole reference (no tensor, view or autograd buffer still uses it), so reuse can never
-// overwrite a live gradient. At most kCachedBuffers blocks of 1 to 32 MiB are kept; empty_cache() frees them.
+// took 3× as long on the 2-core Xeon (400k page faults, against a handful with reuse). The blocks come from an
+// allocator that keeps what its tensors free (at most 8 blocks of 1 to 32 MiB); empty_cache() frees them.
 at::Tensor weight_gradient_gemm(const at::Tensor& a, const at::Tensor& b);
 
-// Frees the blocks weight_gradient_gemm keeps (those still referenced elsewhere live on with their users).
+// Frees the blocks kept for weight_gradient_gemm (blocks in use are not kept: they live on with their users).
 void empty_cache();
 
 }  // namespace fused_lstm

@@ -562,9 +562,9 @@ def set_option(name, value):
 
 
 def empty_cache():
-    """Frees the memory fused_lstm keeps for reuse: the CPU blocks of cells' weight gradients (at most eight of
-    1 to 32 MiB, kept because glibc would otherwise return them to the system and fault them in at every step).
-    A block still referenced elsewhere (a gradient a caller holds) lives on with its users."""
+    """Frees the memory fused_lstm keeps for reuse: CPU blocks that cells' weight gradients used and let go (at
+    most eight of 1 to 32 MiB, kept because glibc would otherwise return them to the system and fault them in
+    at every step). Memory in use is never kept, so this frees only blocks no tensor holds."""
     OPS.empty_cache()
 
 

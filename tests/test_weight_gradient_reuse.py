@@ -1,8 +1,8 @@
 """The cells' weight gradients on reused CPU memory (csrc/gemm.h: weight_gradient_gemm): blocks of 1 to 32 MiB
-are kept and reused once nothing else references them, so an unrolled cell's backward does not fault fresh pages
+that such gradients free are kept for the next ones, so an unrolled cell's backward does not fault fresh pages
 in at every step. Reuse must never change a result: gradients equal nn's over an unroll (where autograd adds
-step after step into blocks that come back), and a gradient, or a view of it, that a caller still holds is never
-overwritten by a later backward."""
+step after step and frees blocks that come back) and over repeated .backward() calls, and a gradient, a view of
+it, that a caller still holds is never overwritten by a later backward."""
 
 import pytest
 import torch
@@ -13,6 +13,14 @@ from conftest import assert_close
 # 4·320·320 and 3·320·320 float32 weights: 1.6 and 1.2 MiB, both kept.
 SIZE, BATCH, STEPS = 320, 2, 6
 CELLS = {"lstm": (fused_lstm.LSTMCell, torch.nn.LSTMCell), "gru": (fused_lstm.GRUCell, torch.nn.GRUCell)}
+
+
+@pytest.fixture(autouse=True)
+def no_kept_blocks():
+    """Each test starts with no blocks kept (they are process-wide)."""
+    fused_lstm.empty_cache()
+    yield
+    fused_lstm.empty_cache()
 
 
 def cell_pair(kind):
@@ -62,25 +70,60 @@ def test_a_held_gradient_and_a_held_view_survive_later_backwards(kind):
     assert torch.equal(view, view_copy)
 
 
-def test_a_released_block_is_reused_and_a_held_one_is_not():
-    """One cell backward's weight gradient, dropped, lends its memory to the next one's; while held, never."""
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_backward_into_grad_matches_nn_with_grads_set_to_none_between(kind):
+    fused, reference = cell_pair(kind)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        xs = [torch.randn(BATCH, SIZE, generator=generator) for _ in range(STEPS)]
+        for module in (fused, reference):
+            module.zero_grad(set_to_none=True)
+            hx = None
+            loss = 0
+            for x in xs:
+                hx = module(x, hx)
+                h = hx[0] if isinstance(hx, tuple) else hx
+                loss = loss + (h * h).sum()
+            loss.backward()
+        assert_close(fused.weight_ih.grad, reference.weight_ih.grad)
+        assert_close(fused.weight_hh.grad, reference.weight_hh.grad)
+
+
+def one_step_weight_ih_gradient():
+    """The raw op's dL/dW_ih for one LSTM step: a [4·SIZE, SIZE] block straight from the kept sizes."""
     fused, _ = cell_pair("lstm")
-    x, h0, c0 = (torch.randn(BATCH, SIZE) for _ in range(3))
+    x, h0, c0 = (torch.randn(BATCH, SIZE, generator=torch.Generator().manual_seed(i)) for i in range(3))
     weight_ih, weight_hh = fused.weight_ih.detach(), fused.weight_hh.detach()
     gates = torch.ops.fused_lstm.lstm_cell_forward(x, h0, c0, weight_ih, weight_hh, None, None, True)[2]
+    ones = torch.ones(BATCH, SIZE)
+    return lambda: torch.ops.fused_lstm.lstm_cell_backward(ones, ones, x, h0, c0, weight_ih, weight_hh, gates,
+                                                           False)[3]
 
-    def weight_ih_gradient():
-        ones = torch.ones(BATCH, SIZE)
-        return torch.ops.fused_lstm.lstm_cell_backward(ones, ones, x, h0, c0, weight_ih, weight_hh, gates, False)[3]
 
+def test_a_freed_block_serves_the_next_gradient_and_a_held_one_does_not():
+    """Dropped, a gradient's block serves the next gradient, even with a same-size allocation in between (which
+    malloc would have handed that block); held, or held through a view, never."""
+    weight_ih_gradient = one_step_weight_ih_gradient()
     first = weight_ih_gradient()
     address, expected = first.data_ptr(), first.clone()
     del first
+    other_allocation = torch.empty(4 * SIZE, SIZE)
     again = weight_ih_gradient()
-    assert again.data_ptr() == address
-    other = weight_ih_gradient()
-    assert other.data_ptr() != address
-    assert torch.equal(again, expected) and torch.equal(other, expected)
+    assert again.data_ptr() == address and other_allocation.data_ptr() != address
+    view = again[3:5]
+    del again
+    while_viewed = weight_ih_gradient()
+    assert while_viewed.data_ptr() != address
+    assert torch.equal(view, expected[3:5]) and torch.equal(while_viewed, expected)
+
+
+def test_a_storage_object_taken_from_a_gradient_does_not_keep_its_block_from_reuse():
+    weight_ih_gradient = one_step_weight_ih_gradient()
+    first = weight_ih_gradient()
+    address = first.data_ptr()
+    first.untyped_storage()
+    del first
+    assert weight_ih_gradient().data_ptr() == address
 
 
 def test_empty_cache_leaves_held_gradients_intact():
