@@ -39,9 +39,9 @@ def _save_for_backward(*tensors):
     """Forward saves what backward needs only when a gradient can flow: inference saves nothing. A trace records
     the flag as a constant, so there it follows requires_grad alone (torch.jit.trace checks its trace by tracing
     again without gradients, and a traced model may run either way)."""
-    if torch.jit.is_tracing():
-        return any(t is not None and t.requires_grad for t in tensors)
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    if not torch.jit.is_tracing() and not torch.is_grad_enabled():
+        return False
+    return any(t is not None and t.requires_grad for t in tensors)
 
 
 # ---------------------------------------------------------------------------------------------------
