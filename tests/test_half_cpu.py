@@ -5,6 +5,7 @@ whole recurrence on AMX tiles, on AVX512-BF16 register tiles and per step agains
 torch.autocast("cpu") as torch's own modules do."""
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -12,8 +13,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 import fused_lstm
 import samples
-from conftest import (BFLOAT16_CPU_LAYER_RELATIVE_ERROR, assert_close, assert_no_worse_than_torch, cpu_isa_or_skip,
-                      relative_error, run_counting_aten_gemms)
+from conftest import (BFLOAT16_CPU_LAYER_RELATIVE_ERROR, assert_close, assert_close_nan, assert_no_worse_than_torch,
+                      cpu_isa_or_skip, relative_error, run_counting_aten_gemms)
+from test_nonfinite import gate_probe_pair
 
 HALF_DTYPES = [torch.bfloat16, torch.float16]
 # (module class name, constructor options, input shape T×B×C (or B×C for cells), packed lengths or None)
@@ -125,6 +127,33 @@ def test_bfloat16_paths_agree_to_rounding(bf16_isa):
     ours = samples.call(torch.ops.fused_lstm.lstm_layer_forward, **sample, reverse=False, save_for_backward=False)
     for name in ("output", "h_n", "c_n"):
         assert relative_error(ours[name], per_step[name].double()) < BFLOAT16_CPU_LAYER_RELATIVE_ERROR, name
+
+
+NAN, INF = float("nan"), float("inf")
+EXTREME_BF16_PREACTIVATIONS = [-INF, -1e30, -88.5, -20.0, -1.0, 0.0, 1.0, 20.0, 88.5, 1e30, INF, NAN]
+EXTREME_BF16_CELLS = [-INF, -1e38, -1.0, 0.0, 1.0, 1e38, INF]
+
+
+def test_bfloat16_extreme_and_nonfinite_gates_match_float64(bf16_isa):
+    """Pre-activations (i, f, g, o) in ±{0, 1, 20, 88.5, 1e30, inf} and NaN with c0 in ±{0, 1, 1e38, inf}, one
+    batch row each, on each bfloat16 path: NaN exactly where nn.LSTM in float64 (from the same bfloat16 values) has
+    NaN (sigmoid(-inf) is 0, so a closed forget gate times an infinite cell state is NaN), infinities equal, values
+    within bfloat16 tolerance."""
+    torch_lstm, fused = gate_probe_pair("cpu", torch.float64)
+    fused.bfloat16()
+    rows = itertools.product(*[EXTREME_BF16_PREACTIVATIONS] * 4, EXTREME_BF16_CELLS)
+    grid = torch.tensor(list(rows), dtype=torch.bfloat16)
+    x, c0 = grid[:, :4].unsqueeze(0), grid[:, 4].reshape(1, -1, 1)
+    h0 = torch.zeros_like(c0)
+    with torch.no_grad():
+        expected_out, (expected_h, expected_c) = torch_lstm(x.double(), (h0.double(), c0.double()))
+        out, (h_n, c_n) = fused(x, (h0, c0))
+    forward_path = torch.ops.fused_lstm.layer_paths("lstm_layer", x[0], samples.batch_sizes_of(1, x.shape[1]), h0[0],
+                                                    fused.weight_ih_l0, fused.weight_hh_l0, None)[0]
+    assert forward_path == BF16_PATHS[bf16_isa](x.shape[1], 1)[0]
+    assert_close_nan(out, expected_out.bfloat16(), what="output")
+    assert_close_nan(h_n, expected_h.bfloat16(), what="h_n")
+    assert_close_nan(c_n, expected_c.bfloat16(), what="c_n")
 
 
 @pytest.mark.parametrize("isa", ["amx", "avx512_bf16"])

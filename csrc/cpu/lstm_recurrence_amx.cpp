@@ -1,6 +1,7 @@
 // The whole recurrence (lstm_recurrence_cpu.h) for bfloat16 on CPUs with AMX (Intel Sapphire Rapids and later): the
 // whole forward recurrence of a layer, x_t·W_ihᵀ + h_{t-1}·W_hhᵀ accumulated in float32 AMX tiles (TDPBF16PS)
-// and the cell update run on them, per step; c_t in float32 throughout.
+// and the cell update run on them, per step; c_t in float32 throughout. x_t·W_ihᵀ is computed a few steps ahead
+// into float32 tiles (amx_project), which each step then loads as its starting accumulators.
 //
 // Tiles: a C tile holds one gate of 16 hidden units for 16 batch rows (float32); four of them (i, f, g, o) make
 // the cell of those units. A tiles are 16 rows × 32 bfloat16 of x_t or h_{t-1}; B tiles 16 pairs of rows of
@@ -8,20 +9,25 @@
 // Rows: the batch in row tiles of 16 (padded with zero rows); K: inputs and hidden units in chunks of 32
 // (padded with zeros). Each thread takes blocks of 16 hidden units, the same blocks at every step, with one
 // team for the whole recurrence (parallel_steps) and h_{t-1} in a bfloat16 buffer both steps share.
+//
+// What sets the speed (measured on a 2-core Xeon with AMX): the AMX unit runs its instructions in order, and a
+// tile load costs more than two TDPBF16PS (about 40 against 16 cycles), so a kernel is fast by loading few tiles
+// per product (two row tiles share each B tile) and by keeping the vector units busy with the cell updates while
+// the tiles accumulate.
 #include <ATen/ATen.h>
 #include <c10/util/BFloat16.h>
 
 #include <cstring>
+#include <memory>
 #include <vector>
 
-#include "../lstm_math.h"
-#include "clones.h"
 #include "isa.h"
 #include "lstm_recurrence_amx.h"
 #include "parallel.h"
+#include "vector_math_avx512.h"
 
 #if FL_HAVE_X86_TILES
-#define FL_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq")))
+#define FL_AMX __attribute__((target("amx-tile,amx-bf16,avx512bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")))
 #endif
 
 namespace fused_lstm {
@@ -34,24 +40,33 @@ constexpr int64_t kTileRows = 16;  // batch rows of a tile (M)
 constexpr int64_t kTileK = 32;     // bfloat16 of K in one tile row (64 bytes)
 constexpr int64_t kUnits = 16;     // hidden units of a C tile (N: 16 floats, 64 bytes)
 constexpr int64_t kTileElements = kTileRows * kTileK;  // one packed B tile: 16 pair-rows × 32 bfloat16
+constexpr int64_t kProjectedRows = 256;  // rows of x (all steps together) projected in one pass
 
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
 // B tiles of a weight W [4H, K]: for unit block u, K chunk c and gate g, the tile at ((u·chunks + c)·4 + g)
-// holds tile[p][2n + q] = W[g·H + 16u + n][32c + 2p + q] (zero past H and K).
-std::vector<bf16> pack_vnni(const bf16* weight, int64_t H, int64_t K) {
+// holds tile[p][2n + q] = W[g·H + 16u + n][32c + 2p + q] (zero past H and K). Every element is written, so the
+// buffer starts uninitialized; pairs (p, n) move as one 32-bit word.
+std::unique_ptr<bf16[]> pack_vnni(const bf16* weight, int64_t H, int64_t K) {
   const int64_t blocks = at::divup(H, kUnits), chunks = at::divup(K, kTileK);
-  std::vector<bf16> packed(static_cast<size_t>(blocks * chunks * 4 * kTileElements), bf16(0.0f));
+  std::unique_ptr<bf16[]> packed(new bf16[blocks * chunks * 4 * kTileElements]);
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t u = begin; u < end; ++u) {
       for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t k0 = c * kTileK, k_count = std::min(kTileK, K - k0);
         for (int64_t g = 0; g < 4; ++g) {
-          bf16* tile = packed.data() + ((u * chunks + c) * 4 + g) * kTileElements;
-          for (int64_t n = 0; n < kUnits && u * kUnits + n < H; ++n) {
-            const bf16* row = weight + (g * H + u * kUnits + n) * K;
-            for (int64_t k = c * kTileK; k < std::min(K, (c + 1) * kTileK); ++k) {
-              const int64_t kk = k - c * kTileK;
-              tile[(kk / 2) * kTileK + 2 * n + kk % 2] = row[k];
+          auto* tile = reinterpret_cast<uint32_t*>(packed.get() + ((u * chunks + c) * 4 + g) * kTileElements);
+          for (int64_t n = 0; n < kUnits; ++n) {
+            if (u * kUnits + n >= H) {
+              for (int64_t pair = 0; pair < kTileK / 2; ++pair) tile[pair * kUnits + n] = 0;
+              continue;
+            }
+            const bf16* row = weight + (g * H + u * kUnits + n) * K + k0;
+            for (int64_t pair = 0; pair < kTileK / 2; ++pair) {
+              uint16_t low = 0, high = 0;
+              if (2 * pair < k_count) std::memcpy(&low, row + 2 * pair, sizeof(low));
+              if (2 * pair + 1 < k_count) std::memcpy(&high, row + 2 * pair + 1, sizeof(high));
+              tile[pair * kUnits + n] = uint32_t(low) | uint32_t(high) << 16;
             }
           }
         }
@@ -59,30 +74,6 @@ std::vector<bf16> pack_vnni(const bf16* weight, int64_t H, int64_t K) {
     }
   });
   return packed;
-}
-
-// The cell update of one row of 16 units from its four gate tiles' row (pre-activations without bias).
-__attribute__((noinline)) FL_CPU_CLONES void amx_cell_row(
-    int64_t H, int64_t units, const float* __restrict pre_i, const float* __restrict pre_f,
-    const float* __restrict pre_g, const float* __restrict pre_o, const bf16* __restrict bias,
-    float* __restrict cell, float* __restrict cell_prev_saved, bf16* __restrict output, bf16* __restrict h_next,
-    bf16* __restrict gates) {
-  float activations[4][kUnits];
-  for (int64_t n = 0; n < units; ++n) {
-    float next_cell, hidden;
-    if (cell_prev_saved) cell_prev_saved[n] = cell[n];
-    math::cell_forward<float>(pre_i[n] + float(bias[n]), pre_f[n] + float(bias[H + n]), pre_g[n] + float(bias[2 * H + n]),
-                              pre_o[n] + float(bias[3 * H + n]), cell[n], activations[0][n], activations[1][n],
-                              activations[2][n], activations[3][n], next_cell, hidden);
-    cell[n] = next_cell;
-    output[n] = bf16(hidden);
-    h_next[n] = bf16(hidden);
-  }
-  if (gates) {
-    for (int64_t g = 0; g < 4; ++g) {
-      for (int64_t n = 0; n < units; ++n) gates[g * H + n] = bf16(activations[g][n]);
-    }
-  }
 }
 
 #if FL_HAVE_X86_TILES
@@ -94,21 +85,30 @@ struct alignas(64) TileConfig {
   uint8_t rows[16];
 };
 
-// tmm0-3: the four gates' C tiles; tmm4: A (x_t or h_{t-1}); tmm5, tmm6: B tiles, alternating.
+// Every tile 16 rows of 64 bytes. accumulate: tmm0-3 the four gates' C tiles, tmm4 A (x_t or h_{t-1}), tmm5 and
+// tmm6 B tiles, alternating; accumulate_pair: tmm0-3 C tiles (two row tiles × two gates), tmm4-5 A, tmm6-7 B.
 FL_AMX void configure_tiles() {
   TileConfig config{};
   config.palette_id = 1;
-  for (int tile = 0; tile < 7; ++tile) {
+  for (int tile = 0; tile < 8; ++tile) {
     config.rows[tile] = kTileRows;
     config.bytes_per_row[tile] = 64;
   }
   _tile_loadconfig(&config);
 }
 
+// Work the accumulations run between K chunks (see PendingCells): none by default.
+struct NoWork {
+  void operator()() const {}
+};
+
 // C_g += A · B_g for g = 0..3 over `chunks` K chunks: A rows from `a` (row stride `a_stride` bfloat16), B tiles
 // from `b` (four per chunk, see pack_vnni).
-FL_AMX inline void accumulate(const bf16* a, int64_t a_stride, const bf16* b, int64_t chunks) {
+template <typename Between = NoWork>
+FL_AMX inline void accumulate(const bf16* a, int64_t a_stride, const bf16* b, int64_t chunks,
+                              const Between& between = Between()) {
   for (int64_t c = 0; c < chunks; ++c) {
+    between();
     _tile_loadd(4, a + c * kTileK, a_stride * sizeof(bf16));
     const bf16* tiles = b + c * 4 * kTileElements;
     _tile_loadd(5, tiles, 64);
@@ -122,51 +122,196 @@ FL_AMX inline void accumulate(const bf16* a, int64_t a_stride, const bf16* b, in
   }
 }
 
-// One step for the unit blocks [begin, end): every row tile.
+// bfloat16 <-> float32 for 16 values, `mask` choosing the lanes read or written (round to nearest even, as
+// c10::BFloat16).
+FL_AMX inline __m512 load_bf16(__mmask16 mask, const bf16* source) {
+  const __m512i widened = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, source));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(widened, 16));
+}
+
+FL_AMX inline void store_bf16(__mmask16 mask, bf16* destination, __m512 value) {
+  _mm256_mask_storeu_epi16(destination, mask, (__m256i)_mm512_cvtneps_pbh(value));
+}
+
+// The cell update of one row of a unit block from its four gate tiles' row (pre-activations without bias); `mask`
+// has a bit for each of the block's units. Inlined into the loop over rows, which sets the constants up once.
+FL_AMX __attribute__((always_inline)) inline void amx_cell_row(
+    int64_t H, __mmask16 mask, const float* pre_i, const float* pre_f, const float* pre_g, const float* pre_o,
+    const __m512 (&bias)[4], float* cell, float* cell_prev_saved, bf16* output, bf16* h_next, bf16* gates) {
+  const __m512 gate_i = avx512::sigmoid(_mm512_add_ps(_mm512_load_ps(pre_i), bias[0]));
+  const __m512 gate_f = avx512::sigmoid(_mm512_add_ps(_mm512_load_ps(pre_f), bias[1]));
+  const __m512 gate_g = avx512::tanh(_mm512_add_ps(_mm512_load_ps(pre_g), bias[2]));
+  const __m512 gate_o = avx512::sigmoid(_mm512_add_ps(_mm512_load_ps(pre_o), bias[3]));
+  const __m512 cell_prev = _mm512_maskz_loadu_ps(mask, cell);
+  if (cell_prev_saved) _mm512_mask_storeu_ps(cell_prev_saved, mask, cell_prev);
+  const __m512 cell_next = _mm512_fmadd_ps(gate_f, cell_prev, _mm512_mul_ps(gate_i, gate_g));
+  const __m512 hidden = _mm512_mul_ps(gate_o, avx512::tanh(cell_next));
+  _mm512_mask_storeu_ps(cell, mask, cell_next);
+  store_bf16(mask, output, hidden);
+  store_bf16(mask, h_next, hidden);
+  if (gates) {
+    store_bf16(mask, gates, gate_i);
+    store_bf16(mask, gates + H, gate_f);
+    store_bf16(mask, gates + 2 * H, gate_g);
+    store_bf16(mask, gates + 3 * H, gate_o);
+  }
+}
+
+// What a step reads and writes; the steps of one call differ only in the pointers marked "of the step".
 struct AmxStep {
-  int64_t B, Bp, H, C;        // batch, batch padded to row tiles, hidden, input size
+  int64_t B, Bp, H;           // batch, batch padded to row tiles, hidden
+  int64_t blocks;             // unit blocks: H / 16 rounded up
   int64_t input_chunks, hidden_chunks;
-  const bf16* x;              // [Bp rows of step t, stride x_stride]: x_t, padded as the tiles need
-  int64_t x_stride;
+  int64_t x_stride;           // bfloat16 between rows of x
   const bf16* packed_ih;      // B tiles of W_ih
   const bf16* packed_hh;      // B tiles of W_hh
   const bf16* bias;           // [4H]
-  const bf16* h_prev;         // [Bp, Hp] h_{t-1}, zero past B rows and H columns
-  bf16* h_next;               // [Bp, Hp] h_t, same layout
   int64_t h_stride;           // Hp
+  const bf16* x;              // of the step: [Bp rows, x_stride] x_t, padded as the tiles need
+  float* projection;          // of the step: [Bp / 16, blocks, 4 gates, 16 rows, 16 units] x_t·W_ihᵀ tiles
+  const bf16* h_prev;         // of the step: [Bp, Hp] h_{t-1}, zero past B rows and H columns
+  bf16* h_next;               // of the step: [Bp, Hp] h_t, same layout
   float* cell;                // [B, H] in: c_{t-1}, out: c_t
-  float* cell_prev_saved;     // [B, H] or nullptr
-  bf16* output;               // [B, H] h_t rows of step t
-  bf16* gates;                // [B, 4H] activations, or nullptr
+  float* cell_prev_saved;     // of the step: [B, H] or nullptr
+  bf16* output;               // of the step: [B, H] h_t rows of step t
+  bf16* gates;                // of the step: [B, 4H] activations, or nullptr
+};
+
+FL_AMX inline float* projection_tiles(const AmxStep& s, int64_t row_tile, int64_t block) {
+  return s.projection + (row_tile * s.blocks + block) * 4 * kTileRows * kUnits;
+}
+
+// C tiles 0-3 += (A rows a0, a1) · (B tiles of gates gate, gate + 1) over `chunks` K chunks: each B tile read serves
+// two row tiles, halving the weight traffic of a step (the weights come from L2; the two A row tiles stay in L1).
+template <typename Between = NoWork>
+FL_AMX inline void accumulate_pair(const bf16* a0, const bf16* a1, int64_t a_stride, const bf16* b, int64_t gate,
+                                   int64_t chunks, const Between& between = Between()) {
+  for (int64_t c = 0; c < chunks; ++c) {
+    between();
+    const bf16* tiles = b + (c * 4 + gate) * kTileElements;
+    _tile_loadd(4, a0 + c * kTileK, a_stride * sizeof(bf16));
+    _tile_loadd(6, tiles, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_loadd(7, tiles + kTileElements, 64);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(5, a1 + c * kTileK, a_stride * sizeof(bf16));
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+}
+
+// x_t·W_ihᵀ of the unit blocks [begin, end) for each given step, into its projection tiles. Apart from the
+// recurrence, where W_ih's tiles would share the cache with W_hh's at every step: one pass over a few steps reads
+// each block's W_ih tiles once for all their rows, two row tiles (of any steps) at a time.
+FL_AMX void amx_project(const AmxStep* steps, int64_t count, int64_t begin, int64_t end) {
+  configure_tiles();
+  constexpr int64_t kGateTile = kTileRows * kUnits;
+  const int64_t row_tiles = steps[0].Bp / kTileRows, input_chunks = steps[0].input_chunks;
+  const auto x_rows = [&](int64_t tile) {
+    const AmxStep& s = steps[tile / row_tiles];
+    return s.x + (tile % row_tiles) * kTileRows * s.x_stride;
+  };
+  for (int64_t u = begin; u < end; ++u) {
+    const bf16* b_ih = steps[0].packed_ih + u * input_chunks * 4 * kTileElements;
+    for (int64_t tile = 0; tile < count * row_tiles; tile += 2) {
+      // A lone last tile is paired with itself: the same accumulators, stored twice.
+      const int64_t other = std::min(tile + 1, count * row_tiles - 1);
+      float* projection0 = projection_tiles(steps[tile / row_tiles], tile % row_tiles, u);
+      float* projection1 = projection_tiles(steps[other / row_tiles], other % row_tiles, u);
+      for (int64_t gate = 0; gate < 4; gate += 2) {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        accumulate_pair(x_rows(tile), x_rows(other), steps[0].x_stride, b_ih, gate, input_chunks);
+        _tile_stored(0, projection0 + gate * kGateTile, 64);
+        _tile_stored(1, projection0 + (gate + 1) * kGateTile, 64);
+        _tile_stored(2, projection1 + gate * kGateTile, 64);
+        _tile_stored(3, projection1 + (gate + 1) * kGateTile, 64);
+      }
+    }
+  }
+  _tile_release();
+}
+
+// The cell updates of one block of one or two row tiles, run a few rows at a time while the tiles of the next block
+// accumulate: the AMX unit works through its queue while the vector units run the cells, where run one after the
+// other they would wait for each other.
+struct PendingCells {
+  const float (*tiles)[4][kTileRows][kUnits] = nullptr;  // [row tile of the block][gate]
+  int64_t first_row = 0, u = 0;
+  __mmask16 mask = 0;
+  int64_t row = 0, rows = 0;  // rows done, rows in all
+
+  FL_AMX void run(const AmxStep& s, int64_t count) {
+    const int64_t j0 = u * kUnits, end = std::min(rows, row + count);
+    if (row >= end) return;
+    const __m512 bias[4] = {load_bf16(mask, s.bias + j0), load_bf16(mask, s.bias + s.H + j0),
+                            load_bf16(mask, s.bias + 2 * s.H + j0), load_bf16(mask, s.bias + 3 * s.H + j0)};
+    for (; row < end; ++row) {
+      const float (*gate)[kTileRows][kUnits] = tiles[row / kTileRows];
+      const int64_t r = row % kTileRows, b = first_row + row;
+      amx_cell_row(s.H, mask, gate[0][r], gate[1][r], gate[2][r], gate[3][r], bias, s.cell + b * s.H + j0,
+                   s.cell_prev_saved ? s.cell_prev_saved + b * s.H + j0 : nullptr, s.output + b * s.H + j0,
+                   s.h_next + b * s.h_stride + j0, s.gates ? s.gates + b * 4 * s.H + j0 : nullptr);
+    }
+  }
 };
 
 FL_AMX void amx_step(const AmxStep& s, int64_t begin, int64_t end) {
   configure_tiles();
-  alignas(64) float tiles[4][kTileRows][kUnits];
-  for (int64_t u = begin; u < end; ++u) {
-    const int64_t j0 = u * kUnits, units = std::min(kUnits, s.H - j0);
-    const bf16* b_ih = s.packed_ih + u * s.input_chunks * 4 * kTileElements;
-    const bf16* b_hh = s.packed_hh + u * s.hidden_chunks * 4 * kTileElements;
-    for (int64_t r0 = 0; r0 < s.Bp; r0 += kTileRows) {
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
-      if (s.input_chunks) accumulate(s.x + r0 * s.x_stride, s.x_stride, b_ih, s.input_chunks);
-      accumulate(s.h_prev + r0 * s.h_stride, s.h_stride, b_hh, s.hidden_chunks);
-      _tile_stored(0, tiles[0], 64);
-      _tile_stored(1, tiles[1], 64);
-      _tile_stored(2, tiles[2], 64);
-      _tile_stored(3, tiles[3], 64);
-      for (int64_t r = 0; r < kTileRows && r0 + r < s.B; ++r) {
-        const int64_t row = r0 + r;
-        amx_cell_row(s.H, units, tiles[0][r], tiles[1][r], tiles[2][r], tiles[3][r], s.bias + j0,
-                     s.cell + row * s.H + j0, s.cell_prev_saved ? s.cell_prev_saved + row * s.H + j0 : nullptr,
-                     s.output + row * s.H + j0, s.h_next + row * s.h_stride + j0,
-                     s.gates ? s.gates + row * 4 * s.H + j0 : nullptr);
+  constexpr int64_t kGateTile = kTileRows * kUnits;
+  // Two blocks' tiles: the one accumulating and the one whose cells are pending.
+  alignas(64) float tiles[2][2][4][kTileRows][kUnits];
+  const int64_t row_tiles = s.Bp / kTileRows;
+  PendingCells pending;
+  int64_t job = 0;
+  for (int64_t rt = 0; rt < row_tiles; rt += 2) {
+    const bool pair = rt + 1 < row_tiles;
+    const bf16* a0 = s.h_prev + rt * kTileRows * s.h_stride;
+    const bf16* a1 = a0 + kTileRows * s.h_stride;
+    for (int64_t u = begin; u < end; ++u, ++job) {
+      auto& block = tiles[job % 2];
+      const bf16* b_hh = s.packed_hh + u * s.hidden_chunks * 4 * kTileElements;
+      const float* projection0 = projection_tiles(s, rt, u);
+      // The previous block's cells, spread over this block's chunks.
+      const int64_t per_chunk = at::divup(pending.rows - pending.row, (pair ? 2 : 1) * s.hidden_chunks);
+      const auto between = [&]() { pending.run(s, per_chunk); };
+      if (pair) {
+        const float* projection1 = projection_tiles(s, rt + 1, u);
+        for (int64_t gate = 0; gate < 4; gate += 2) {
+          _tile_loadd(0, projection0 + gate * kGateTile, 64);
+          _tile_loadd(1, projection0 + (gate + 1) * kGateTile, 64);
+          _tile_loadd(2, projection1 + gate * kGateTile, 64);
+          _tile_loadd(3, projection1 + (gate + 1) * kGateTile, 64);
+          accumulate_pair(a0, a1, s.h_stride, b_hh, gate, s.hidden_chunks, between);
+          _tile_stored(0, block[0][gate], 64);
+          _tile_stored(1, block[0][gate + 1], 64);
+          _tile_stored(2, block[1][gate], 64);
+          _tile_stored(3, block[1][gate + 1], 64);
+        }
+      } else {
+        _tile_loadd(0, projection0, 64);
+        _tile_loadd(1, projection0 + kGateTile, 64);
+        _tile_loadd(2, projection0 + 2 * kGateTile, 64);
+        _tile_loadd(3, projection0 + 3 * kGateTile, 64);
+        accumulate(a0, s.h_stride, b_hh, s.hidden_chunks, between);
+        _tile_stored(0, block[0][0], 64);
+        _tile_stored(1, block[0][1], 64);
+        _tile_stored(2, block[0][2], 64);
+        _tile_stored(3, block[0][3], 64);
       }
+      pending.run(s, pending.rows);  // what the chunks left
+      const int64_t units = std::min(kUnits, s.H - u * kUnits);
+      pending.tiles = block;
+      pending.first_row = rt * kTileRows;
+      pending.u = u;
+      pending.mask = static_cast<__mmask16>((1u << units) - 1);
+      pending.row = 0;
+      pending.rows = std::min((pair ? 2 : 1) * kTileRows, s.B - rt * kTileRows);
     }
   }
+  pending.run(s, pending.rows);
   _tile_release();
 }
 
@@ -181,8 +326,8 @@ void amx_recurrence_forward(const LstmRecurrenceForwardParams& p) {
   const int64_t T = p.steps, B = p.batch, H = p.hidden, C = p.input_size;
   const int64_t Bp = round_up(B, kTileRows), Cp = round_up(C, kTileK), Hp = round_up(H, kTileK);
   const auto* input = static_cast<const bf16*>(p.input);
-  const std::vector<bf16> packed_ih = pack_vnni(static_cast<const bf16*>(p.weight_ih), H, C);
-  const std::vector<bf16> packed_hh = pack_vnni(static_cast<const bf16*>(p.weight_hh), H, H);
+  const std::unique_ptr<bf16[]> packed_ih = pack_vnni(static_cast<const bf16*>(p.weight_ih), H, C);
+  const std::unique_ptr<bf16[]> packed_hh = pack_vnni(static_cast<const bf16*>(p.weight_hh), H, H);
   // x as the A tiles read it: straight from the input when its rows and columns fill whole tiles, else a padded
   // copy [T, Bp, Cp].
   const bool input_fits = B % kTileRows == 0 && C % kTileK == 0;
@@ -197,31 +342,47 @@ void amx_recurrence_forward(const LstmRecurrenceForwardParams& p) {
   const auto* h0 = static_cast<const bf16*>(p.h0);
   for (int64_t row = 0; row < B; ++row) std::memcpy(h_buffers.data() + row * Hp, h0 + row * H, H * sizeof(bf16));
 
+  const int64_t blocks = at::divup(H, kUnits), row_tiles = Bp / kTileRows;
+  // The input is projected for a few steps at a time, about kProjectedRows rows (the projection tiles of one step
+  // are [row_tiles, blocks, 4, 16, 16] floats).
+  const int64_t projected_steps = std::min(T, std::max<int64_t>(1, kProjectedRows / Bp));
+  const int64_t step_projection = row_tiles * blocks * 4 * kTileRows * kUnits;
+  const std::unique_ptr<float[]> projection(new float[projected_steps * step_projection]);  // fully written
   AmxStep first{};
   first.B = B;
   first.Bp = Bp;
   first.H = H;
-  first.C = C;
+  first.blocks = blocks;
   first.input_chunks = Cp / kTileK;
   first.hidden_chunks = Hp / kTileK;
   first.x_stride = input_fits ? C : Cp;
-  first.packed_ih = packed_ih.data();
-  first.packed_hh = packed_hh.data();
+  first.packed_ih = packed_ih.get();
+  first.packed_hh = packed_hh.get();
   first.bias = static_cast<const bf16*>(p.bias);
   first.h_stride = Hp;
   first.cell = static_cast<float*>(p.cell);
   auto* output = static_cast<bf16*>(p.output);
-  const int64_t blocks = at::divup(H, kUnits);
-  parallel_steps(T, blocks, [&](int64_t i, int64_t begin, int64_t end) {
+  const auto step_at = [&](int64_t i) {
     const int64_t t = p.reverse ? T - 1 - i : i;
     AmxStep step = first;
     step.x = input_fits ? input + t * B * C : x_padded.data() + t * Bp * Cp;
+    step.projection = projection.get() + (i % projected_steps) * step_projection;
     step.h_prev = h_buffers.data() + (i % 2) * Bp * Hp;
     step.h_next = h_buffers.data() + ((i + 1) % 2) * Bp * Hp;
     step.cell_prev_saved = p.save_for_backward ? static_cast<float*>(p.cell_prev_saved) + t * B * H : nullptr;
     step.output = output + t * B * H;
     step.gates = p.save_for_backward ? static_cast<bf16*>(p.gates) + t * B * 4 * H : nullptr;
-    amx_step(step, begin, end);
+    return step;
+  };
+  // Each thread projects the input of its own unit blocks, which only it reads: no barrier between the two.
+  parallel_steps(T, blocks, [&](int64_t i, int64_t begin, int64_t end) {
+    if (i % projected_steps == 0) {
+      AmxStep steps[kProjectedRows / kTileRows];
+      const int64_t count = std::min(projected_steps, T - i);
+      for (int64_t j = 0; j < count; ++j) steps[j] = step_at(i + j);
+      amx_project(steps, count, begin, end);
+    }
+    amx_step(step_at(i), begin, end);
   });
 #endif
 }
