@@ -44,39 +44,64 @@ constexpr int64_t kProjectedRows = 256;  // rows of x (all steps together) proje
 
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
+#if FL_HAVE_X86_TILES
+// The transpose of a 16 × 16 matrix of 32-bit words, rows in `rows`, written row by row to `out`: unpacks of
+// words, then of word pairs, within 128-bit lanes, then two rounds of lane shuffles.
+FL_AMX void transpose_16x16_words(const __m512i (&rows)[16], uint32_t* out) {
+  __m512i words[16], pairs[16];
+  for (int i = 0; i < 8; ++i) {
+    words[2 * i] = _mm512_unpacklo_epi32(rows[2 * i], rows[2 * i + 1]);
+    words[2 * i + 1] = _mm512_unpackhi_epi32(rows[2 * i], rows[2 * i + 1]);
+  }
+  // pairs[4i + j], 128-bit lane L: column 4L + j of rows 4i .. 4i + 3.
+  for (int i = 0; i < 4; ++i) {
+    pairs[4 * i] = _mm512_unpacklo_epi64(words[4 * i], words[4 * i + 2]);
+    pairs[4 * i + 1] = _mm512_unpackhi_epi64(words[4 * i], words[4 * i + 2]);
+    pairs[4 * i + 2] = _mm512_unpacklo_epi64(words[4 * i + 1], words[4 * i + 3]);
+    pairs[4 * i + 3] = _mm512_unpackhi_epi64(words[4 * i + 1], words[4 * i + 3]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512i low01 = _mm512_shuffle_i32x4(pairs[j], pairs[4 + j], 0x44);    // lanes 0, 1 of each
+    const __m512i high01 = _mm512_shuffle_i32x4(pairs[j], pairs[4 + j], 0xEE);   // lanes 2, 3
+    const __m512i low23 = _mm512_shuffle_i32x4(pairs[8 + j], pairs[12 + j], 0x44);
+    const __m512i high23 = _mm512_shuffle_i32x4(pairs[8 + j], pairs[12 + j], 0xEE);
+    _mm512_storeu_si512(out + (0 + j) * 16, _mm512_shuffle_i32x4(low01, low23, 0x88));
+    _mm512_storeu_si512(out + (4 + j) * 16, _mm512_shuffle_i32x4(low01, low23, 0xDD));
+    _mm512_storeu_si512(out + (8 + j) * 16, _mm512_shuffle_i32x4(high01, high23, 0x88));
+    _mm512_storeu_si512(out + (12 + j) * 16, _mm512_shuffle_i32x4(high01, high23, 0xDD));
+  }
+}
+
 // B tiles of a weight W [4H, K]: for unit block u, K chunk c and gate g, the tile at ((u·chunks + c)·4 + g)
-// holds tile[p][2n + q] = W[g·H + 16u + n][32c + 2p + q] (zero past H and K). Every element is written, so the
-// buffer starts uninitialized; pairs (p, n) move as one 32-bit word.
+// holds tile[p][2n + q] = W[g·H + 16u + n][32c + 2p + q] (zero past H and K): the 16 rows' chunks, each 16
+// words of two bfloat16, transposed. pack_vnni_block writes the tiles of one block.
+FL_AMX void pack_vnni_block(const bf16* weight, int64_t H, int64_t K, int64_t u, bf16* packed) {
+  const int64_t chunks = at::divup(K, kTileK);
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t k0 = c * kTileK, k_count = std::min(kTileK, K - k0);
+    const __mmask32 k_mask = static_cast<__mmask32>(k_count == kTileK ? ~0u : (1u << k_count) - 1);
+    for (int64_t g = 0; g < 4; ++g) {
+      __m512i rows[kUnits];
+      for (int64_t n = 0; n < kUnits; ++n) {
+        const bf16* row = weight + (g * H + u * kUnits + n) * K + k0;
+        rows[n] = u * kUnits + n < H ? _mm512_maskz_loadu_epi16(k_mask, row) : _mm512_setzero_si512();
+      }
+      bf16* tile = packed + ((u * chunks + c) * 4 + g) * kTileElements;
+      transpose_16x16_words(rows, reinterpret_cast<uint32_t*>(tile));
+    }
+  }
+}
+
+// Every element is written, so the buffer starts uninitialized.
 std::unique_ptr<bf16[]> pack_vnni(const bf16* weight, int64_t H, int64_t K) {
   const int64_t blocks = at::divup(H, kUnits), chunks = at::divup(K, kTileK);
   std::unique_ptr<bf16[]> packed(new bf16[blocks * chunks * 4 * kTileElements]);
   at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t u = begin; u < end; ++u) {
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t k0 = c * kTileK, k_count = std::min(kTileK, K - k0);
-        for (int64_t g = 0; g < 4; ++g) {
-          auto* tile = reinterpret_cast<uint32_t*>(packed.get() + ((u * chunks + c) * 4 + g) * kTileElements);
-          for (int64_t n = 0; n < kUnits; ++n) {
-            if (u * kUnits + n >= H) {
-              for (int64_t pair = 0; pair < kTileK / 2; ++pair) tile[pair * kUnits + n] = 0;
-              continue;
-            }
-            const bf16* row = weight + (g * H + u * kUnits + n) * K + k0;
-            for (int64_t pair = 0; pair < kTileK / 2; ++pair) {
-              uint16_t low = 0, high = 0;
-              if (2 * pair < k_count) std::memcpy(&low, row + 2 * pair, sizeof(low));
-              if (2 * pair + 1 < k_count) std::memcpy(&high, row + 2 * pair + 1, sizeof(high));
-              tile[pair * kUnits + n] = uint32_t(low) | uint32_t(high) << 16;
-            }
-          }
-        }
-      }
-    }
+    for (int64_t u = begin; u < end; ++u) pack_vnni_block(weight, H, K, u, packed.get());
   });
   return packed;
 }
 
-#if FL_HAVE_X86_TILES
 struct alignas(64) TileConfig {
   uint8_t palette_id;
   uint8_t start_row;
