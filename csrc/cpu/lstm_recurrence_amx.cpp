@@ -158,30 +158,6 @@ FL_AMX inline void store_bf16(__mmask16 mask, bf16* destination, __m512 value) {
   _mm256_mask_storeu_epi16(destination, mask, (__m256i)_mm512_cvtneps_pbh(value));
 }
 
-// The cell update of one row of a unit block from its four gate tiles' row (pre-activations without bias); `mask`
-// has a bit for each of the block's units. Inlined into the loop over rows, which sets the constants up once.
-FL_AMX __attribute__((always_inline)) inline void amx_cell_row(
-    int64_t H, __mmask16 mask, const float* pre_i, const float* pre_f, const float* pre_g, const float* pre_o,
-    const __m512 (&bias)[4], float* cell, float* cell_prev_saved, bf16* output, bf16* h_next, bf16* gates) {
-  const __m512 gate_i = avx512::sigmoid(_mm512_add_ps(_mm512_load_ps(pre_i), bias[0]));
-  const __m512 gate_f = avx512::sigmoid(_mm512_add_ps(_mm512_load_ps(pre_f), bias[1]));
-  const __m512 gate_g = avx512::tanh(_mm512_add_ps(_mm512_load_ps(pre_g), bias[2]));
-  const __m512 gate_o = avx512::sigmoid(_mm512_add_ps(_mm512_load_ps(pre_o), bias[3]));
-  const __m512 cell_prev = _mm512_maskz_loadu_ps(mask, cell);
-  if (cell_prev_saved) _mm512_mask_storeu_ps(cell_prev_saved, mask, cell_prev);
-  const __m512 cell_next = _mm512_fmadd_ps(gate_f, cell_prev, _mm512_mul_ps(gate_i, gate_g));
-  const __m512 hidden = _mm512_mul_ps(gate_o, avx512::tanh(cell_next));
-  _mm512_mask_storeu_ps(cell, mask, cell_next);
-  store_bf16(mask, output, hidden);
-  store_bf16(mask, h_next, hidden);
-  if (gates) {
-    store_bf16(mask, gates, gate_i);
-    store_bf16(mask, gates + H, gate_f);
-    store_bf16(mask, gates + 2 * H, gate_g);
-    store_bf16(mask, gates + 3 * H, gate_o);
-  }
-}
-
 // What a step reads and writes; the steps of one call differ only in the pointers marked "of the step".
 struct AmxStep {
   int64_t B, Bp, H;           // batch, batch padded to row tiles, hidden
@@ -268,21 +244,54 @@ struct PendingCells {
   __mmask16 mask = 0;
   int64_t row = 0, rows = 0;  // rows done, rows in all
 
+  // The cell updates of `count` rows (those left if fewer).
   FL_AMX void run(const AmxStep& s, int64_t count) {
-    const int64_t j0 = u * kUnits, end = std::min(rows, row + count);
+    const int64_t end = std::min(rows, row + count);
     if (row >= end) return;
+    const int64_t j0 = u * kUnits;
     const __m512 bias[4] = {load_bf16(mask, s.bias + j0), load_bf16(mask, s.bias + s.H + j0),
                             load_bf16(mask, s.bias + 2 * s.H + j0), load_bf16(mask, s.bias + 3 * s.H + j0)};
-    for (; row < end; ++row) {
-      const float (*gate)[kTileRows][kUnits] = tiles[row / kTileRows];
-      const int64_t r = row % kTileRows, b = first_row + row;
-      amx_cell_row(s.H, mask, gate[0][r], gate[1][r], gate[2][r], gate[3][r], bias, s.cell + b * s.H + j0,
-                   s.cell_prev_saved ? s.cell_prev_saved + b * s.H + j0 : nullptr, s.output + b * s.H + j0,
-                   s.h_next + b * s.h_stride + j0, s.gates ? s.gates + b * 4 * s.H + j0 : nullptr);
+    for (; row + 4 <= end; row += 4) cell_rows<4>(s, bias);
+    for (; row < end; ++row) cell_rows<1>(s, bias);
+  }
+
+  // Rows [row, row + kRows) side by side: the activations are chains of dependent operations (the exponential's
+  // polynomial, the reciprocal's Newton step, tanh(c_t) after c_t), and one row alone leaves the vector units
+  // waiting on them.
+  template <int kRows>
+  FL_AMX __attribute__((always_inline)) inline void cell_rows(const AmxStep& s, const __m512 (&bias)[4]) const {
+    const int64_t j0 = u * kUnits;
+    __m512 gate[4][kRows], cell_next[kRows], hidden[kRows];
+    for (int r = 0; r < kRows; ++r) {
+      const float (*pre)[kTileRows][kUnits] = tiles[(row + r) / kTileRows];
+      for (int g = 0; g < 4; ++g) gate[g][r] = _mm512_add_ps(_mm512_load_ps(pre[g][(row + r) % kTileRows]), bias[g]);
+    }
+    for (int r = 0; r < kRows; ++r) gate[0][r] = avx512::sigmoid(gate[0][r]);
+    for (int r = 0; r < kRows; ++r) gate[1][r] = avx512::sigmoid(gate[1][r]);
+    for (int r = 0; r < kRows; ++r) gate[2][r] = avx512::tanh(gate[2][r]);
+    for (int r = 0; r < kRows; ++r) gate[3][r] = avx512::sigmoid(gate[3][r]);
+    for (int r = 0; r < kRows; ++r) {
+      const int64_t b = first_row + row + r;
+      const __m512 cell_prev = _mm512_maskz_loadu_ps(mask, s.cell + b * s.H + j0);
+      if (s.cell_prev_saved) _mm512_mask_storeu_ps(s.cell_prev_saved + b * s.H + j0, mask, cell_prev);
+      cell_next[r] = _mm512_fmadd_ps(gate[1][r], cell_prev, _mm512_mul_ps(gate[0][r], gate[2][r]));
+    }
+    for (int r = 0; r < kRows; ++r) hidden[r] = _mm512_mul_ps(gate[3][r], avx512::tanh(cell_next[r]));
+    for (int r = 0; r < kRows; ++r) {
+      const int64_t b = first_row + row + r;
+      _mm512_mask_storeu_ps(s.cell + b * s.H + j0, mask, cell_next[r]);
+      store_bf16(mask, s.output + b * s.H + j0, hidden[r]);
+      store_bf16(mask, s.h_next + b * s.h_stride + j0, hidden[r]);
+      if (s.gates) {
+        for (int g = 0; g < 4; ++g) store_bf16(mask, s.gates + b * 4 * s.H + g * s.H + j0, gate[g][r]);
+      }
     }
   }
 };
 
+// One step for the unit blocks [begin, end): the row tiles two at a time (one when one is left; each B tile then
+// serves both), each block's accumulators starting from its projection tiles, the previous block's cells run
+// between its chunks.
 FL_AMX void amx_step(const AmxStep& s, int64_t begin, int64_t end) {
   configure_tiles();
   constexpr int64_t kGateTile = kTileRows * kUnits;
