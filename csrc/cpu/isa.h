@@ -2,6 +2,8 @@
 // Which one runs is options::cpu_isa() (options.h): the best the CPU has unless capped.
 #pragma once
 
+#include <cstdint>
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define FL_HAVE_X86_TILES 1
@@ -15,6 +17,25 @@
 
 namespace fused_lstm {
 namespace cpu {
+
+#if FL_HAVE_X86_TILES
+// The AMX tile configuration LDTILECFG reads: palette 1, `tiles` tiles of 16 rows of 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette_id = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+
+  explicit TileConfig(int tiles) {
+    for (int tile = 0; tile < tiles; ++tile) rows[tile] = 16, bytes_per_row[tile] = 64;
+  }
+};
+
+// LDTILECFG. Not _tile_loadconfig: GCC 12's declares only the first 8 bytes of the configuration as read, so the
+// compiler may drop the stores that fill in the rest, and did (the tiles were left unconfigured: SIGILL).
+inline void load_tile_config(const TileConfig& config) { asm volatile("ldtilecfg %0" : : "m"(config)); }
+#endif
 
 // Each implies the ones before it: AVX2+FMA; AVX-512 (F, DQ, BW, VL); AVX512-BF16 (vdpbf16ps); AMX-BF16 and
 // AMX-TILE with the tile state granted by the OS.

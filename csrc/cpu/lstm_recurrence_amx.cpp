@@ -102,25 +102,11 @@ std::unique_ptr<bf16[]> pack_vnni(const bf16* weight, int64_t H, int64_t K) {
   return packed;
 }
 
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t bytes_per_row[16];
-  uint8_t rows[16];
-};
-
-// Every tile 16 rows of 64 bytes. accumulate: tmm0-3 the four gates' C tiles, tmm4 A (x_t or h_{t-1}), tmm5 and
+// Every tile 16 rows of 64 bytes; amx_project and amx_step run with the tiles so configured. accumulate: tmm0-3 the four gates' C tiles, tmm4 A (x_t or h_{t-1}), tmm5 and
 // tmm6 B tiles, alternating; accumulate_pair: tmm0-3 C tiles (two row tiles × two gates), tmm4-5 A, tmm6-7 B.
-FL_AMX void configure_tiles() {
-  TileConfig config{};
-  config.palette_id = 1;
-  for (int tile = 0; tile < 8; ++tile) {
-    config.rows[tile] = kTileRows;
-    config.bytes_per_row[tile] = 64;
-  }
-  _tile_loadconfig(&config);
-}
+void configure_tiles() { load_tile_config(TileConfig(8)); }
+
+FL_AMX void release_tiles() { _tile_release(); }
 
 // Work the accumulations run between K chunks (see PendingCells): none by default.
 struct NoWork {
@@ -205,7 +191,6 @@ FL_AMX inline void accumulate_pair(const bf16* a0, const bf16* a1, int64_t a_str
 // recurrence, where W_ih's tiles would share the cache with W_hh's at every step: one pass over a few steps reads
 // each block's W_ih tiles once for all their rows, two row tiles (of any steps) at a time.
 FL_AMX void amx_project(const AmxStep* steps, int64_t count, int64_t begin, int64_t end) {
-  configure_tiles();
   constexpr int64_t kGateTile = kTileRows * kUnits;
   const int64_t row_tiles = steps[0].Bp / kTileRows, input_chunks = steps[0].input_chunks;
   const auto x_rows = [&](int64_t tile) {
@@ -232,7 +217,6 @@ FL_AMX void amx_project(const AmxStep* steps, int64_t count, int64_t begin, int6
       }
     }
   }
-  _tile_release();
 }
 
 // The cell updates of one block of one or two row tiles, run a few rows at a time while the tiles of the next block
@@ -293,7 +277,6 @@ struct PendingCells {
 // serves both), each block's accumulators starting from its projection tiles, the previous block's cells run
 // between its chunks.
 FL_AMX void amx_step(const AmxStep& s, int64_t begin, int64_t end) {
-  configure_tiles();
   constexpr int64_t kGateTile = kTileRows * kUnits;
   // Two blocks' tiles: the one accumulating and the one whose cells are pending.
   alignas(64) float tiles[2][2][4][kTileRows][kUnits];
@@ -346,7 +329,6 @@ FL_AMX void amx_step(const AmxStep& s, int64_t begin, int64_t end) {
     }
   }
   pending.run(s, pending.rows);
-  _tile_release();
 }
 
 #endif
@@ -409,7 +391,10 @@ void amx_recurrence_forward(const LstmRecurrenceForwardParams& p) {
     return step;
   };
   // Each thread projects the input of its own unit blocks, which only it reads: no barrier between the two.
+  // Each thread configures its tiles for its first step and releases them after its last (the tile
+  // configuration is per thread and lasts across the steps).
   parallel_steps(T, blocks, [&](int64_t i, int64_t begin, int64_t end) {
+    if (i == 0) configure_tiles();
     if (i % projected_steps == 0) {
       AmxStep steps[kProjectedRows / kTileRows];
       const int64_t count = std::min(projected_steps, T - i);
@@ -417,6 +402,7 @@ void amx_recurrence_forward(const LstmRecurrenceForwardParams& p) {
       amx_project(steps, count, begin, end);
     }
     amx_step(step_at(i), begin, end);
+    if (i == T - 1) release_tiles();
   });
 #endif
 }

@@ -74,18 +74,9 @@ __attribute__((target("avx512f,avx512fp16"))) float fp16_fma_avx512(int64_t roun
   return (float)_mm512_reduce_add_ph(sum);
 }
 
-struct alignas(64) AmxConfig {
-  uint8_t palette_id, start_row, reserved[14];
-  uint16_t bytes_per_row[16];
-  uint8_t rows[16];
-};
-
 // TDPBF16PS on registers only: four independent accumulator tiles, 16×16×32 multiply-adds each.
 __attribute__((target("amx-tile,amx-bf16"))) float bf16_amx(int64_t rounds) {
-  AmxConfig config{};
-  config.palette_id = 1;
-  for (int tile = 0; tile < 6; ++tile) config.rows[tile] = 16, config.bytes_per_row[tile] = 64;
-  _tile_loadconfig(&config);
+  load_tile_config(TileConfig(6));
   alignas(64) static const uint16_t ones[16 * 32] = {};
   _tile_loadd(4, ones, 64);
   _tile_loadd(5, ones, 64);
