@@ -291,9 +291,14 @@ FL_AMX void amx_step(const AmxStep& s, int64_t begin, int64_t end) {
       auto& block = tiles[job % 2];
       const bf16* b_hh = s.packed_hh + u * s.hidden_chunks * 4 * kTileElements;
       const float* projection0 = projection_tiles(s, rt, u);
-      // The previous block's cells, spread over this block's chunks.
-      const int64_t per_chunk = at::divup(pending.rows - pending.row, (pair ? 2 : 1) * s.hidden_chunks);
-      const auto between = [&]() { pending.run(s, per_chunk); };
+      // The previous block's cells, spread evenly over this block's chunks in groups of four rows (one call of
+      // PendingCells::run per row costs more in set-up than the row).
+      const int64_t chunks = (pair ? 2 : 1) * s.hidden_chunks;
+      int64_t chunk = 0;
+      const auto between = [&]() {
+        const int64_t due = std::min(pending.rows, round_up(at::divup(++chunk * pending.rows, chunks), 4));
+        pending.run(s, due - pending.row);
+      };
       if (pair) {
         const float* projection1 = projection_tiles(s, rt + 1, u);
         for (int64_t gate = 0; gate < 4; gate += 2) {
