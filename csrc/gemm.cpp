@@ -123,7 +123,8 @@ class ReusingCpuAllocator final : public c10::Allocator {
   }
 };
 
-// An uninitialized contiguous [rows, cols] tensor; on the CPU, in the kept sizes, from ReusingCpuAllocator.
+}  // namespace
+
 at::Tensor reusable_empty(int64_t rows, int64_t cols, const at::TensorOptions& options) {
   const int64_t bytes = rows * cols * static_cast<int64_t>(options.dtype().itemsize());
   if (!options.device().is_cpu() || bytes < kMinKeptBytes || bytes > kMaxKeptBytes) {
@@ -133,8 +134,6 @@ at::Tensor reusable_empty(int64_t rows, int64_t cols, const at::TensorOptions& o
   return at::detail::empty_generic({rows, cols}, allocator, c10::DispatchKeySet(c10::DispatchKey::CPU),
                                    options.dtype().toScalarType(), std::nullopt);
 }
-
-}  // namespace
 
 void empty_cache() {
   std::vector<Block*> freed;

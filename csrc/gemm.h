@@ -27,7 +27,12 @@ at::Tensor gemm(const at::Tensor& a, const at::Tensor& b);
 // allocator that keeps what its tensors free (at most 8 blocks of 1 to 32 MiB); empty_cache() frees them.
 at::Tensor weight_gradient_gemm(const at::Tensor& a, const at::Tensor& b);
 
-// Frees the blocks kept for weight_gradient_gemm (blocks in use are not kept: they live on with their users).
+// An uninitialized contiguous [rows, cols] tensor; on the CPU, of 1 to 32 MiB, from the same kept blocks (else
+// at::empty): a layer's output or a kernel's scratch of megabytes, which glibc would otherwise return to the
+// system and fault in again at every call.
+at::Tensor reusable_empty(int64_t rows, int64_t cols, const at::TensorOptions& options);
+
+// Frees the blocks kept for weight_gradient_gemm and reusable_cpu_buffer (blocks in use are not kept: they live on with their users).
 void empty_cache();
 
 }  // namespace fused_lstm

@@ -410,7 +410,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   }
   state.hidden_state = h0.contiguous().clone();
   state.cell_state = c0.to(acc_options.dtype()).contiguous().clone();
-  state.output = at::empty({N, P}, input.options());
+  state.output = reusable_empty(N, P, input.options());
   state.cell_prev_saved = save_for_backward ? at::empty({N, H}, acc_options) : empty();
   // With a projection, o·tanh(c) is an intermediate: kept per row for backward, else one step's worth.
   state.proj_input = projected ? at::empty({save_for_backward ? N : B, H}, input.options()) : empty();

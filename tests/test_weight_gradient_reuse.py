@@ -1,8 +1,9 @@
-"""The cells' weight gradients on reused CPU memory (csrc/gemm.h: weight_gradient_gemm): blocks of 1 to 32 MiB
-that such gradients free are kept for the next ones, so an unrolled cell's backward does not fault fresh pages
-in at every step. Reuse must never change a result: gradients equal nn's over an unroll (where autograd adds
-step after step and frees blocks that come back) and over repeated .backward() calls, and a gradient, a view of
-it, that a caller still holds is never overwritten by a later backward."""
+"""The cells' weight gradients, the layers' outputs and the bfloat16 kernels' scratch on reused CPU memory
+(csrc/gemm.h: weight_gradient_gemm, reusable_empty): blocks of 1 to 32 MiB that such tensors free are kept for
+the next ones, so an unrolled cell's backward or a layer called again does not fault fresh pages in. Reuse must
+never change a result: gradients equal nn's over an unroll (where autograd adds step after step and frees blocks
+that come back) and over repeated .backward() calls, and a gradient, a view of it or an output that a caller
+still holds is never overwritten by a later call."""
 
 import pytest
 import torch
@@ -124,3 +125,46 @@ def test_a_storage_object_taken_from_a_gradient_does_not_keep_its_block_from_reu
     first.untyped_storage()
     del first
     assert weight_ih_gradient().data_ptr() == address
+
+
+# A layer's output [T·B, H] comes from the same kept blocks: 16·64·320 float32 is 1.25 MiB.
+LAYER_STEPS, LAYER_BATCH = 16, 64
+
+
+def test_a_layer_output_block_is_reused_once_dropped_and_never_while_held():
+    """A CPU layer's output of the kept sizes: dropped, its block serves the next call's output (no pages faulted in
+    again); held, never, and a held output keeps its values across later calls."""
+    torch.manual_seed(0)
+    layer = fused_lstm.LSTM(SIZE, SIZE)
+    xs = [torch.randn(LAYER_STEPS, LAYER_BATCH, SIZE) for _ in range(3)]
+    with torch.no_grad():
+        first = layer(xs[0])[0]
+        address = first.data_ptr()
+        del first
+        second = layer(xs[1])[0]
+        assert second.data_ptr() == address
+        expected = second.clone()
+        third = layer(xs[2])[0]
+        assert third.data_ptr() != address
+    assert torch.equal(second, expected)
+    reference = torch.nn.LSTM(SIZE, SIZE)
+    reference.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        assert_close(third, reference(xs[2])[0])
+
+
+def test_a_bfloat16_layer_matches_nn_call_after_call_on_reused_scratch():
+    """The bfloat16 kernels' scratch (packed weights, projection tiles, h buffers) of the kept sizes is reused from
+    call to call: results stay within bfloat16 tolerance of float64 nn.LSTM call after call, between shapes (the
+    third pads its batch to whole row tiles)."""
+    torch.manual_seed(0)
+    layer = fused_lstm.LSTM(SIZE, SIZE).bfloat16()
+    reference = torch.nn.LSTM(SIZE, SIZE).double()
+    reference.load_state_dict(layer.state_dict())
+    for steps, batch in [(LAYER_STEPS, LAYER_BATCH), (LAYER_STEPS, LAYER_BATCH), (2 * LAYER_STEPS, LAYER_BATCH // 2 - 2),
+                         (LAYER_STEPS, LAYER_BATCH)]:
+        x = torch.randn(steps, batch, SIZE).bfloat16()
+        with torch.no_grad():
+            ours = layer(x)[0]
+            expected = reference(x.double())[0]
+        assert ((ours.double() - expected).norm() / expected.norm()).item() < 1e-2

@@ -18,9 +18,10 @@
 #include <c10/util/BFloat16.h>
 
 #include <cstring>
-#include <memory>
-#include <vector>
+#include <iterator>
+#include <numeric>
 
+#include "../gemm.h"
 #include "isa.h"
 #include "lstm_recurrence_amx.h"
 #include "parallel.h"
@@ -92,14 +93,15 @@ FL_AMX void pack_vnni_block(const bf16* weight, int64_t H, int64_t K, int64_t u,
   }
 }
 
-// Every element is written, so the buffer starts uninitialized.
-std::unique_ptr<bf16[]> pack_vnni(const bf16* weight, int64_t H, int64_t K) {
-  const int64_t blocks = at::divup(H, kUnits), chunks = at::divup(K, kTileK);
-  std::unique_ptr<bf16[]> packed(new bf16[blocks * chunks * 4 * kTileElements]);
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t u = begin; u < end; ++u) pack_vnni_block(weight, H, K, u, packed.get());
+int64_t packed_vnni_elements(int64_t H, int64_t K) {
+  return at::divup(H, kUnits) * at::divup(K, kTileK) * 4 * kTileElements;
+}
+
+// Every element of `packed` (packed_vnni_elements) is written: it may start uninitialized.
+void pack_vnni(const bf16* weight, int64_t H, int64_t K, bf16* packed) {
+  at::parallel_for(0, at::divup(H, kUnits), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) pack_vnni_block(weight, H, K, u, packed);
   });
-  return packed;
 }
 
 // Every tile 16 rows of 64 bytes; amx_project and amx_step run with the tiles so configured. accumulate: tmm0-3 the four gates' C tiles, tmm4 A (x_t or h_{t-1}), tmm5 and
@@ -347,28 +349,44 @@ void amx_recurrence_forward(const LstmRecurrenceForwardParams& p) {
   const int64_t T = p.steps, B = p.batch, H = p.hidden, C = p.input_size;
   const int64_t Bp = round_up(B, kTileRows), Cp = round_up(C, kTileK), Hp = round_up(H, kTileK);
   const auto* input = static_cast<const bf16*>(p.input);
-  const std::unique_ptr<bf16[]> packed_ih = pack_vnni(static_cast<const bf16*>(p.weight_ih), H, C);
-  const std::unique_ptr<bf16[]> packed_hh = pack_vnni(static_cast<const bf16*>(p.weight_hh), H, H);
+  const int64_t blocks = at::divup(H, kUnits), row_tiles = Bp / kTileRows;
   // x as the A tiles read it: straight from the input when its rows and columns fill whole tiles, else a padded
   // copy [T, Bp, Cp].
   const bool input_fits = B % kTileRows == 0 && C % kTileK == 0;
-  std::vector<bf16> x_padded(input_fits ? 0 : static_cast<size_t>(T * Bp * Cp), bf16(0.0f));
-  if (!input_fits) {
-    for (int64_t row = 0; row < T * B; ++row) {
-      std::memcpy(x_padded.data() + ((row / B) * Bp + row % B) * Cp, input + row * C, C * sizeof(bf16));
-    }
-  }
-  // h_{t-1} and h_t, alternating by step, zero past B and H.
-  std::vector<bf16> h_buffers(static_cast<size_t>(2 * Bp * Hp), bf16(0.0f));
-  const auto* h0 = static_cast<const bf16*>(p.h0);
-  for (int64_t row = 0; row < B; ++row) std::memcpy(h_buffers.data() + row * Hp, h0 + row * H, H * sizeof(bf16));
-
-  const int64_t blocks = at::divup(H, kUnits), row_tiles = Bp / kTileRows;
   // The input is projected for a few steps at a time, about kProjectedRows rows (the projection tiles of one step
   // are [row_tiles, blocks, 4, 16, 16] floats).
   const int64_t projected_steps = std::min(T, std::max<int64_t>(1, kProjectedRows / Bp));
   const int64_t step_projection = row_tiles * blocks * 4 * kTileRows * kUnits;
-  const std::unique_ptr<float[]> projection(new float[projected_steps * step_projection]);  // fully written
+
+  // The scratch, one buffer reused across calls (gemm.h): the packed weights, the projection tiles, h_{t-1} and
+  // h_t alternating by step (zero past B and H), the padded input if needed.
+  const int64_t ih_elements = packed_vnni_elements(H, C), hh_elements = packed_vnni_elements(H, H);
+  const int64_t projection_elements = projected_steps * step_projection, h_elements = 2 * Bp * Hp;
+  const int64_t x_elements = input_fits ? 0 : T * Bp * Cp;
+  // A leading 0, then the bytes of each part (rounded up to 64, cache lines); offsets[k]: where part k starts.
+  const int64_t sizes[] = {0, round_up(ih_elements * 2, 64), round_up(hh_elements * 2, 64),
+                           round_up(projection_elements * 4, 64), round_up(h_elements * 2, 64), x_elements * 2};
+  int64_t offsets[6];
+  std::partial_sum(std::begin(sizes), std::end(sizes), offsets);
+  const at::Tensor scratch = reusable_empty(1, offsets[5] + 64, at::TensorOptions(at::kByte));
+  char* const base = reinterpret_cast<char*>(round_up(reinterpret_cast<int64_t>(scratch.data_ptr()), 64));
+  auto* const packed_ih = reinterpret_cast<bf16*>(base + offsets[0]);
+  auto* const packed_hh = reinterpret_cast<bf16*>(base + offsets[1]);
+  auto* const projection = reinterpret_cast<float*>(base + offsets[2]);  // fully written before read
+  auto* const h_buffers = reinterpret_cast<bf16*>(base + offsets[3]);
+  auto* const x_padded = reinterpret_cast<bf16*>(base + offsets[4]);
+  pack_vnni(static_cast<const bf16*>(p.weight_ih), H, C, packed_ih);
+  pack_vnni(static_cast<const bf16*>(p.weight_hh), H, H, packed_hh);
+  if (!input_fits) {
+    std::memset(x_padded, 0, x_elements * sizeof(bf16));
+    for (int64_t row = 0; row < T * B; ++row) {
+      std::memcpy(x_padded + ((row / B) * Bp + row % B) * Cp, input + row * C, C * sizeof(bf16));
+    }
+  }
+  std::memset(h_buffers, 0, h_elements * sizeof(bf16));
+  const auto* h0 = static_cast<const bf16*>(p.h0);
+  for (int64_t row = 0; row < B; ++row) std::memcpy(h_buffers + row * Hp, h0 + row * H, H * sizeof(bf16));
+
   AmxStep first{};
   first.B = B;
   first.Bp = Bp;
@@ -377,8 +395,8 @@ void amx_recurrence_forward(const LstmRecurrenceForwardParams& p) {
   first.input_chunks = Cp / kTileK;
   first.hidden_chunks = Hp / kTileK;
   first.x_stride = input_fits ? C : Cp;
-  first.packed_ih = packed_ih.get();
-  first.packed_hh = packed_hh.get();
+  first.packed_ih = packed_ih;
+  first.packed_hh = packed_hh;
   first.bias = static_cast<const bf16*>(p.bias);
   first.h_stride = Hp;
   first.cell = static_cast<float*>(p.cell);
@@ -386,10 +404,10 @@ void amx_recurrence_forward(const LstmRecurrenceForwardParams& p) {
   const auto step_at = [&](int64_t i) {
     const int64_t t = p.reverse ? T - 1 - i : i;
     AmxStep step = first;
-    step.x = input_fits ? input + t * B * C : x_padded.data() + t * Bp * Cp;
-    step.projection = projection.get() + (i % projected_steps) * step_projection;
-    step.h_prev = h_buffers.data() + (i % 2) * Bp * Hp;
-    step.h_next = h_buffers.data() + ((i + 1) % 2) * Bp * Hp;
+    step.x = input_fits ? input + t * B * C : x_padded + t * Bp * Cp;
+    step.projection = projection + (i % projected_steps) * step_projection;
+    step.h_prev = h_buffers + (i % 2) * Bp * Hp;
+    step.h_next = h_buffers + ((i + 1) % 2) * Bp * Hp;
     step.cell_prev_saved = p.save_for_backward ? static_cast<float*>(p.cell_prev_saved) + t * B * H : nullptr;
     step.output = output + t * B * H;
     step.gates = p.save_for_backward ? static_cast<bf16*>(p.gates) + t * B * 4 * H : nullptr;
