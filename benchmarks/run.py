@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import datetime
 import math
+import random
 import statistics
 import sys
 from dataclasses import dataclass
@@ -144,8 +145,9 @@ def _error_status(error):
 
 
 def benchmark_case(case, mode, args, memory_probe):
-    """One shape, dtype and mode: a correctness and memory call per candidate, warm-up rounds, then
-    round-robin timed rounds. Returns a row per candidate, skipped and failed ones included."""
+    """One shape, dtype and mode: a correctness and memory call per candidate, warm-up rounds, then timed
+    rounds, the candidates in a random order each round. Returns a row per candidate, skipped and failed ones
+    included."""
     device = args.device
     rows = {name: ResultRow(sweeps="+".join(case.sweeps), cell=case.cell, seq_len=case.seq_len, batch=case.batch,
                             input_size=case.input_size, hidden_size=case.hidden_size,
@@ -200,12 +202,14 @@ def benchmark_case(case, mode, args, memory_probe):
     policy = REPEAT_POLICIES[(device.type, args.quick)]
     repeats = args.repeats or policy.repeats_for(round_ms)
 
-    # Interleaved: each round runs every candidate once, starting from a different one each time, so
-    # that drifting clocks, temperature or background load hit all candidates alike.
+    # Interleaved: each round runs every candidate once, in an order drawn at random (seeded), so that drifting
+    # clocks, temperature or background load hit all candidates alike, and so does what the call before leaves
+    # behind. (A rotation did not: with three candidates one follows the same neighbour in two rounds of three,
+    # and after the slow Python reference the threads of the next call have gone to sleep.)
     samples_ms = {candidate.name: [] for candidate in active}
-    for repeat in range(repeats):
-        shift = repeat % max(len(active), 1)
-        for candidate in active[shift:] + active[:shift]:
+    order = random.Random(0)
+    for _ in range(repeats):
+        for candidate in order.sample(active, len(active)):
             samples_ms[candidate.name].append(timed_call(candidate))
 
     flops = case.flops(mode)
@@ -230,7 +234,8 @@ def header_lines(args, ceilings, memory_probe, precision_note):
         f"- Machine: {describe_machine(args.device)}",
         f"- Ceilings (measured before and between the cases, the best of every trial): {ceilings.description()}",
         f"- Timing: {clock}; one untimed correctness call and {args.warmup} warm-up round(s), then the median "
-        "(min–max) of the repeats, candidates interleaved round-robin; inference under torch.no_grad(), "
+        "(min–max) of the repeats, candidates interleaved in a random order each round; inference under "
+        "torch.no_grad(), "
         "training = forward + backward of a randomly weighted sum of the output (training-data-input: the "
         "same with an input that needs no gradient)",
         "- GFLOP/s: GEMM FLOPs only, 2·T·B·(I+P)·G·H (G = 4 gates for the LSTM, 3 for the GRU; "
