@@ -75,7 +75,8 @@ FL_AMX void transpose_16x16_words(const __m512i (&rows)[16], uint32_t* out) {
 
 // B tiles of a weight W [4H, K]: for unit block u, K chunk c and gate g, the tile at ((u·chunks + c)·4 + g)
 // holds tile[p][2n + q] = W[g·H + 16u + n][32c + 2p + q] (zero past H and K): the 16 rows' chunks, each 16
-// words of two bfloat16, transposed. pack_vnni_block writes the tiles of one block.
+// words of two bfloat16, transposed. pack_vnni_block writes every element of the tiles of block u (so the buffer,
+// packed_vnni_elements long, may start uninitialized).
 FL_AMX void pack_vnni_block(const bf16* weight, int64_t H, int64_t K, int64_t u, bf16* packed) {
   const int64_t chunks = at::divup(K, kTileK);
   for (int64_t c = 0; c < chunks; ++c) {
@@ -97,12 +98,6 @@ int64_t packed_vnni_elements(int64_t H, int64_t K) {
   return at::divup(H, kUnits) * at::divup(K, kTileK) * 4 * kTileElements;
 }
 
-// Every element of `packed` (packed_vnni_elements) is written: it may start uninitialized.
-void pack_vnni(const bf16* weight, int64_t H, int64_t K, bf16* packed) {
-  at::parallel_for(0, at::divup(H, kUnits), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t u = begin; u < end; ++u) pack_vnni_block(weight, H, K, u, packed);
-  });
-}
 
 // Every tile 16 rows of 64 bytes; amx_project and amx_step run with the tiles so configured. accumulate: tmm0-3 the four gates' C tiles, tmm4 A (x_t or h_{t-1}), tmm5 and
 // tmm6 B tiles, alternating; accumulate_pair: tmm0-3 C tiles (two row tiles × two gates), tmm4-5 A, tmm6-7 B.
@@ -116,7 +111,7 @@ struct NoWork {
 };
 
 // C_g += A · B_g for g = 0..3 over `chunks` K chunks: A rows from `a` (row stride `a_stride` bfloat16), B tiles
-// from `b` (four per chunk, see pack_vnni).
+// from `b` (four per chunk, see pack_vnni_block).
 template <typename Between = NoWork>
 FL_AMX inline void accumulate(const bf16* a, int64_t a_stride, const bf16* b, int64_t chunks,
                               const Between& between = Between()) {
@@ -375,8 +370,6 @@ void amx_recurrence_forward(const LstmRecurrenceForwardParams& p) {
   auto* const projection = reinterpret_cast<float*>(base + offsets[2]);  // fully written before read
   auto* const h_buffers = reinterpret_cast<bf16*>(base + offsets[3]);
   auto* const x_padded = reinterpret_cast<bf16*>(base + offsets[4]);
-  pack_vnni(static_cast<const bf16*>(p.weight_ih), H, C, packed_ih);
-  pack_vnni(static_cast<const bf16*>(p.weight_hh), H, H, packed_hh);
   if (!input_fits) {
     std::memset(x_padded, 0, x_elements * sizeof(bf16));
     for (int64_t row = 0; row < T * B; ++row) {
@@ -413,11 +406,18 @@ void amx_recurrence_forward(const LstmRecurrenceForwardParams& p) {
     step.gates = p.save_for_backward ? static_cast<bf16*>(p.gates) + t * B * 4 * H : nullptr;
     return step;
   };
-  // Each thread projects the input of its own unit blocks, which only it reads: no barrier between the two.
-  // Each thread configures its tiles for its first step and releases them after its last (the tile
-  // configuration is per thread and lasts across the steps).
+  // Each thread packs the weights and projects the input of its own unit blocks, which only it reads: no barrier
+  // between those and the steps. It configures its tiles for its first step and releases them after its last (the
+  // tile configuration is per thread and lasts across the steps).
   parallel_steps(T, blocks, [&](int64_t i, int64_t begin, int64_t end) {
-    if (i == 0) configure_tiles();
+    if (i == 0) {
+      // The thread packs the weights of its own blocks, which only it reads, into its own cache.
+      for (int64_t u = begin; u < end; ++u) {
+        pack_vnni_block(static_cast<const bf16*>(p.weight_ih), H, C, u, packed_ih);
+        pack_vnni_block(static_cast<const bf16*>(p.weight_hh), H, H, u, packed_hh);
+      }
+      configure_tiles();
+    }
     if (i % projected_steps == 0) {
       AmxStep steps[kProjectedRows / kTileRows];
       const int64_t count = std::min(projected_steps, T - i);
