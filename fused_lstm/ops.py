@@ -428,24 +428,42 @@ def _forward_function(spec):
         "backward": staticmethod(lambda ctx, *grads: _backward(spec, ctx, *grads)), "jvp": staticmethod(jvp)})
 
 
+def _eager_function(spec):
+    """The forward op's autograd as a plain autograd.Function for eager calls: the same set-up and backward as the
+    op's registered autograd, without torch.library's per-call argument handling around them (an LSTMCell call
+    with autograd spent more there than in its kernel)."""
+
+    def forward(ctx, *args):
+        with torch._C._AutoDispatchBelowAutograd():
+            output = getattr(OPS, spec.op)(*args)
+        _setup_context(spec, ctx, args, output)
+        return output
+
+    return type(f"{spec.op}_eager_function", (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "backward": staticmethod(lambda ctx, *grads: _backward(spec, ctx, *grads))})
+
+
 _BACKWARD_FUNCTIONS = {name: _backward_function(spec) for name, spec in _SPECS.items()}
 _FORWARD_FUNCTIONS = {name: _forward_function(spec) for name, spec in _SPECS.items()}
+_EAGER_FUNCTIONS = {name: _eager_function(spec) for name, spec in _SPECS.items()}
 for _name, _spec in _SPECS.items():
     torch.library.register_autograd(f"fused_lstm::{_name}", functools.partial(_backward, _spec),
                                     setup_context=functools.partial(_setup_context, _spec))
 
 
 def _call(name, *args):
-    """The forward op with autograd: the op itself, or its autograd.Function under torch.func transforms.
-    Where nothing is differentiated (the last argument, save_for_backward, is False outside a trace), the op's
-    Python autograd kernel would only redispatch: the call goes below it (4 of a cell's 9 us per call)."""
+    """The forward op with autograd: under torch.func transforms its autograd.Function; traced or compiled, the op
+    itself (its registered autograd is what a graph records); in eager calls, below autograd when nothing is
+    differentiated (the last argument, save_for_backward, is False), else its eager autograd.Function."""
     if _functorch_form():
         return _FORWARD_FUNCTIONS[name].apply(*args)
     op = getattr(OPS, name)
-    if not args[-1] and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return op(*args)
+    if not args[-1]:
         with torch._C._AutoDispatchBelowAutograd():
             return op(*args)
-    return op(*args)
+    return _EAGER_FUNCTIONS[name].apply(*args)
 
 
 # ---------------------------------------------------------------------------------------------------
