@@ -32,7 +32,8 @@ at::Tensor weight_gradient_gemm(const at::Tensor& a, const at::Tensor& b);
 // system and fault in again at every call.
 at::Tensor reusable_empty(int64_t rows, int64_t cols, const at::TensorOptions& options);
 
-// Frees the blocks kept for weight_gradient_gemm and reusable_cpu_buffer (blocks in use are not kept: they live on with their users).
+// Frees the blocks kept for weight_gradient_gemm and reusable_empty (blocks in use are not kept: they live on with
+// their users).
 void empty_cache();
 
 }  // namespace fused_lstm

@@ -11,9 +11,9 @@
 // team for the whole recurrence (parallel_steps) and h_{t-1} in a bfloat16 buffer both steps share.
 //
 // What sets the speed (measured on a 2-core Xeon with AMX): the AMX unit runs its instructions in order, and a
-// tile load costs more than two TDPBF16PS (about 40 against 16 cycles), so a kernel is fast by loading few tiles
-// per product (two row tiles share each B tile) and by keeping the vector units busy with the cell updates while
-// the tiles accumulate.
+// tile load from L2 costs more than two TDPBF16PS (about 40 against 16 cycles), so a kernel is fast by loading few
+// tiles per product (two row tiles share each B tile) and by keeping the vector units busy with the cell updates
+// while the tiles accumulate.
 #include <ATen/ATen.h>
 #include <c10/util/BFloat16.h>
 
@@ -85,8 +85,9 @@ FL_AMX void pack_vnni_block(const bf16* weight, int64_t H, int64_t K, int64_t u,
     for (int64_t g = 0; g < 4; ++g) {
       __m512i rows[kUnits];
       for (int64_t n = 0; n < kUnits; ++n) {
-        const bf16* row = weight + (g * H + u * kUnits + n) * K + k0;
-        rows[n] = u * kUnits + n < H ? _mm512_maskz_loadu_epi16(k_mask, row) : _mm512_setzero_si512();
+        const int64_t unit = u * kUnits + n;
+        rows[n] = unit < H ? _mm512_maskz_loadu_epi16(k_mask, weight + (g * H + unit) * K + k0)
+                           : _mm512_setzero_si512();
       }
       bf16* tile = packed + ((u * chunks + c) * 4 + g) * kTileElements;
       transpose_16x16_words(rows, reinterpret_cast<uint32_t*>(tile));
@@ -98,9 +99,9 @@ int64_t packed_vnni_elements(int64_t H, int64_t K) {
   return at::divup(H, kUnits) * at::divup(K, kTileK) * 4 * kTileElements;
 }
 
-
-// Every tile 16 rows of 64 bytes; amx_project and amx_step run with the tiles so configured. accumulate: tmm0-3 the four gates' C tiles, tmm4 A (x_t or h_{t-1}), tmm5 and
-// tmm6 B tiles, alternating; accumulate_pair: tmm0-3 C tiles (two row tiles × two gates), tmm4-5 A, tmm6-7 B.
+// Every tile 16 rows of 64 bytes; amx_project and amx_step run with the tiles so configured. accumulate: tmm0-3
+// the four gates' C tiles, tmm4 A (x_t or h_{t-1}), tmm5 and tmm6 B tiles, alternating; accumulate_pair: tmm0-3
+// C tiles (two row tiles × two gates), tmm4-5 A, tmm6-7 B.
 void configure_tiles() { load_tile_config(TileConfig(8)); }
 
 FL_AMX void release_tiles() { _tile_release(); }
@@ -184,9 +185,8 @@ FL_AMX inline void accumulate_pair(const bf16* a0, const bf16* a1, int64_t a_str
   }
 }
 
-// x_t·W_ihᵀ of the unit blocks [begin, end) for each given step, into its projection tiles. Apart from the
-// recurrence, where W_ih's tiles would share the cache with W_hh's at every step: one pass over a few steps reads
-// each block's W_ih tiles once for all their rows, two row tiles (of any steps) at a time.
+// x_t·W_ihᵀ of the unit blocks [begin, end) for each given step, into its projection tiles: one pass over a few
+// steps reads each block's W_ih tiles once for all their rows, two row tiles (of any steps) at a time.
 FL_AMX void amx_project(const AmxStep* steps, int64_t count, int64_t begin, int64_t end) {
   constexpr int64_t kGateTile = kTileRows * kUnits;
   const int64_t row_tiles = steps[0].Bp / kTileRows, input_chunks = steps[0].input_chunks;
