@@ -186,6 +186,7 @@ def cpu_has(isa):
 
 
 HAS_AVX2 = cpu_has("avx2")
+HAS_AVX512 = cpu_has("avx512")
 
 
 def run_counting_aten_gemms(fn):

@@ -1,23 +1,27 @@
-"""The cell ops (lstm_cell_*, gru_cell_*) and one-step layers. On the CPU, float32 batches of at most 16 rows
-run the fused cell (csrc/cpu/cell_cpu.cpp: the gate dot products in vector registers, then the cell's math),
-larger ones two GEMMs and the pointwise pass: both against the same op in float64 (the GEMM path), for sizes
-that hit every edge of the register blocks (rows in blocks of 4, 16 or 8 lanes of the inputs and hidden units,
-units in blocks of 16), with and without bias, with the best instruction set and with AVX2 forced; gradcheck,
-gradgradcheck and opcheck of the ops; one-step layers against the per-step path."""
+"""The cell ops (lstm_cell_*, gru_cell_*) and one-step layers. On the CPU, float32 batches run the fused cell
+(csrc/cpu/cell_cpu.cpp: the gate products in vector registers, then the cell's math): at most 16 rows in its
+dot-product form, 17 to 128 rows (with AVX-512) in its batch-lanes form; larger ones two GEMMs and the pointwise
+pass: all against the same op in float64 (the GEMM path), for sizes that hit every edge of the register blocks
+(rows in blocks of 4, 16 or 8 lanes of the inputs and hidden units, in passes of 32 lanes; units in blocks of 16,
+in pairs), with and without bias, with the best instruction set and with AVX2 forced; gradcheck, gradgradcheck and
+opcheck of the ops; one-step layers against the per-step path."""
 
 import pytest
 import torch
 
 import fused_lstm
 import samples
-from conftest import FLOAT32_CELL_AGAINST_FLOAT64_SCALE, HAS_AVX2, SUMMATION_ORDER_SCALE, assert_close, cpu_isa_or_skip
+from conftest import (FLOAT32_CELL_AGAINST_FLOAT64_SCALE, HAS_AVX2, HAS_AVX512, SUMMATION_ORDER_SCALE, assert_close,
+                      cpu_isa_or_skip)
 
 OPS = torch.ops.fused_lstm
 F64 = torch.float64
-# (B, C, H): 1-4 rows in one block, 5-8 in two, 16 the largest fused batch, 17 and 33 the GEMM path; C and H
-# below, at and past multiples of 16 and 8 lanes, H past the 16-unit block.
+# (B, C, H): 1-4 rows in one block, 5-8 in two, 16 the largest dot-product batch; 17 the smallest batch-lanes one,
+# 33 and 100 with a partial last pass of 32 lanes, 64 two full passes, 128 the largest, 129 the GEMM path; C and H
+# below, at and past multiples of 16 and 8 lanes, H past the 16-unit block and odd (a lone unit in the last pair),
+# C past the 128-input chunk of the batch-lanes form.
 SIZES = [(1, 1, 1), (1, 16, 16), (2, 17, 9), (3, 5, 33), (4, 40, 16), (5, 8, 20), (8, 31, 64), (16, 3, 7),
-         (17, 12, 19), (33, 9, 5)]
+         (17, 12, 19), (33, 9, 5), (64, 130, 16), (100, 7, 35), (128, 16, 3), (129, 5, 6)]
 
 
 def in_float64(sample):
@@ -50,17 +54,21 @@ def test_cell_op_matches_float64_with_avx2_forced_and_with_the_cpu_kernels_off(i
 
 
 def test_fused_cell_makes_no_library_gemm():
-    """B ≤ 16 in float32: the dot products are the kernel's own (the profiler sees no aten GEMM); from 17 rows
-    two GEMMs."""
+    """float32, B ≤ 16 (AVX2) or B ≤ 128 (AVX-512): the products are the kernel's own (the profiler sees no aten
+    GEMM); beyond, two GEMMs."""
     from conftest import run_counting_aten_gemms
 
     def gemms(batch):
         sample = samples.cell_sample("lstm", batch, 8, 8)
         return run_counting_aten_gemms(lambda: OPS.lstm_cell_forward(**sample, save_for_backward=False))[1]
 
+    if HAS_AVX512:
+        assert gemms(128) == 0
+    assert gemms(129) == 2
     if HAS_AVX2:
-        assert gemms(16) == 0
-    assert gemms(17) == 2
+        with cpu_isa_or_skip("avx2"):
+            assert gemms(16) == 0
+            assert gemms(17) == 2
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru"])

@@ -92,7 +92,7 @@ def modules_and_inputs():
         "GRU": (fused_lstm.GRU(4, 8), torch.randn(3, 2, 4)),
         "GRU one step": (fused_lstm.GRU(4, 8), torch.randn(1, 2, 4)),
         "LSTMCell": (fused_lstm.LSTMCell(4, 8), torch.randn(2, 4)),
-        "GRUCell big batch": (fused_lstm.GRUCell(4, 8), torch.randn(40, 4)),
+        "GRUCell big batch": (fused_lstm.GRUCell(4, 8), torch.randn(129, 4)),
     }
 
 

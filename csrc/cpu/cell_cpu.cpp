@@ -2,12 +2,14 @@
 
 #include <algorithm>
 
+#include "../gemm.h"
 #include "../gru_math.h"
 #include "../lstm_math.h"
 #include "../options.h"
 #include "clones.h"
 #include "isa.h"
 #include "parallel.h"
+#include "transpose_avx512.h"
 
 namespace fused_lstm {
 namespace cpu {
@@ -16,9 +18,11 @@ namespace {
 // Batch rows of one register block: G gates × kBlockRows rows of accumulators, G weight vectors and one
 // input vector must fit the vector registers (LSTM with AVX-512: 16 + 4 + 1 of 32).
 constexpr int kBlockRows = 4;
-// Above this many rows one library GEMM over the batch reuses each weight enough to win (measured on the
-// 2-core development machine: B = 16 is about even).
-constexpr int64_t kMaxCellRows = 16;
+// Batches of up to kMaxDotRows rows run the dot-product form (block_dots: rows in registers, a horizontal sum
+// per unit); larger ones, with AVX-512, the batch-lanes form (block_lanes: rows in vector lanes), up to
+// kMaxCellRows; beyond, the per-step path's library GEMM.
+constexpr int64_t kMaxDotRows = 16;
+constexpr int64_t kMaxCellRows = 128;
 // Hidden units whose pre-activations are gathered before the cell's math runs on them as one vector loop.
 constexpr int64_t kUnitBlock = 16;
 // Multiply-adds per thread task: below about this a thread hand-off costs more than it saves.
@@ -153,6 +157,141 @@ void block_dots(Isa isa, const CellDots& d, int64_t rows, int64_t j0, int64_t un
     }
   }
 }
+
+// The batch-lanes form, for batches of kMaxDotRows + 1 .. kMaxCellRows rows: x and h transposed, in passes of
+// kLaneRows rows (the padding rows zero), so that one weight element, broadcast, multiplies 16 batch rows at
+// once; no horizontal sums, and the weights are read as they are (only the small inputs are rearranged, at
+// every call).
+struct CellLanes {
+  int64_t C, H;
+  const float* input_t;    // [passes, C16, kLaneRows]: x transposed pass by pass, or nullptr
+  const float* h0_t;       // [passes, H16, kLaneRows]: h0 likewise, or nullptr
+  const float* weight_ih;  // [G·H, C]
+  const float* weight_hh;  // [G·H, H]
+};
+
+// Batch rows of one pass of the lanes form: 2 units × G gates × kLaneRows / 16 vectors of accumulators in
+// registers.
+constexpr int64_t kLaneRows = 32;
+
+// out [passes, K16, kLaneRows] (K16: K rounded up to 16) = a [B, K] transposed in passes of kLaneRows rows,
+// rows B .. of the last pass zero. Each pass apart, so that a pass's chunk of k is one contiguous run (with all
+// the rows between k and k + 1, a stride of 512 bytes at B = 128 would put a chunk's lines into few cache sets).
+FL_AVX512 void transpose_rows(const float* a, int64_t B, int64_t K, float* out) {
+  const int64_t K16 = at::divup(K, int64_t(16)) * 16;
+  for (int64_t b0 = 0; b0 < at::divup(B, kLaneRows) * kLaneRows; b0 += 16) {
+    for (int64_t k0 = 0; k0 < K; k0 += 16) {
+      const __mmask16 mask = K - k0 >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k0)) - 1);
+      __m512i rows[16];
+      for (int64_t r = 0; r < 16; ++r) {
+        rows[r] = b0 + r < B ? _mm512_maskz_loadu_epi32(mask, a + (b0 + r) * K + k0) : _mm512_setzero_si512();
+      }
+      float* pass = out + b0 / kLaneRows * K16 * kLaneRows;
+      transpose_16x16_words(rows, reinterpret_cast<uint32_t*>(pass + k0 * kLaneRows + b0 % kLaneRows), kLaneRows);
+    }
+  }
+}
+
+// acc[u][g][v] += Σ_{k < K} rows[u][g][k] · a_t[k·ld + 16v .. 16v + 15]: U·G weight rows against V vectors of
+// 16 batch rows. Local accumulators, as in accumulate_avx512.
+template <int U, int G, int V>
+FL_AVX512 __attribute__((always_inline)) inline void accumulate_lanes_avx512(__m512 (&acc)[U][G][V],
+                                                                             const float* a_t, int64_t ld,
+                                                                             const float* const (&rows)[U][G],
+                                                                             int64_t K) {
+  __m512 sums[U][G][V];
+#pragma GCC unroll 16
+  for (int u = 0; u < U; ++u) {
+#pragma GCC unroll 16
+    for (int g = 0; g < G; ++g) {
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) sums[u][g][v] = acc[u][g][v];
+    }
+  }
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 x[V];
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) x[v] = _mm512_loadu_ps(a_t + k * ld + 16 * v);
+#pragma GCC unroll 16
+    for (int u = 0; u < U; ++u) {
+#pragma GCC unroll 16
+      for (int g = 0; g < G; ++g) {
+        const __m512 weight = _mm512_set1_ps(rows[u][g][k]);
+#pragma GCC unroll 16
+        for (int v = 0; v < V; ++v) sums[u][g][v] = _mm512_fmadd_ps(weight, x[v], sums[u][g][v]);
+      }
+    }
+  }
+#pragma GCC unroll 16
+  for (int u = 0; u < U; ++u) {
+#pragma GCC unroll 16
+    for (int g = 0; g < G; ++g) {
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) acc[u][g][v] = sums[u][g][v];
+    }
+  }
+}
+
+// Inputs (k) of one chunk of the lanes form: a pass's chunk of the transposed input (16 KiB) stays in L1 while
+// every unit pair reads it, and a pair's chunk of weight rows (4 KiB) while every pass reads it, so that the
+// weights are read from memory once per call (at H = 1024 they do not fit the caches).
+constexpr int64_t kLaneChunk = 128;
+
+// The accumulators of one unit block: pass p (rows 32p .. 32p + 31), unit pair, unit of the pair, gate, vector.
+template <int G>
+using LaneAccumulators = __m512[kMaxCellRows / kLaneRows][kUnitBlock / 2][2][G][2];
+
+// One side (input or hidden) of the lanes form over the units [j0, j0 + units) in pairs (a lone last unit is
+// paired with itself, the copy discarded) and `passes` passes of kLaneRows rows: acc += its dot products.
+template <int G>
+FL_AVX512 void side_lanes(const float* a_t, const float* w, int64_t K, int64_t H, int64_t passes,
+                          int64_t j0, int64_t units, LaneAccumulators<G>& acc) {
+  for (int64_t k0 = 0; k0 < K; k0 += kLaneChunk) {
+    const int64_t count = std::min(kLaneChunk, K - k0);
+    for (int64_t u = 0; u < units; u += 2) {
+      const float* rows[2][G];
+      for (int64_t g = 0; g < G; ++g) {
+        rows[0][g] = w + (g * H + j0 + u) * K + k0;
+        rows[1][g] = u + 1 < units ? rows[0][g] + K : rows[0][g];
+      }
+      for (int64_t pass = 0; pass < passes; ++pass) {
+        const float* a_pass = a_t + (pass * at::divup(K, int64_t(16)) * 16 + k0) * kLaneRows;
+        accumulate_lanes_avx512<2, G, 2>(acc[pass][u / 2], a_pass, kLaneRows, rows, count);
+      }
+    }
+  }
+}
+
+// block_dots in the lanes form: pre[(r·G + g)·kUnitBlock + u] for the rows r < round_up(rows, kLaneRows) and
+// units [j0, j0 + units) (16 per row whatever `units`: the rest hold garbage).
+template <int G>
+FL_AVX512 void block_lanes(const CellLanes& d, int64_t rows, int64_t j0, int64_t units, float* pre) {
+  const int64_t passes = at::divup(rows, kLaneRows);
+  LaneAccumulators<G> acc;
+  for (int64_t pass = 0; pass < passes; ++pass) {
+    for (auto& pair : acc[pass]) {
+      for (auto& unit : pair) {
+        for (auto& gate : unit) {
+          for (auto& vector : gate) vector = _mm512_setzero_ps();
+        }
+      }
+    }
+  }
+  if (d.input_t != nullptr) side_lanes<G>(d.input_t, d.weight_ih, d.C, d.H, passes, j0, units, acc);
+  if (d.h0_t != nullptr) side_lanes<G>(d.h0_t, d.weight_hh, d.H, d.H, passes, j0, units, acc);
+  // acc holds [unit][row] per gate and 16 rows; pre wants [row][unit]: 16 × 16 transposes.
+  for (int64_t pass = 0; pass < passes; ++pass) {
+    for (int g = 0; g < G; ++g) {
+      for (int v = 0; v < 2; ++v) {
+        __m512i unit_rows[16];
+        for (int u = 0; u < 16; ++u) unit_rows[u] = _mm512_castps_si512(acc[pass][u / 2][u % 2][g][v]);
+        float* out = pre + ((pass * kLaneRows + 16 * v) * G + g) * kUnitBlock;
+        transpose_16x16_words(unit_rows, reinterpret_cast<uint32_t*>(out), G * kUnitBlock);
+      }
+    }
+  }
+}
 #endif
 
 // The cell of `units` units of one row from their pre-activations (without bias; gate g at g·kUnitBlock).
@@ -223,12 +362,28 @@ void for_unit_blocks(int64_t H, int64_t multiply_adds_per_unit, const Block& blo
   });
 }
 
+#if FL_HAVE_X86_TILES
+// The batch-lanes operands of a cell step: x and h0 transposed into one scratch tensor (kept in `scratch`).
+CellLanes transposed_operands(const float* input, const float* h0, int64_t B, int64_t C, int64_t H,
+                              const float* weight_ih, const float* weight_hh, at::Tensor& scratch) {
+  const int64_t padded_batch = at::divup(B, kLaneRows) * kLaneRows;
+  const int64_t input_k = input ? at::divup(C, int64_t(16)) * 16 : 0;
+  const int64_t hidden_k = h0 ? at::divup(H, int64_t(16)) * 16 : 0;
+  scratch = reusable_empty(input_k + hidden_k, padded_batch, at::TensorOptions().dtype(at::kFloat));
+  float* base = scratch.data_ptr<float>();
+  if (input) transpose_rows(input, B, C, base);
+  if (h0) transpose_rows(h0, B, H, base + input_k * padded_batch);
+  return {C, H, input ? base : nullptr, h0 ? base + input_k * padded_batch : nullptr, weight_ih, weight_hh};
+}
+#endif
+
 }  // namespace
 
 bool cell_forward_supported(int64_t batch, int64_t input_size, int64_t hidden, at::ScalarType dtype) {
   (void)input_size;
-  return dtype == at::kFloat && batch >= 1 && batch <= kMaxCellRows && hidden >= 1 &&
-         options::cpu_isa() != Isa::kNone;
+  const Isa isa = options::cpu_isa();
+  return dtype == at::kFloat && batch >= 1 && batch <= (isa >= Isa::kAvx512 ? kMaxCellRows : kMaxDotRows) &&
+         hidden >= 1 && isa != Isa::kNone;
 }
 
 void lstm_cell_forward(const LstmCellForwardParams& p, at::ScalarType dtype) {
@@ -244,9 +399,17 @@ void lstm_cell_forward(const LstmCellForwardParams& p, at::ScalarType dtype) {
   auto* c1 = static_cast<float*>(p.c1);
   auto* h1 = static_cast<float*>(p.h1);
   auto* gates = static_cast<float*>(p.gates);
+  at::Tensor scratch;
+  const CellLanes lanes = B > kMaxDotRows ? transposed_operands(dots.input, dots.h0, B, C, H, dots.weight_ih,
+                                                                dots.weight_hh, scratch)
+                                          : CellLanes{};
   for_unit_blocks(H, 4 * B * (C + H), [&](int64_t j0, int64_t units) {
     float pre[kMaxCellRows * 4 * kUnitBlock];
-    block_dots<4>(isa, dots, B, j0, units, pre);
+    if (B > kMaxDotRows) {
+      block_lanes<4>(lanes, B, j0, units, pre);
+    } else {
+      block_dots<4>(isa, dots, B, j0, units, pre);
+    }
     for (int64_t row = 0; row < B; ++row) {
       lstm_units(H, units, pre + row * 4 * kUnitBlock, bias_ih + j0, bias_hh + j0, c0 + row * H + j0,
                  c1 + row * H + j0, h1 + row * H + j0, gates ? gates + row * 4 * H + j0 : nullptr);
@@ -271,10 +434,23 @@ void gru_cell_forward(const GruCellForwardParams& p, at::ScalarType dtype) {
   auto* h1 = static_cast<float*>(p.h1);
   auto* gates = static_cast<float*>(p.gates);
   auto* candidate = static_cast<float*>(p.candidate_hidden);
+  at::Tensor scratch;
+  CellLanes input_lanes{}, hidden_lanes{};
+  if (B > kMaxDotRows) {
+    input_lanes = hidden_lanes = transposed_operands(input_dots.input, hidden_dots.h0, B, C, H,
+                                                     input_dots.weight_ih, hidden_dots.weight_hh, scratch);
+    input_lanes.h0_t = nullptr;
+    hidden_lanes.input_t = nullptr;
+  }
   for_unit_blocks(H, 3 * B * (C + H), [&](int64_t j0, int64_t units) {
     float pre_input[kMaxCellRows * 3 * kUnitBlock], pre_hidden[kMaxCellRows * 3 * kUnitBlock];
-    block_dots<3>(isa, input_dots, B, j0, units, pre_input);
-    block_dots<3>(isa, hidden_dots, B, j0, units, pre_hidden);
+    if (B > kMaxDotRows) {
+      block_lanes<3>(input_lanes, B, j0, units, pre_input);
+      block_lanes<3>(hidden_lanes, B, j0, units, pre_hidden);
+    } else {
+      block_dots<3>(isa, input_dots, B, j0, units, pre_input);
+      block_dots<3>(isa, hidden_dots, B, j0, units, pre_hidden);
+    }
     for (int64_t row = 0; row < B; ++row) {
       gru_units(H, units, pre_input + row * 3 * kUnitBlock, pre_hidden + row * 3 * kUnitBlock, bias_ih + j0,
                 bias_hh + j0, h0 + row * H + j0, h1 + row * H + j0, gates ? gates + row * 3 * H + j0 : nullptr,

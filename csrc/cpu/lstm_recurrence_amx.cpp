@@ -25,6 +25,7 @@
 #include "isa.h"
 #include "lstm_recurrence_amx.h"
 #include "parallel.h"
+#include "transpose_avx512.h"
 #include "vector_math_avx512.h"
 
 #if FL_HAVE_X86_TILES
@@ -46,33 +47,6 @@ constexpr int64_t kProjectedRows = 256;  // rows of x (all steps together) proje
 int64_t round_up(int64_t value, int64_t multiple) { return (value + multiple - 1) / multiple * multiple; }
 
 #if FL_HAVE_X86_TILES
-// The transpose of a 16 × 16 matrix of 32-bit words, rows in `rows`, written row by row to `out`: unpacks of
-// words, then of word pairs, within 128-bit lanes, then two rounds of lane shuffles.
-FL_AMX void transpose_16x16_words(const __m512i (&rows)[16], uint32_t* out) {
-  __m512i words[16], pairs[16];
-  for (int i = 0; i < 8; ++i) {
-    words[2 * i] = _mm512_unpacklo_epi32(rows[2 * i], rows[2 * i + 1]);
-    words[2 * i + 1] = _mm512_unpackhi_epi32(rows[2 * i], rows[2 * i + 1]);
-  }
-  // pairs[4i + j], 128-bit lane L: column 4L + j of rows 4i .. 4i + 3.
-  for (int i = 0; i < 4; ++i) {
-    pairs[4 * i] = _mm512_unpacklo_epi64(words[4 * i], words[4 * i + 2]);
-    pairs[4 * i + 1] = _mm512_unpackhi_epi64(words[4 * i], words[4 * i + 2]);
-    pairs[4 * i + 2] = _mm512_unpacklo_epi64(words[4 * i + 1], words[4 * i + 3]);
-    pairs[4 * i + 3] = _mm512_unpackhi_epi64(words[4 * i + 1], words[4 * i + 3]);
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512i low01 = _mm512_shuffle_i32x4(pairs[j], pairs[4 + j], 0x44);    // lanes 0, 1 of each
-    const __m512i high01 = _mm512_shuffle_i32x4(pairs[j], pairs[4 + j], 0xEE);   // lanes 2, 3
-    const __m512i low23 = _mm512_shuffle_i32x4(pairs[8 + j], pairs[12 + j], 0x44);
-    const __m512i high23 = _mm512_shuffle_i32x4(pairs[8 + j], pairs[12 + j], 0xEE);
-    _mm512_storeu_si512(out + (0 + j) * 16, _mm512_shuffle_i32x4(low01, low23, 0x88));
-    _mm512_storeu_si512(out + (4 + j) * 16, _mm512_shuffle_i32x4(low01, low23, 0xDD));
-    _mm512_storeu_si512(out + (8 + j) * 16, _mm512_shuffle_i32x4(high01, high23, 0x88));
-    _mm512_storeu_si512(out + (12 + j) * 16, _mm512_shuffle_i32x4(high01, high23, 0xDD));
-  }
-}
-
 // B tiles of a weight W [4H, K]: for unit block u, K chunk c and gate g, the tile at ((u·chunks + c)·4 + g)
 // holds tile[p][2n + q] = W[g·H + 16u + n][32c + 2p + q] (zero past H and K): the 16 rows' chunks, each 16
 // words of two bfloat16, transposed. pack_vnni_block writes every element of the tiles of block u (so the buffer,
@@ -90,7 +64,7 @@ FL_AMX void pack_vnni_block(const bf16* weight, int64_t H, int64_t K, int64_t u,
                            : _mm512_setzero_si512();
       }
       bf16* tile = packed + ((u * chunks + c) * 4 + g) * kTileElements;
-      transpose_16x16_words(rows, reinterpret_cast<uint32_t*>(tile));
+      transpose_16x16_words(rows, reinterpret_cast<uint32_t*>(tile), 16);
     }
   }
 }
