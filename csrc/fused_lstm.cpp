@@ -6,6 +6,7 @@
 
 #include <initializer_list>
 
+#include "cell_autograd.h"
 #include "checks.h"
 #include "gemm.h"
 #include "cpu/cell_cpu.h"
@@ -15,11 +16,9 @@
 #include "op_schemas.h"
 #include "options.h"
 
-// Importing fused_lstm._C loads this library, which registers the ops; the module itself is empty.
-extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
+// Importing fused_lstm._C loads this library, which registers the ops; the module itself holds the cells' eager
+// autograd (cell_autograd.h).
+PYBIND11_MODULE(_C, module) { fused_lstm::bind_cell_autograd(module); }
 
 namespace fused_lstm {
 namespace {

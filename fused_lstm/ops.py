@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _C  # noqa: F401  (loading the library registers torch.ops.fused_lstm.*)
+from . import _C  # loading the library registers torch.ops.fused_lstm.*; it holds the cells' C++ autograd
 from . import onnx_export, reference
 
 OPS = torch.ops.fused_lstm
@@ -300,7 +300,13 @@ def _backward(spec, ctx, *grads):
     if not values["save_for_backward"]:
         raise RuntimeError("fused_lstm: the forward op was called with save_for_backward=False, so it saved nothing "
                            "to differentiate; call it with save_for_backward=True")
-    needed = dict(zip(spec.arguments, ctx.needs_input_grad))
+    return _backward_from_values(spec, ctx.tensor_names, ctx.plain_values, values, ctx.needs_input_grad, grads)
+
+
+def _backward_from_values(spec, tensor_names, plain_values, values, needs_input_grad, grads):
+    """The backward of `spec`'s op from its saved values (by name: the tensors named by tensor_names, then the
+    plain values), which arguments need gradients, and the gradients of its outputs."""
+    needed = dict(zip(spec.arguments, needs_input_grad))
     # The first outputs' shapes: output/h1 like their row source, states like theirs.
     cotangents = tuple(_zeros_if_none(grad, values[_COTANGENT_LIKE[name]] if name in _COTANGENT_LIKE else values[name])
                        for grad, name in zip(grads, spec.outputs))
@@ -309,8 +315,8 @@ def _backward(spec, ctx, *grads):
     if torch.is_grad_enabled():
         # The gradient must itself be differentiable (create_graph=True, torch.func): every tensor goes in as an
         # argument of its own, so that autograd and functorch see it.
-        static = _BackwardStatic(tuple(ctx.tensor_names), ctx.plain_values, input_needed, weights_needed)
-        grads = _BACKWARD_FUNCTIONS[spec.op].apply(static, *cotangents, *(values[name] for name in ctx.tensor_names))
+        static = _BackwardStatic(tuple(tensor_names), plain_values, input_needed, weights_needed)
+        grads = _BACKWARD_FUNCTIONS[spec.op].apply(static, *cotangents, *(values[name] for name in tensor_names))
         grads_by_name = dict(zip(spec.differentiable, grads))
     else:
         grads_by_name = spec.backward(values, cotangents, input_needed, weights_needed)
@@ -451,10 +457,30 @@ for _name, _spec in _SPECS.items():
                                     setup_context=functools.partial(_setup_context, _spec))
 
 
+# The cell ops' eager autograd in C++ (csrc/cell_autograd.h): the arguments but save_for_backward.
+_CELL_AUTOGRAD = {"lstm_cell_forward": _C.lstm_cell_autograd, "gru_cell_forward": _C.gru_cell_autograd}
+# What the C++ autograd saves, in order: the tensor arguments, then the outputs, as _setup_context names them.
+_CELL_SAVED_NAMES = {name: [argument.name for argument in getattr(OPS, name).default._schema.arguments
+                            if argument.name != "save_for_backward"] + list(_SPECS[name].outputs[:1])
+                     + list(_SPECS[name].saved_outputs) for name in _CELL_AUTOGRAD}
+
+
+def _differentiable_backward(name, saved, needed, grads):
+    """The C++ autograd's backward when it must itself be differentiable (create_graph=True): the ops' own."""
+    spec = _SPECS[name]
+    plain_values = {"save_for_backward": True}
+    values = {**dict(zip(_CELL_SAVED_NAMES[name], saved)), **plain_values}
+    return _backward_from_values(spec, _CELL_SAVED_NAMES[name], plain_values, values, (*needed, False), grads)
+
+
+_C.set_differentiable_backward(_differentiable_backward)
+
+
 def _call(name, *args):
     """The forward op with autograd: under torch.func transforms its autograd.Function; traced or compiled, the op
     itself (its registered autograd is what a graph records); in eager calls, below autograd when nothing is
-    differentiated (the last argument, save_for_backward, is False), else its eager autograd.Function."""
+    differentiated (the last argument, save_for_backward, is False), else the cells' C++ autograd or the layers'
+    eager autograd.Function."""
     if _functorch_form():
         return _FORWARD_FUNCTIONS[name].apply(*args)
     op = getattr(OPS, name)
@@ -463,6 +489,8 @@ def _call(name, *args):
     if not args[-1]:
         with torch._C._AutoDispatchBelowAutograd():
             return op(*args)
+    if name in _CELL_AUTOGRAD:
+        return _CELL_AUTOGRAD[name](*args[:-1])
     return _EAGER_FUNCTIONS[name].apply(*args)
 
 
