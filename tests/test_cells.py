@@ -195,3 +195,58 @@ def test_eager_cell_autograd_runs_in_cpp_and_differentiates_twice_through_the_re
     expected_second = torch.autograd.grad(sum((g ** 2).sum() for g in expected_first), leaves)
     for actual, expected in zip((*first, *second), (*expected_first, *expected_second)):
         assert_close(actual, expected, scale=SUMMATION_ORDER_SCALE)
+
+
+class _Doubled(torch.nn.Module):
+    """A parametrization: the weight the cell sees is twice the stored one."""
+
+    def forward(self, weight):
+        return 2 * weight
+
+
+def _optimizer_step(cell, x):
+    output = cell(x)
+    (output[0] if isinstance(output, tuple) else output).square().sum().backward()
+    torch.optim.SGD(cell.parameters(), lr=0.5).step()
+
+
+def _parametrized_then_edited(cell, x):
+    torch.nn.utils.parametrize.register_parametrization(cell, "weight_hh", _Doubled())
+    cell(x)
+    with torch.no_grad():
+        cell.parametrizations.weight_hh.original.mul_(-1)
+
+
+# Each kind of weight change a cell may see between two calls.
+WEIGHT_CHANGES = {
+    "optimizer step": _optimizer_step,
+    "load_state_dict": lambda cell, x: cell.load_state_dict(type(cell)(cell.input_size, cell.hidden_size).state_dict()),
+    "in-place edit": lambda cell, x: torch.no_grad()(lambda: cell.weight_ih.mul_(-0.5))(),
+    "new Parameter": lambda cell, x: setattr(cell, "weight_hh", torch.nn.Parameter(torch.randn_like(cell.weight_hh))),
+    "to float64 and back with an edit between": lambda cell, x: (cell.double(), cell(x.double()),
+                                                                 torch.no_grad()(lambda: cell.bias_ih.add_(1))(),
+                                                                 cell.float()),
+    "parametrization, then its original edited": _parametrized_then_edited,
+}
+
+
+@pytest.mark.parametrize("cell_name", ["LSTMCell", "GRUCell"])
+@pytest.mark.parametrize("batch", [1, 8, 64], ids=lambda b: f"B{b}")
+def test_cells_follow_every_kind_of_weight_change_between_calls(cell_name, batch):
+    """Nothing derived from the weights outlives a call (the fused cell reads them as they are in both its forms;
+    no packed copy is kept): after each kind of weight change, in sequence, the next call equals nn's cell given
+    the weights the fused cell now sees."""
+    torch.manual_seed(0)
+    cell = getattr(fused_lstm, cell_name)(12, 20)
+    x = torch.randn(batch, 12)
+    for change in WEIGHT_CHANGES.values():
+        cell(x)  # a call with the weights as they were
+        change(cell, x)
+        reference = getattr(torch.nn, cell_name)(12, 20)
+        with torch.no_grad():
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(reference, name).copy_(getattr(cell, name))
+            actual, expected = cell(x), reference(x)
+        for a, e in zip(actual if isinstance(actual, tuple) else (actual,),
+                        expected if isinstance(expected, tuple) else (expected,)):
+            assert_close(a, e, scale=SUMMATION_ORDER_SCALE)
