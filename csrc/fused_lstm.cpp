@@ -6,7 +6,7 @@
 
 #include <initializer_list>
 
-#include "cell_autograd.h"
+#include "eager_autograd.h"
 #include "checks.h"
 #include "gemm.h"
 #include "cpu/cell_cpu.h"
@@ -17,8 +17,8 @@
 #include "options.h"
 
 // Importing fused_lstm._C loads this library, which registers the ops; the module itself holds the cells' eager
-// autograd (cell_autograd.h).
-PYBIND11_MODULE(_C, module) { fused_lstm::bind_cell_autograd(module); }
+// autograd (eager_autograd.h).
+PYBIND11_MODULE(_C, module) { fused_lstm::bind_eager_autograd(module); }
 
 namespace fused_lstm {
 namespace {

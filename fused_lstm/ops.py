@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import _C  # loading the library registers torch.ops.fused_lstm.*; it holds the cells' C++ autograd
+from . import _C  # loading the library registers torch.ops.fused_lstm.*; it holds the ops' eager autograd
 from . import onnx_export, reference
 
 OPS = torch.ops.fused_lstm
@@ -434,43 +434,33 @@ def _forward_function(spec):
         "backward": staticmethod(lambda ctx, *grads: _backward(spec, ctx, *grads)), "jvp": staticmethod(jvp)})
 
 
-def _eager_function(spec):
-    """The forward op's autograd as a plain autograd.Function for eager calls: the same set-up and backward as the
-    op's registered autograd, without torch.library's per-call argument handling around them (an LSTMCell call
-    with autograd spent more there than in its kernel)."""
-
-    def forward(ctx, *args):
-        with torch._C._AutoDispatchBelowAutograd():
-            output = getattr(OPS, spec.op)(*args)
-        _setup_context(spec, ctx, args, output)
-        return output
-
-    return type(f"{spec.op}_eager_function", (torch.autograd.Function,), {
-        "forward": staticmethod(forward), "backward": staticmethod(lambda ctx, *grads: _backward(spec, ctx, *grads))})
-
-
 _BACKWARD_FUNCTIONS = {name: _backward_function(spec) for name, spec in _SPECS.items()}
 _FORWARD_FUNCTIONS = {name: _forward_function(spec) for name, spec in _SPECS.items()}
-_EAGER_FUNCTIONS = {name: _eager_function(spec) for name, spec in _SPECS.items()}
 for _name, _spec in _SPECS.items():
     torch.library.register_autograd(f"fused_lstm::{_name}", functools.partial(_backward, _spec),
                                     setup_context=functools.partial(_setup_context, _spec))
 
 
-# The cell ops' eager autograd in C++ (csrc/cell_autograd.h): the arguments but save_for_backward.
-_CELL_AUTOGRAD = {"lstm_cell_forward": _C.lstm_cell_autograd, "gru_cell_forward": _C.gru_cell_autograd}
-# What the C++ autograd saves, in order: the tensor arguments, then the outputs, as _setup_context names them.
-_CELL_SAVED_NAMES = {name: [argument.name for argument in getattr(OPS, name).default._schema.arguments
-                            if argument.name != "save_for_backward"] + list(_SPECS[name].outputs[:1])
-                     + list(_SPECS[name].saved_outputs) for name in _CELL_AUTOGRAD}
+# The ops' eager autograd in C++ (csrc/eager_autograd.h): the arguments but save_for_backward.
+_EAGER_AUTOGRAD = {name: getattr(_C, f"{name}_autograd") for name in _SPECS}
+# The tensor arguments of each op (what the C++ autograd gives needs_input_grad of), and what it saves, in order:
+# those, then the outputs, as _setup_context names them.
+_TENSOR_ARGUMENTS = {name: [argument.name for argument in getattr(OPS, name).default._schema.arguments
+                            if argument.type.isSubtypeOf(torch._C.OptionalType.ofTensor())] for name in _SPECS}
+_SAVED_NAMES = {name: _TENSOR_ARGUMENTS[name] + list(spec.outputs[:1]) + list(spec.saved_outputs)
+                for name, spec in _SPECS.items()}
 
 
-def _differentiable_backward(name, saved, needed, grads):
+def _differentiable_backward(name, saved, needed, grads, reverse):
     """The C++ autograd's backward when it must itself be differentiable (create_graph=True): the ops' own."""
     spec = _SPECS[name]
-    plain_values = {"save_for_backward": True}
-    values = {**dict(zip(_CELL_SAVED_NAMES[name], saved)), **plain_values}
-    return _backward_from_values(spec, _CELL_SAVED_NAMES[name], plain_values, values, (*needed, False), grads)
+    plain_values = {"save_for_backward": True, **({"reverse": reverse} if "reverse" in spec.arguments else {})}
+    values = {**dict(zip(_SAVED_NAMES[name], saved)), **plain_values}
+    needed_by_name = dict(zip(_TENSOR_ARGUMENTS[name], needed))
+    needs_input_grad = [needed_by_name.get(argument, False) for argument in spec.arguments]
+    grads_by_argument = dict(zip(spec.arguments, _backward_from_values(spec, _SAVED_NAMES[name], plain_values, values,
+                                                                       needs_input_grad, grads)))
+    return [grads_by_argument[argument] for argument in _TENSOR_ARGUMENTS[name]]
 
 
 _C.set_differentiable_backward(_differentiable_backward)
@@ -479,8 +469,7 @@ _C.set_differentiable_backward(_differentiable_backward)
 def _call(name, *args):
     """The forward op with autograd: under torch.func transforms its autograd.Function; traced or compiled, the op
     itself (its registered autograd is what a graph records); in eager calls, below autograd when nothing is
-    differentiated (the last argument, save_for_backward, is False), else the cells' C++ autograd or the layers'
-    eager autograd.Function."""
+    differentiated (the last argument, save_for_backward, is False), else its C++ eager autograd."""
     if _functorch_form():
         return _FORWARD_FUNCTIONS[name].apply(*args)
     op = getattr(OPS, name)
@@ -489,9 +478,7 @@ def _call(name, *args):
     if not args[-1]:
         with torch._C._AutoDispatchBelowAutograd():
             return op(*args)
-    if name in _CELL_AUTOGRAD:
-        return _CELL_AUTOGRAD[name](*args[:-1])
-    return _EAGER_FUNCTIONS[name].apply(*args)
+    return _EAGER_AUTOGRAD[name](*args[:-1])
 
 
 # ---------------------------------------------------------------------------------------------------

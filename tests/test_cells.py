@@ -128,55 +128,6 @@ def test_one_step_layers_match_nn(module_class, torch_class, batch):
         assert_close(actual, expected, scale=SUMMATION_ORDER_SCALE)
 
 
-# Which arguments need gradients, for the eager autograd's tests: every subset a caller makes (data input,
-# frozen weights, a state from outside, everything).
-NEEDS_GRAD = {"everything": None, "weights only": ("weight_ih", "weight_hh", "bias_ih", "bias_hh"),
-              "states only": ("h0", "c0"), "input and weight_hh": ("input", "weight_hh"), "biases only": ("bias_ih",
-                                                                                                         "bias_hh")}
-
-
-def eager_cell_gradients(kind, sample, wanted, through_python):
-    """h1 (and c1) of the eager differentiable cell on the sample, with `wanted` arguments (all if None) needing
-    gradients, and those gradients of Σ h1² + Σ c1³ (None where not wanted); through_python: the ops' Python
-    autograd.Function instead of the C++ autograd that eager calls take."""
-    leaves = {name: value.detach().requires_grad_(wanted is None or name in wanted)
-              for name, value in sample.items() if value is not None}
-    arguments = {**sample, **leaves}
-    if through_python:
-        name = f"{kind}_cell_forward"
-        outputs = fused_lstm.ops._EAGER_FUNCTIONS[name].apply(*samples.in_schema_order(
-            getattr(OPS, name).default, dict(arguments, save_for_backward=True)))[:2 if kind == "lstm" else 1]
-    else:
-        outputs = getattr(fused_lstm.ops, f"{kind}_cell")(**arguments)
-        outputs = outputs if kind == "lstm" else (outputs,)
-    loss = (outputs[0] ** 2).sum() + (outputs[1] ** 3).sum() if kind == "lstm" else (outputs[0] ** 2).sum()
-    needing = [name for name, leaf in leaves.items() if leaf.requires_grad]
-    grads = dict(zip(needing, torch.autograd.grad(loss, [leaves[name] for name in needing]))) if needing else {}
-    return outputs, {name: grads.get(name) for name in leaves}
-
-
-@pytest.mark.parametrize("kind", ["lstm", "gru"])
-@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
-@pytest.mark.parametrize("needs_grad", list(NEEDS_GRAD), ids=lambda s: s.replace(" ", "_"))
-def test_eager_cell_autograd_in_cpp_matches_the_ops_python_autograd(kind, bias, needs_grad):
-    """An eager call of a cell with gradients runs the C++ autograd (csrc/cell_autograd.cpp): the same outputs,
-    and the same gradients (bitwise: the same ops in the same order) for every subset of arguments that need
-    them, None for the rest, as the ops' Python autograd."""
-    sample = samples.cell_sample(kind, 3, 5, 6, bias=bias, dtype=torch.float64)
-    wanted = NEEDS_GRAD[needs_grad]
-    if not bias and wanted is not None and not set(wanted) - {"bias_ih", "bias_hh"}:
-        pytest.skip("no argument needs a gradient")
-    outputs, grads = eager_cell_gradients(kind, sample, wanted, through_python=False)
-    assert "CellFunction" in outputs[0].grad_fn.name()
-    expected_outputs, expected_grads = eager_cell_gradients(kind, sample, wanted, through_python=True)
-    for actual, expected in zip(outputs, expected_outputs):
-        assert torch.equal(actual, expected)
-    for name, expected in expected_grads.items():
-        assert (grads[name] is None) == (expected is None), name
-        if expected is not None:
-            assert torch.equal(grads[name], expected), name
-
-
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_eager_cell_autograd_runs_in_cpp_and_differentiates_twice_through_the_reference(kind):
     """The eager cell's backward node is the C++ one; with create_graph=True its gradient is itself
@@ -184,7 +135,7 @@ def test_eager_cell_autograd_runs_in_cpp_and_differentiates_twice_through_the_re
     sample = samples.cell_sample(kind, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     outputs = getattr(fused_lstm.ops, f"{kind}_cell")(**sample)
     h1 = outputs[0] if kind == "lstm" else outputs
-    assert "CellFunction" in h1.grad_fn.name()
+    assert "OpAutograd" in h1.grad_fn.name()
     leaves = [value for value in sample.values() if value is not None]
     first = torch.autograd.grad((h1 ** 2).sum(), leaves, create_graph=True)
     second = torch.autograd.grad(sum((g ** 2).sum() for g in first), leaves)

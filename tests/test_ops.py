@@ -1,4 +1,5 @@
-"""The raw ops: float64 gradcheck and gradgradcheck, opcheck on every sample, torch.compile."""
+"""The raw ops: float64 gradcheck and gradgradcheck, opcheck on every sample, torch.compile, and the eager calls'
+C++ autograd against the ops' Python autograd."""
 
 import pytest
 import torch
@@ -181,3 +182,67 @@ def test_the_cpu_never_takes_the_persistent_kernel():
         forward, _ = torch.ops.fused_lstm.layer_paths("lstm_layer", sample["input"], sample["batch_sizes"],
                                                       sample["h0"], sample["weight_ih"], sample["weight_hh"], None)
     assert "persistent" not in forward
+
+
+# The samples of each forward op for the eager autograd's test: (op, arguments but save_for_backward).
+EAGER_SAMPLES = {
+    "LSTM layer": ("lstm_layer_forward", lambda: dict(samples.lstm_layer_sample(batch_sizes=(3, 3, 2, 1), input_size=4,
+                                                                                hidden=5, dtype=F64), reverse=False)),
+    "LSTM layer, projected, no bias, reversed": (
+        "lstm_layer_forward", lambda: dict(samples.lstm_layer_sample(batch_sizes=(4, 2, 1), input_size=3, hidden=5,
+                                                                     proj=2, bias=False, dtype=F64), reverse=True)),
+    "GRU layer": ("gru_layer_forward", lambda: dict(samples.gru_layer_sample(batch_sizes=(3, 2, 2), input_size=4,
+                                                                             hidden=5, dtype=F64), reverse=False)),
+    "GRU layer, no bias, reversed": ("gru_layer_forward", lambda: dict(
+        samples.gru_layer_sample(batch_sizes=(2, 2, 1), input_size=3, hidden=4, bias=False, dtype=F64), reverse=True)),
+    "LSTM cell": ("lstm_cell_forward", lambda: samples.cell_sample("lstm", 3, 5, 6, dtype=F64)),
+    "LSTM cell, no bias": ("lstm_cell_forward", lambda: samples.cell_sample("lstm", 2, 4, 3, bias=False, dtype=F64)),
+    "GRU cell": ("gru_cell_forward", lambda: samples.cell_sample("gru", 3, 5, 6, dtype=F64)),
+    "GRU cell, no bias": ("gru_cell_forward", lambda: samples.cell_sample("gru", 2, 4, 3, bias=False, dtype=F64)),
+}
+# Which arguments need gradients: every subset a caller makes (data input, frozen weights, a state from outside,
+# everything, only the biases).
+NEEDS_GRAD = {"everything": None, "weights only": ("weight_ih", "weight_hh", "bias", "weight_hr", "bias_ih", "bias_hh"),
+              "states only": ("h0", "c0"), "input and weight_hh": ("input", "weight_hh"),
+              "biases only": ("bias", "bias_ih", "bias_hh")}
+
+
+def eager_gradients(name, sample, wanted, through_python):
+    """The differentiable outputs of op `name` on the sample, with `wanted` arguments (every floating-point one if
+    None) needing gradients, and those gradients of Σ output² + Σ (other outputs)³ (None where not wanted).
+    through_python: the ops' Python autograd.Function (torch.func's) instead of the C++ autograd of eager calls."""
+    spec = fused_lstm.ops._SPECS[name]
+    leaves = {key: value.detach().requires_grad_(wanted is None or key in wanted)
+              for key, value in sample.items() if torch.is_tensor(value) and value.is_floating_point()}
+    arguments = samples.in_schema_order(getattr(OPS, name).default, {**sample, **leaves, "save_for_backward": True})
+    if through_python:
+        outputs = fused_lstm.ops._FORWARD_FUNCTIONS[name].apply(*arguments)
+    else:
+        outputs = fused_lstm.ops._call(name, *arguments)
+    outputs = outputs[:len(spec.outputs)]
+    loss = (outputs[0] ** 2).sum() + sum((output ** 3).sum() for output in outputs[1:])
+    needing = [key for key, leaf in leaves.items() if leaf.requires_grad]
+    grads = dict(zip(needing, torch.autograd.grad(loss, [leaves[key] for key in needing]))) if needing else {}
+    return outputs, {key: grads.get(key) for key in leaves}
+
+
+@pytest.mark.parametrize("case", list(EAGER_SAMPLES), ids=lambda s: s.replace(" ", "_").replace(",", ""))
+@pytest.mark.parametrize("needs_grad", list(NEEDS_GRAD), ids=lambda s: s.replace(" ", "_"))
+def test_eager_autograd_in_cpp_matches_the_ops_python_autograd(case, needs_grad):
+    """An eager call of an op with gradients runs the C++ autograd (csrc/eager_autograd.cpp): the same outputs,
+    and the same gradients (bitwise: the same ops in the same order) for every subset of arguments that need
+    them, None for the rest, as the ops' Python autograd."""
+    name, make_sample = EAGER_SAMPLES[case]
+    sample = make_sample()
+    wanted = NEEDS_GRAD[needs_grad]
+    if wanted is not None and not any(sample.get(key) is not None for key in wanted):
+        pytest.skip("no argument of this sample needs a gradient")
+    outputs, grads = eager_gradients(name, sample, wanted, through_python=False)
+    assert "OpAutograd" in outputs[0].grad_fn.name()
+    expected_outputs, expected_grads = eager_gradients(name, sample, wanted, through_python=True)
+    for actual, expected in zip(outputs, expected_outputs):
+        assert torch.equal(actual, expected)
+    for key, expected in expected_grads.items():
+        assert (grads[key] is None) == (expected is None), key
+        if expected is not None:
+            assert torch.equal(grads[key], expected), key
