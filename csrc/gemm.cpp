@@ -2,6 +2,7 @@
 
 #include <ATen/Context.h>
 #include <ATen/EmptyTensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <deque>
@@ -14,7 +15,7 @@
 // Exported by libtorch_cpu (TORCH_API) but its header is not installed with the wheel:
 // result = beta·result + alpha·(mat1 · mat2), computed by a oneDNN matmul primitive. Declared weak so
 // that a torch build without it (or with another signature) still loads the extension: the symbol is
-// then null and every GEMM runs on ATen.
+// then null and every GEMM runs on ATen. Its precondition depends on the CPU: see onednn_matmul_usable.
 namespace at::native {
 TORCH_API void mkldnn_matmul(const at::Tensor& mat1, const at::Tensor& mat2, const at::Tensor& result, float beta,
                              float alpha) __attribute__((weak));
@@ -37,8 +38,7 @@ constexpr int64_t kOneDnnMinRows = 16;
 constexpr int64_t kOneDnnMinMultiplyAdds = int64_t(1) << 21;
 
 bool use_onednn(const at::Tensor& result, const at::Tensor& a, const at::Tensor& b) {
-  if (at::native::mkldnn_matmul == nullptr) return false;
-  if (!result.device().is_cpu() || result.scalar_type() != at::kFloat || !at::hasMKLDNN()) return false;
+  if (!result.device().is_cpu() || result.scalar_type() != at::kFloat || !onednn_matmul_usable()) return false;
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   if (m == 0 || k == 0 || n == 0) return false;
   if (!result.is_contiguous() || !has_unit_stride(a) || !has_unit_stride(b)) return false;
@@ -124,6 +124,19 @@ class ReusingCpuAllocator final : public c10::Allocator {
 };
 
 }  // namespace
+
+bool onednn_matmul_usable() {
+  static const bool usable = [] {
+    if (at::native::mkldnn_matmul == nullptr || !at::hasMKLDNN()) return false;
+    // torch's mkldnn_matmul takes float32 only where it could take bfloat16 (it checks mkldnn_bf16_device_check
+    // and raises otherwise: on x86, AVX-512 BW/VL/DQ or AVX-NE-CONVERT as oneDNN sees the CPU, so that
+    // ONEDNN_MAX_CPU_ISA=AVX2 turns it off on any CPU). torch registers that very check as an op; a torch
+    // without it gets no oneDNN GEMMs.
+    const auto check = c10::Dispatcher::singleton().findSchema({"mkldnn::_is_mkldnn_bf16_supported", ""});
+    return check.has_value() && check->typed<bool()>().call();
+  }();
+  return usable;
+}
 
 at::Tensor reusable_empty(int64_t rows, int64_t cols, const at::TensorOptions& options) {
   const int64_t bytes = rows * cols * static_cast<int64_t>(options.dtype().itemsize());

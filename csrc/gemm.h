@@ -4,12 +4,19 @@
 // 10-30% faster than MKL's sgemm once the inner and output dimensions reach 256, and slower for small
 // products, where creating its primitive costs more than the product itself.
 //
+// oneDNN's matmul is reached through a torch-internal entry point whose precondition depends on the CPU:
+// onednn_matmul_usable() checks it before any call, and without it every GEMM runs on ATen.
+//
 // The option cpu_gemm (options.h: aten, onednn, auto) overrides the choice, for benchmarking.
 #pragma once
 
 #include <ATen/ATen.h>
 
 namespace fused_lstm {
+
+// Whether float32 GEMMs can run on oneDNN's matmul in this process: this torch has the entry point and its
+// precondition holds on this CPU (AVX-512 BW/VL/DQ or AVX-NE-CONVERT, as oneDNN sees it). Asked once.
+bool onednn_matmul_usable();
 
 // result [M, N] = beta·result + a [M, K] · b [K, N]; beta is 0 or 1. With beta = 0 result's old
 // values are never read (it may be uninitialized).

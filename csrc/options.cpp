@@ -1,5 +1,7 @@
 #include "options.h"
 
+#include "gemm.h"
+
 #include <c10/util/Exception.h>
 
 #include <atomic>
@@ -49,6 +51,11 @@ int parse(const Switch& option, const std::string& value, const std::string& sou
     TORCH_CHECK(cpu::best_isa() >= wanted, "fused_lstm: ", source, "=", value,
                 " but this CPU does not have it (the best it has: ", cpu::isa_name(cpu::best_isa()), ")");
   }
+  if (&option == &cpu_gemm_switch && static_cast<CpuGemm>(parsed) == CpuGemm::kOneDnn) {
+    TORCH_CHECK(onednn_matmul_usable(), "fused_lstm: ", source, "=", value,
+                " but oneDNN's float32 matmul cannot run here: torch's mkldnn_matmul needs AVX-512 (BW, VL, DQ) or "
+                "AVX-NE-CONVERT as oneDNN sees the CPU (torch.ops.mkldnn._is_mkldnn_bf16_supported() is False)");
+  }
   return parsed;
 }
 
@@ -96,6 +103,8 @@ void define_ops(torch::Library& m) {
   m.def("get_option(str name) -> str", &get_option);
   // What cpu_isa=auto resolves to: the best instruction set this CPU has (cpu/isa.h).
   m.def("best_cpu_isa() -> str", &best_cpu_isa);
+  // Whether cpu_gemm=onednn can be set: oneDNN's float32 matmul can run on this CPU (gemm.h).
+  m.def("onednn_matmul_usable() -> bool", [] { return onednn_matmul_usable(); });
 }
 
 }  // namespace options

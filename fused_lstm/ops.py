@@ -610,6 +610,12 @@ def best_cpu_isa():
     return OPS.best_cpu_isa()
 
 
+def onednn_matmul_usable():
+    """Whether float32 GEMMs can run on oneDNN's matmul here (cpu_gemm="onednn" can be set; "auto" uses it for
+    large products): torch's entry point needs AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT as oneDNN sees the CPU."""
+    return OPS.onednn_matmul_usable()
+
+
 @contextlib.contextmanager
 def options(**values):
     """Sets options for the block, e.g. ``with fused_lstm.options(cpu_isa="avx2"): ...``, then restores them."""

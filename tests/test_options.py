@@ -23,7 +23,7 @@ def test_options_set_in_a_block_are_restored_after_it(name, value):
 
 def test_options_are_restored_when_the_block_raises():
     with pytest.raises(ZeroDivisionError):
-        with fused_lstm.options(cpu_gemm="onednn", cuda_persistent=True):
+        with fused_lstm.options(cpu_gemm="aten", cuda_persistent=True):
             1 / 0
     assert fused_lstm.get_option("cpu_gemm") == "auto" and fused_lstm.get_option("cuda_persistent") == "0"
 
@@ -57,10 +57,10 @@ ENVIRONMENT_CHILD = """
 
 
 def test_environment_variables_set_the_options_at_the_first_question():
-    result = run_python_child(ENVIRONMENT_CHILD, FUSED_LSTM_CPU_ISA="none", FUSED_LSTM_CPU_GEMM="onednn",
+    result = run_python_child(ENVIRONMENT_CHILD, FUSED_LSTM_CPU_ISA="none", FUSED_LSTM_CPU_GEMM="aten",
                               FUSED_LSTM_CUDA_PERSISTENT="1")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "cpu_isa none cpu_gemm onednn cuda_persistent 1" in result.stdout
+    assert "cpu_isa none cpu_gemm aten cuda_persistent 1" in result.stdout
     assert "path per step" in result.stdout
 
 
