@@ -114,6 +114,20 @@ def collect_results(candidate: Candidate, inputs: RecurrentInputs, run_result, m
     return outputs, grads
 
 
+# The correctness check's bound on max|Δ| / max|expected| against torch.nn, by dtype: far above the rounding of
+# two implementations that sum in different orders (float32 rows read 1e-6 to 1e-5), far below a wrong result
+# (order 1).
+RELATIVE_DIFFERENCE_BOUND = {"float64": 1e-9, "float32": 1e-3, "bfloat16": 1e-1, "float16": 2e-2}
+
+
+def relative_difference(tensors, expected_tensors):
+    """max|a - b| / max|b| over matching tensors (the largest expected magnitude, at least 1e-6); NaN where
+    max_abs_difference is."""
+    largest_expected = max((t.double().abs().max().item() for t in expected_tensors.values()
+                            if t is not None and t.numel()), default=0.0)
+    return max_abs_difference(tensors, expected_tensors) / max(largest_expected, 1e-6)
+
+
 def max_abs_difference(tensors, expected_tensors):
     """Largest |a - b| over matching tensors, in float64; NaN if any is missing or NaN."""
     if not expected_tensors:

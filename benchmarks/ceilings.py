@@ -3,7 +3,8 @@
     python -m benchmarks.ceilings [--device cpu|cuda] [--json FILE]
 
 CPU: arithmetic peaks of threads doing only multiply-adds on registers, with the widest instructions the CPU has
-(fused_lstm::cpu_peak_probe, compiled with the extension): float32 FMA; where present, bfloat16 dot products
+(fused_lstm::cpu_peak_probe, compiled with the extension): float32 FMA (on CPUs without FMA or AVX2, the baseline
+128-bit multiply and add); where present, bfloat16 dot products
 (AVX512-BF16), AMX bfloat16 tiles and float16 FMA (AVX512-FP16). The ceiling of a dtype is the highest rate
 the CPU has for its arithmetic (float32 FMA included: kernels compute in float32 where nothing is faster). No
 library GEMM reaches these; rates read against them stay at or below 100%.

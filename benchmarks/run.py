@@ -25,7 +25,8 @@ import torch
 
 from . import cases as case_sets
 from .candidates import (BASELINE, CANDIDATE_NAMES, MODULE_NAMES, REFERENCE, build_candidates, clear_grads,
-                         collect_results, make_inputs, max_abs_difference, reference_skip_reason, run_once)
+                         collect_results, make_inputs, max_abs_difference, reference_skip_reason, run_once,
+                         RELATIVE_DIFFERENCE_BOUND, relative_difference)
 from . import ceilings as machine_ceilings
 from .measure import PeakMemoryProbe, describe_machine, time_call_ms
 from .report import (ProgressBar, ResultRow, fill_speedups, format_terminal_table, plot_speedup, write_csv,
@@ -190,6 +191,13 @@ def benchmark_case(case, mode, args, memory_probe):
             if name != BASELINE:
                 rows[name].max_abs_diff_output = max_abs_difference(outputs, expected_outputs)
                 rows[name].max_abs_diff_grad = max_abs_difference(grads, expected_grads)
+                # The correctness check: a result too far from torch.nn's fails the row, and the run.
+                bound = RELATIVE_DIFFERENCE_BOUND[case.dtype]
+                for what, difference in (("outputs", relative_difference(outputs, expected_outputs)),
+                                         ("gradients", relative_difference(grads, expected_grads) if grads else 0.0)):
+                    if not difference <= bound:
+                        rows[name].status = (f"error: {what} differ from torch.nn's: max|Δ|/max|torch.nn| = "
+                                             f"{difference:.2g} > {bound:g}")
     del collected  # free the saved outputs and gradients before timing
 
     def timed_call(candidate):

@@ -85,6 +85,11 @@ BFLOAT16_CPU_LAYER_RELATIVE_ERROR = 6e-3
 # which our GEMMs run on, does not: float32 comparisons with nn.LSTM/nn.GRU on CUDA would measure TF32.
 torch.backends.cudnn.allow_tf32 = False
 
+# tests/test_cpu_matrix.py runs a slice of the suite under qemu-user's models of other CPUs, where oneDNN's JIT
+# kernels (nn.LSTM's and nn.GRU's CPU path) crash; there torch's modules run on ATen's own kernels instead.
+if os.environ.get("FUSED_LSTM_CPU_MATRIX"):
+    torch.backends.mkldnn.enabled = False
+
 # Every test that takes `device` runs on the CPU here and on CUDA where a GPU is present.
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                                  reason="needs a CUDA GPU"))]

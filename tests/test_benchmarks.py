@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks.run import main
-from conftest import DEVICES, HAS_AVX2, cpu_flags
+from conftest import DEVICES, cpu_flags
 
 # Plain, multi-layer bidirectional, and projected: every branch of the FLOP count and the plots.
 TINY_SIZES = "5x3x4x6x1,4x2x6x6x2xbi,3x2x4x8x1xp4"
@@ -81,7 +81,6 @@ def test_gru_benchmark_rejects_a_projection(tmp_path):
         main(["--cell", "gru", "--sizes", "3x2x4x8x1xp4", "--out", str(tmp_path)])
 
 
-@pytest.mark.skipif(not HAS_AVX2, reason="the float32 FMA probe needs AVX2+FMA or AVX-512")
 def test_cpu_ceilings_are_measured_with_the_probe_built_into_the_extension():
     from benchmarks.ceilings import CpuCeilings, cpu_probe_gflops
     rate = cpu_probe_gflops("float32_fma", threads=1, seconds=0.05)
@@ -138,3 +137,38 @@ def test_cells_mode_times_both_cells_against_torch_and_writes_the_table(tmp_path
     with open(tmp_path / "results.csv", newline="") as csv_file:
         assert len(list(csv.DictReader(csv_file))) == len(rows)
     assert "geometric mean" in cells.markdown(rows, ["header"])
+
+
+def test_a_result_far_from_torch_nn_fails_the_run(tmp_path, monkeypatch, capsys):
+    """The demo's correctness check can fail: fused_lstm's output off by 1% (far above float32 rounding) fails its
+    rows and the run's exit code, and the message says how far it was."""
+    import benchmarks.run
+
+    collect = benchmarks.run.collect_results
+
+    def collect_with_fused_output_off(candidate, inputs, run_result, mode):
+        outputs, grads = collect(candidate, inputs, run_result, mode)
+        if candidate.name == "fused_lstm":
+            outputs = dict(outputs, output=outputs["output"] * 1.01)
+        return outputs, grads
+
+    monkeypatch.setattr(benchmarks.run, "collect_results", collect_with_fused_output_off)
+    exit_code = main(["--device", "cpu", "--sizes", "5x3x4x6x1", "--repeats", "1", "--out", str(tmp_path)])
+    assert exit_code == 1
+    with open(tmp_path / "results.csv", newline="") as csv_file:
+        statuses = {(row["candidate"], row["mode"]): row["status"] for row in csv.DictReader(csv_file)}
+    for mode in ("inference", "training"):
+        assert statuses[("fused_lstm", mode)].startswith("error: outputs differ from torch.nn's"), statuses
+        assert statuses[("torch.nn", mode)] == "ok" and statuses[("reference", mode)] == "ok"
+    assert "FAILED: fused_lstm" in capsys.readouterr().err
+
+
+def test_the_demo_at_a_training_size_of_hidden_size_256_passes_its_correctness_check(tmp_path):
+    """One size of make demo's sweep, small in T: float32 training at H = 256 is where the library GEMMs of the
+    backward are large enough for the automatic GEMM choice (it raised on AVX2-only CPUs)."""
+    exit_code = main(["--device", "cpu", "--sizes", "4x16x256x256x1", "--repeats", "1", "--out", str(tmp_path)])
+    assert exit_code == 0
+    with open(tmp_path / "results.csv", newline="") as csv_file:
+        rows = list(csv.DictReader(csv_file))
+    assert {(row["candidate"], row["mode"]) for row in rows if row["status"] == "ok"} == {
+        (candidate, mode) for candidate in ("fused_lstm", "torch.nn", "reference") for mode in ("inference", "training")}

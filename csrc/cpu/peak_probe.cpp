@@ -15,10 +15,26 @@ namespace fused_lstm {
 namespace cpu {
 namespace {
 
-#if FL_HAVE_X86_TILES
 // 24 independent accumulators: enough to cover the FMA latency on every x86 core we know of.
 constexpr int kChains = 24;
 
+// Any CPU (x86-64 without AVX2, aarch64): 128-bit vectors of the baseline instruction set, a multiply and an add
+// (fused on aarch64, where GCC contracts them) per lane: 2 FLOPs a lane.
+float multiply_add_portable(int64_t rounds) {
+  typedef float Vector4 __attribute__((vector_size(16)));
+  Vector4 acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = Vector4{} + 0.001f * i;
+  const Vector4 scale = Vector4{} + 0.9999f, offset = Vector4{} + 0.0001f;
+  for (int64_t round = 0; round < rounds; ++round) {
+#pragma GCC unroll 24
+    for (int i = 0; i < kChains; ++i) acc[i] = acc[i] * scale + offset;
+  }
+  Vector4 sum = acc[0];
+  for (int i = 1; i < kChains; ++i) sum += acc[i];
+  return sum[0];
+}
+
+#if FL_HAVE_X86_TILES
 FL_AVX512 float fma_avx512(int64_t rounds) {
   __m512 acc[kChains];
   for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(0.001f * i);
@@ -112,10 +128,10 @@ double cpu_peak_probe(const std::string& kind, int64_t threads, int64_t rounds) 
               "fused_lstm.cpu_peak_probe: kind must be float32_fma, bfloat16_dot, bfloat16_amx or float16_fma, got '",
               kind, "'");
   TORCH_CHECK(threads >= 1 && rounds >= 1, "fused_lstm.cpu_peak_probe: threads and rounds must be positive");
-#if FL_HAVE_X86_TILES
-  const Isa isa = best_isa();
   float (*run)(int64_t) = nullptr;
   double flops_per_round = 0.0;
+#if FL_HAVE_X86_TILES
+  const Isa isa = best_isa();
   if (kind == "bfloat16_dot") {
     if (has_bf16_dot()) run = &bf16_dot_avx512, flops_per_round = kChains * 16 * 4.0;
   } else if (kind == "bfloat16_amx") {
@@ -127,6 +143,8 @@ double cpu_peak_probe(const std::string& kind, int64_t threads, int64_t rounds) 
   } else if (isa == Isa::kAvx2) {
     run = &fma_avx2, flops_per_round = kChains / 2 * 8 * 2.0;
   }
+#endif
+  if (run == nullptr && kind == "float32_fma") run = &multiply_add_portable, flops_per_round = kChains * 4 * 2.0;
   if (run == nullptr) return 0.0;
   std::vector<std::thread> workers;
   std::vector<float> sink(threads);
@@ -135,9 +153,6 @@ double cpu_peak_probe(const std::string& kind, int64_t threads, int64_t rounds) 
   volatile float keep = sink[0];
   (void)keep;
   return flops_per_round;
-#else
-  return 0.0;
-#endif
 }
 
 }  // namespace
