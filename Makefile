@@ -1,5 +1,6 @@
 # `make demo` and `make test` work on a fresh machine: they create .venv, install the requirements,
-# build the extension in place (CUDA kernels too when a CUDA toolkit is found), then run.
+# build the extension in place, then run. The demo builds what it runs (the CUDA kernels only where a GPU is);
+# the tests build everything: the CUDA kernels wherever a CUDA toolkit is found, and their host emulation.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,10 @@ OLDEST_TORCH := 2.11.0
 OLDEST_VENV := .venv-torch$(OLDEST_TORCH)
 OLDEST_TREE := build/torch-$(OLDEST_TORCH)
 
-.PHONY: venv build test test-torch-oldest demo experiments experiments-quick benchmark clean
+# What the tests build (setup.py's switches); FUSED_LSTM_CUDA=0 make test skips nvcc for a quick CPU rebuild.
+TEST_BUILD := FUSED_LSTM_CUDA=$${FUSED_LSTM_CUDA:-1} FUSED_LSTM_EMULATION=$${FUSED_LSTM_EMULATION:-1}
+
+.PHONY: venv build build-for-tests test test-torch-oldest demo experiments experiments-quick benchmark clean
 
 $(INSTALLED): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,12 +24,22 @@ $(INSTALLED): requirements.txt
 
 venv: $(INSTALLED)
 
-build: $(INSTALLED)
-	$(PY) setup.py build_ext --inplace > build.log 2>&1 || (tail -60 build.log; echo "build failed: see build.log"; exit 1)
+# $(call build_in_place,SWITCHES): setup.py build_ext --inplace with those switches, the log in build.log.
+define build_in_place
+	$(1) $(PY) setup.py build_ext --inplace > build.log 2>&1 || (tail -60 build.log; echo "build failed: see build.log"; exit 1)
 	@grep -E "fused_lstm build|CUDA kernels|TORCH_CUDA_ARCH_LIST|ptxas info *: Used|spill" build.log | grep -v " 0 bytes spill" | head -40 || true
+endef
 
-test: build
-	$(PY) -m pytest -q tests
+build: $(INSTALLED)
+	$(call build_in_place,)
+
+build-for-tests: $(INSTALLED)
+	$(call build_in_place,$(TEST_BUILD))
+
+# The tests' own tools: qemu-user (the CPU matrix) and an aarch64 cross compiler, installed where this user can.
+test: build-for-tests
+	scripts/install_test_tools.sh
+	$(TEST_BUILD) $(PY) -m pytest -q tests
 
 $(OLDEST_VENV)/.requirements-installed: requirements.txt
 	test -x $(OLDEST_VENV)/bin/python || $(PYTHON) -m venv $(OLDEST_VENV)
@@ -40,10 +54,10 @@ test-torch-oldest: $(OLDEST_VENV)/.requirements-installed
 	# A fresh copy each time (files renamed or removed here must not linger there); its build/ stays for speed.
 	find $(OLDEST_TREE) -mindepth 1 -maxdepth 1 ! -name build -exec rm -rf {} +
 	git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C $(OLDEST_TREE)
-	cd $(OLDEST_TREE) && $(CURDIR)/$(OLDEST_VENV)/bin/python setup.py build_ext --inplace > build.log 2>&1 || \
+	cd $(OLDEST_TREE) && $(TEST_BUILD) $(CURDIR)/$(OLDEST_VENV)/bin/python setup.py build_ext --inplace > build.log 2>&1 || \
 		(tail -60 build.log; echo "build against torch $(OLDEST_TORCH) failed: see $(OLDEST_TREE)/build.log"; exit 1)
 	@grep -E "CUDA kernels|emulated CUDA" $(OLDEST_TREE)/build.log
-	cd $(OLDEST_TREE) && $(CURDIR)/$(OLDEST_VENV)/bin/python -m pytest -q tests
+	cd $(OLDEST_TREE) && $(TEST_BUILD) $(CURDIR)/$(OLDEST_VENV)/bin/python -m pytest -q tests
 
 demo: build
 	$(PY) -m benchmarks.run --device cpu --quick

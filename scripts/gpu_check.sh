@@ -29,6 +29,7 @@ OUT=${1:?usage: scripts/gpu_check.sh OUT_DIR}
 PYTHON=${PYTHON:-python3}
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 export MAX_JOBS=${MAX_JOBS:-16}
+export FUSED_LSTM_CUDA=1  # the CUDA kernels, GPU or not (on a machine without one the build still runs)
 export FUSED_LSTM_EMULATION=0  # the host emulation is for machines without a GPU
 export PYTHONUNBUFFERED=1
 # The toolkit itself rather than a wrapper on PATH, when it is where CUDA installs it.

@@ -1,5 +1,6 @@
 """Installing into one's own environment: `pip install --no-build-isolation .` in a fresh virtual environment
-that already holds torch builds the extension and makes `import fused_lstm` work from any directory; plain
+that already holds torch builds the extension (not the test-only CUDA emulation) and makes `import fused_lstm` work
+from any directory; plain
 `pip install .` (build isolation, no torch) says what to do instead of failing obscurely; the CUDA toolkit is
 found when the nvcc on PATH is a wrapper outside it."""
 
@@ -61,13 +62,16 @@ def fresh_environment_with_torch(tmp_path):
 
 def test_pip_install_without_build_isolation_works_from_any_directory(tmp_path):
     python = fresh_environment_with_torch(tmp_path)
-    environment = dict(os.environ, FUSED_LSTM_CUDA="0", FUSED_LSTM_EMULATION="0", MAX_JOBS="2")
+    environment = {name: value for name, value in os.environ.items() if name != "FUSED_LSTM_EMULATION"}
+    environment.update(FUSED_LSTM_CUDA="0", MAX_JOBS="2")
     install = subprocess.run([python, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index",
                               REPOSITORY], capture_output=True, text=True, env=environment, timeout=900)
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     check = textwrap.dedent("""
         import torch, fused_lstm
         assert fused_lstm.__file__.startswith(sys.prefix), fused_lstm.__file__  # the installed copy
+        import importlib.util
+        assert importlib.util.find_spec("fused_lstm._emulated_cuda") is None  # a test library, not installed
         lstm = fused_lstm.LSTM(3, 4)
         reference = torch.nn.LSTM(3, 4)
         lstm.load_state_dict(reference.state_dict())
