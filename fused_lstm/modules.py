@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import onnx_export, stack
+from . import onnx_export, ops, stack
 
 
 def _check_constructor_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size):
@@ -101,6 +101,16 @@ def _compute_dtype(mode: str, input: Tensor, weights: List[Tensor]) -> torch.dty
 
 
 @torch.jit.unused
+def _kernel_dtype(dtype: torch.dtype, device: torch.device, impl: str) -> torch.dtype:
+    """The dtype the fused kernels run a call of `dtype` in: float32 for bfloat16 and float16 on a CPU without
+    kernels for them (ops.cpu_computes_half_in_float32), else `dtype`."""
+    if impl == "fused" and device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+        if ops.cpu_computes_half_in_float32(str(dtype).split(".")[-1]):
+            return torch.float32
+    return dtype
+
+
+@torch.jit.unused
 def _in_dtype(dtype: torch.dtype, tensors: List[Tensor]) -> List[Tensor]:
     return [tensor if tensor.dtype == dtype else tensor.to(dtype) for tensor in tensors]
 
@@ -113,6 +123,17 @@ def _cell_tensors_in_autocast(mode: str, tensors: List[Optional[Tensor]]) -> Lis
         return tensors
     dtype = _compute_dtype(mode, tensors[0], [tensors[-2]])
     return [None if tensor is None else tensor.to(dtype) for tensor in tensors]
+
+
+@torch.jit.unused
+def _cell_tensors_in_kernel_dtype(tensors: List[Optional[Tensor]], impl: str):
+    """A cell's tensors (tensors[0] is the input) in the dtype the kernels run it in (_kernel_dtype), and the
+    dtype its results are returned in."""
+    dtype = tensors[0].dtype
+    kernel_dtype = _kernel_dtype(dtype, tensors[0].device, impl)
+    if kernel_dtype == dtype:
+        return tensors, dtype
+    return [None if tensor is None else tensor.to(kernel_dtype) for tensor in tensors], dtype
 
 
 @torch.jit.unused
@@ -332,12 +353,15 @@ class LSTM(_RecurrentBase):
                 _check_state(h0, rows, "hidden")
                 _check_state(c0, rows, "cell")
         if not torch.jit.is_scripting():
-            rows, h0, c0 = _in_dtype(dtype, [rows, h0, c0])
-            weights = _in_dtype(dtype, weights)
+            kernel_dtype = _kernel_dtype(dtype, rows.device, impl)
+            rows, h0, c0 = _in_dtype(kernel_dtype, [rows, h0, c0])
+            weights = _in_dtype(kernel_dtype, weights)
 
         output, h_n, c_n = stack.lstm_layers(impl, rows, batch_sizes, h0, c0, weights, self.num_layers,
                                              self.bidirectional, self.bias, self.proj_size > 0, self.dropout,
                                              self.training)
+        if not torch.jit.is_scripting():
+            output, h_n, c_n = _in_dtype(dtype, [output, h_n, c_n])
         if isinstance(orig_input, PackedSequence):
             packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
             return packed, (_permute(h_n, unsorted_indices), _permute(c_n, unsorted_indices))
@@ -417,11 +441,14 @@ class GRU(_RecurrentBase):
             if torch.jit.is_scripting() or _states_must_match_input(rows):
                 _check_state(h0, rows, "hidden")
         if not torch.jit.is_scripting():
-            rows, h0 = _in_dtype(dtype, [rows, h0])
-            weights = _in_dtype(dtype, weights)
+            kernel_dtype = _kernel_dtype(dtype, rows.device, impl)
+            rows, h0 = _in_dtype(kernel_dtype, [rows, h0])
+            weights = _in_dtype(kernel_dtype, weights)
 
         output, h_n = stack.gru_layers(impl, rows, batch_sizes, h0, weights, self.num_layers, self.bidirectional,
                                        self.bias, self.dropout, self.training)
+        if not torch.jit.is_scripting():
+            output, h_n = _in_dtype(dtype, [output, h_n])
         if isinstance(orig_input, PackedSequence):
             return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), _permute(h_n, unsorted_indices)
         padded_output = _sequence_output(output, steps, batch, self.batch_first)
@@ -514,7 +541,9 @@ class LSTMCell(_CellBase):
         else:
             t = _cell_tensors_in_autocast("LSTMCell", [x, h0, c0, self.bias_ih, self.bias_hh, self.weight_ih,
                                                        self.weight_hh])
+            t, dtype = _cell_tensors_in_kernel_dtype(t, impl)
             h1, c1 = stack.lstm_cell(impl, t[0], t[1], t[2], t[5], t[6], t[3], t[4])
+            h1, c1 = h1.to(dtype), c1.to(dtype)
         if not is_batched:
             return h1.squeeze(0), c1.squeeze(0)
         return h1, c1
@@ -542,7 +571,8 @@ class GRUCell(_CellBase):
         else:
             t = _cell_tensors_in_autocast("GRUCell", [x, h0, self.bias_ih, self.bias_hh, self.weight_ih,
                                                       self.weight_hh])
-            h1 = stack.gru_cell(impl, t[0], t[1], t[4], t[5], t[2], t[3])
+            t, dtype = _cell_tensors_in_kernel_dtype(t, impl)
+            h1 = stack.gru_cell(impl, t[0], t[1], t[4], t[5], t[2], t[3]).to(dtype)
         return h1 if is_batched else h1.squeeze(0)
 
 

@@ -610,6 +610,20 @@ def best_cpu_isa():
     return OPS.best_cpu_isa()
 
 
+@torch.compiler.assume_constant_result  # a compiled graph reads it once, at trace time
+def cpu_computes_half_in_float32(dtype_name):
+    """Whether the modules run a "bfloat16" or "float16" layer or cell on the CPU on the float32 kernels (inputs,
+    states and weights converted at the call, results rounded to the dtype): where no kernel computes in that
+    dtype at speed. bfloat16 has register tiles with AVX512-BF16 and AMX (cpu_isa avx512_bf16 or amx); below
+    that, ATen's bfloat16 GEMMs run at a twentieth of float32's (2.8 against 62 GFLOP/s with oneDNN capped at
+    AVX2 on a 2-core AMD EPYC). float16 has no CPU kernel of its own: always float32."""
+    if dtype_name == "float16":
+        return True
+    option = get_option("cpu_isa")
+    isa = best_cpu_isa() if option == "auto" else option
+    return CPU_ISAS.index(isa) < CPU_ISAS.index("avx512_bf16")
+
+
 def onednn_matmul_usable():
     """Whether float32 GEMMs can run on oneDNN's matmul here (cpu_gemm="onednn" can be set; "auto" uses it for
     large products): torch's entry point needs AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT as oneDNN sees the CPU."""

@@ -75,6 +75,53 @@ def test_half_precision_is_no_worse_than_torch(dtype, case):
             assert_no_worse_than_torch(f"{kind} {index}", a, t, e, dtype)
 
 
+# The dtype the modules' ops run a half-precision call in, by cpu_isa: bfloat16 where its tiles exist
+# (avx512_bf16, amx), float32 below (no kernel computes in bfloat16 at speed there); float16 always in float32.
+KERNEL_DTYPE_BY_ISA = {"none": torch.float32, "avx2": torch.float32, "avx512": torch.float32,
+                       "avx512_bf16": torch.bfloat16, "amx": torch.bfloat16}
+
+
+PROFILER_DTYPE_NAMES = {torch.float32: "float", torch.bfloat16: "c10::BFloat16"}
+
+
+def dtypes_of_the_ops(module, x):
+    """The dtypes of the fused ops' inputs in a forward and backward of `module`, read from the profiler."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as profile:
+        out = module(x)
+        (out[0] if isinstance(out, tuple) else out).float().sum().backward()
+    return {event.name.split("::")[-1]: event.input_dtypes[0] for event in profile.events()
+            if event.name.startswith("fused_lstm::") and event.name.endswith(("_forward", "_backward"))}
+
+
+@pytest.mark.parametrize("isa", list(KERNEL_DTYPE_BY_ISA))
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "LSTMCell", "GRUCell"])
+def test_half_precision_runs_on_the_float32_kernels_where_the_cpu_has_none_for_it(name, dtype, isa):
+    """Both sides of the rule (fused_lstm.ops.cpu_computes_half_in_float32) on one CPU, by capping cpu_isa: the
+    ops run in float32 (inputs, states and weights converted at the call) where no kernel computes in the dtype,
+    and the module still returns, and differentiates into, the dtype; no worse than torch's own error in it."""
+    arguments = dict(input_size=8, hidden_size=HIDDEN)
+    shape = (5, 8) if name.endswith("Cell") else (12, 5, 8)
+    torch.manual_seed(0)
+    exact = getattr(torch.nn, name)(**arguments).double()
+    ours = getattr(fused_lstm, name)(**arguments, dtype=dtype)
+    ours.load_state_dict(exact.state_dict())
+    x = torch.randn(*shape).to(dtype)
+    with cpu_isa_or_skip(isa):
+        expected_dtype = KERNEL_DTYPE_BY_ISA[isa] if dtype == torch.bfloat16 else torch.float32
+        assert fused_lstm.ops.cpu_computes_half_in_float32(str(dtype)[6:]) == (expected_dtype == torch.float32)
+        ran = dtypes_of_the_ops(ours, x)
+        assert len(ran) == 2 and set(ran.values()) == {PROFILER_DTYPE_NAMES[expected_dtype]}, ran
+        actual = outputs_and_gradients(ours, x, None)
+    theirs = copy.deepcopy(exact).to(dtype)
+    torch_results = outputs_and_gradients(theirs, x, None)
+    expected = outputs_and_gradients(exact, x.double(), None)
+    for kind, ours_list, theirs_list, exact_list in zip(("output", "gradient"), actual, torch_results, expected):
+        for index, (a, t, e) in enumerate(zip(ours_list, theirs_list, exact_list)):
+            assert a.dtype == dtype, (kind, index)
+            assert_no_worse_than_torch(f"{kind} {index}", a, t, e, dtype)
+
+
 # The bfloat16 whole recurrence on each instruction set: AMX tiles (batch rows in tiles of 16, inputs and hidden
 # units in chunks of 32, units in blocks of 16), AVX512-BF16 register tiles (up to 6 rows, 16 units, K in pairs:
 # odd C and H leave a single last value), and the per-step path; against the float64 reference from the same
