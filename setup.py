@@ -162,6 +162,16 @@ def build_extension(cpp_extension, cuda_home):
     )
 
 
+def remove_stale_libraries(extensions):
+    """Libraries of fused_lstm in build/lib.* that this build does not make: setuptools builds into build/lib.*
+    and a wheel takes all of it, so a library an earlier build left there (make test's emulated CUDA kernels,
+    perhaps against another torch) would ship with a user's `pip install .`."""
+    built = {extension.name.split(".")[-1] for extension in extensions}
+    for path in glob.glob(os.path.join(ROOT, "build", "lib.*", "fused_lstm", "*.so")):
+        if os.path.basename(path).split(".")[0] not in built:
+            os.remove(path)
+
+
 def main():
     cuda_home = find_cuda_home()
     cpp_extension = import_cpp_extension(cuda_home)
@@ -171,6 +181,7 @@ def main():
     extensions = [build_extension(cpp_extension, cuda_home)]
     if emulation:
         extensions.append(emulated_cuda_extension(cpp_extension))
+    remove_stale_libraries(extensions)
     setup(
         name="fused_lstm",
         version="0.1.0",
