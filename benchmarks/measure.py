@@ -91,10 +91,26 @@ def cpu_model_name():
     return platform.processor() or "unknown CPU"
 
 
+# The environment variables that cap the instruction sets a run uses: ours, oneDNN's (nn.LSTM's CPU path and the
+# large float32 GEMMs) and MKL's.
+ISA_CAPS = ("FUSED_LSTM_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def describe_instruction_sets():
+    """What the CPU has as fused_lstm and torch see it, and the caps in force: '...; caps: none' or the values."""
+    import fused_lstm
+
+    caps = ", ".join(f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name)) or "none"
+    return (f"fused_lstm's best {fused_lstm.ops.best_cpu_isa()} (in use: {fused_lstm.get_option('cpu_isa')}), "
+            f"torch's {torch.backends.cpu.get_cpu_capability()}, oneDNN float32 matmul "
+            f"{'usable' if fused_lstm.ops.onednn_matmul_usable() else 'unusable'}; caps: {caps}")
+
+
 def describe_machine(device):
-    """One line: CPU model, cores, torch threads, torch version, and the GPU when benchmarking CUDA."""
+    """One line: CPU model, cores, torch threads, torch version, the instruction sets and caps, and the GPU when
+    benchmarking CUDA."""
     parts = [f"{cpu_model_name()}, {os.cpu_count()} cores (torch uses {torch.get_num_threads()} threads)",
-             f"torch {torch.__version__}"]
+             f"torch {torch.__version__}", f"instruction sets: {describe_instruction_sets()}"]
     if device.type == "cuda":
         parts.append(f"GPU {torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}, "
                      f"cuDNN {torch.backends.cudnn.version()})")

@@ -3,10 +3,13 @@ No timing is asserted; timings of tiny shapes on a shared machine mean nothing."
 
 import csv
 import math
+import os
 
 import pytest
 import torch
 
+import fused_lstm
+from benchmarks.measure import ISA_CAPS
 from benchmarks.run import main
 from conftest import DEVICES, cpu_flags
 
@@ -49,6 +52,10 @@ def test_benchmark_writes_table_csv_and_plots(device, tmp_path, capsys):
 
     markdown = (tmp_path / "results.md").read_text()
     assert "Ceilings" in markdown and "torch " in markdown
+    # The header names the instruction sets in use and the caps in force (none here unless the caller set some).
+    caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name)]
+    assert f"instruction sets: fused_lstm's best {fused_lstm.ops.best_cpu_isa()}" in markdown
+    assert f"caps: {', '.join(caps) or 'none'}" in markdown
     assert markdown.count("| fused_lstm |") == SHAPES * MODES
     for plot in ("speedup_vs_batch.png", "speedup_vs_hidden.png"):
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
