@@ -654,13 +654,16 @@ def _one_step(input):
 def _record_path(kind, input, batch_sizes, h0, weight_ih, weight_hh, weight_hr=None):
     if _path_records is not None:
         forward, backward = OPS.layer_paths(kind, input, batch_sizes, h0, weight_ih, weight_hh, weight_hr)
-        _path_records.append({"op": kind, "forward": forward, "backward": backward})
+        _path_records.append({"op": kind, "dtype": str(input.dtype).split(".")[-1], "forward": forward,
+                              "backward": backward})
 
 
 @contextlib.contextmanager
 def recording_paths():
-    """Yields a list that receives, for each fused op called in the block, {"op", "forward", "backward"}: the
-    paths its forward and its backward take ("fused cell", "whole recurrence (<kernel>)" or "per step")."""
+    """Yields a list that receives, for each fused op called in the block, {"op", "dtype", "forward", "backward"}:
+    the dtype the op runs in ("float32" for a bfloat16 module on a CPU without bfloat16 kernels: see
+    cpu_computes_half_in_float32) and the paths its forward and its backward take ("fused cell", "whole
+    recurrence (<kernel>)" or "per step")."""
     global _path_records
     _path_records = []
     try:

@@ -81,16 +81,11 @@ KERNEL_DTYPE_BY_ISA = {"none": torch.float32, "avx2": torch.float32, "avx512": t
                        "avx512_bf16": torch.bfloat16, "amx": torch.bfloat16}
 
 
-PROFILER_DTYPE_NAMES = {torch.float32: "float", torch.bfloat16: "c10::BFloat16"}
-
-
 def dtypes_of_the_ops(module, x):
-    """The dtypes of the fused ops' inputs in a forward and backward of `module`, read from the profiler."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as profile:
-        out = module(x)
-        (out[0] if isinstance(out, tuple) else out).float().sum().backward()
-    return {event.name.split("::")[-1]: event.input_dtypes[0] for event in profile.events()
-            if event.name.startswith("fused_lstm::") and event.name.endswith(("_forward", "_backward"))}
+    """The dtypes the fused ops of a call of `module` run in, as recording_paths names them."""
+    with fused_lstm.recording_paths() as paths:
+        module(x)
+    return {(record["op"], record["dtype"]) for record in paths}
 
 
 @pytest.mark.parametrize("isa", list(KERNEL_DTYPE_BY_ISA))
@@ -110,8 +105,8 @@ def test_half_precision_runs_on_the_float32_kernels_where_the_cpu_has_none_for_i
     with cpu_isa_or_skip(isa):
         expected_dtype = KERNEL_DTYPE_BY_ISA[isa] if dtype == torch.bfloat16 else torch.float32
         assert fused_lstm.ops.cpu_computes_half_in_float32(str(dtype)[6:]) == (expected_dtype == torch.float32)
-        ran = dtypes_of_the_ops(ours, x)
-        assert len(ran) == 2 and set(ran.values()) == {PROFILER_DTYPE_NAMES[expected_dtype]}, ran
+        op = {"LSTM": "lstm_layer", "GRU": "gru_layer", "LSTMCell": "lstm_cell", "GRUCell": "gru_cell"}[name]
+        assert dtypes_of_the_ops(ours, x) == {(op, str(expected_dtype)[6:])}
         actual = outputs_and_gradients(ours, x, None)
     theirs = copy.deepcopy(exact).to(dtype)
     torch_results = outputs_and_gradients(theirs, x, None)
