@@ -116,22 +116,16 @@ def _in_dtype(dtype: torch.dtype, tensors: List[Tensor]) -> List[Tensor]:
 
 
 @torch.jit.unused
-def _cell_tensors_in_autocast(mode: str, tensors: List[Optional[Tensor]]) -> List[Optional[Tensor]]:
-    """A cell's input, states and parameters (tensors[0] is the input) in the dtype it runs in under autocast;
-    unchanged outside autocast."""
-    if not torch._C._is_any_autocast_enabled():
-        return tensors
-    dtype = _compute_dtype(mode, tensors[0], [tensors[-2]])
-    return [None if tensor is None else tensor.to(dtype) for tensor in tensors]
-
-
-@torch.jit.unused
-def _cell_tensors_in_kernel_dtype(tensors: List[Optional[Tensor]], impl: str):
-    """A cell's tensors (tensors[0] is the input) in the dtype the kernels run it in (_kernel_dtype), and the
-    dtype its results are returned in."""
-    dtype = tensors[0].dtype
+def _cell_tensors_for_kernels(mode: str, tensors: List[Optional[Tensor]], impl: str):
+    """A cell's input, states and parameters (tensors[0] is the input, tensors[-2] weight_ih) in the dtype the
+    kernels run the call in, converted once, and the dtype its results are returned in: the autocast dtype where
+    torch's cell runs in it (_compute_dtype), else the input's; the kernels run it in float32 on a CPU without
+    kernels for that dtype (_kernel_dtype). Outside autocast, tensors of another dtype than the input's are left
+    as they are, for the op to reject as torch's cell does."""
+    autocast = torch._C._is_any_autocast_enabled()
+    dtype = _compute_dtype(mode, tensors[0], [tensors[-2]]) if autocast else tensors[0].dtype
     kernel_dtype = _kernel_dtype(dtype, tensors[0].device, impl)
-    if kernel_dtype == dtype:
+    if not autocast and (kernel_dtype == dtype or any(t is not None and t.dtype != dtype for t in tensors)):
         return tensors, dtype
     return [None if tensor is None else tensor.to(kernel_dtype) for tensor in tensors], dtype
 
@@ -539,9 +533,8 @@ class LSTMCell(_CellBase):
         if torch.jit.is_scripting():
             h1, c1 = stack.lstm_cell(impl, x, h0, c0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         else:
-            t = _cell_tensors_in_autocast("LSTMCell", [x, h0, c0, self.bias_ih, self.bias_hh, self.weight_ih,
-                                                       self.weight_hh])
-            t, dtype = _cell_tensors_in_kernel_dtype(t, impl)
+            t, dtype = _cell_tensors_for_kernels("LSTMCell", [x, h0, c0, self.bias_ih, self.bias_hh, self.weight_ih,
+                                                              self.weight_hh], impl)
             h1, c1 = stack.lstm_cell(impl, t[0], t[1], t[2], t[5], t[6], t[3], t[4])
             h1, c1 = h1.to(dtype), c1.to(dtype)
         if not is_batched:
@@ -569,9 +562,8 @@ class GRUCell(_CellBase):
         if torch.jit.is_scripting():
             h1 = stack.gru_cell(impl, x, h0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         else:
-            t = _cell_tensors_in_autocast("GRUCell", [x, h0, self.bias_ih, self.bias_hh, self.weight_ih,
-                                                      self.weight_hh])
-            t, dtype = _cell_tensors_in_kernel_dtype(t, impl)
+            t, dtype = _cell_tensors_for_kernels("GRUCell", [x, h0, self.bias_ih, self.bias_hh, self.weight_ih,
+                                                             self.weight_hh], impl)
             h1 = stack.gru_cell(impl, t[0], t[1], t[4], t[5], t[2], t[3]).to(dtype)
         return h1 if is_batched else h1.squeeze(0)
 

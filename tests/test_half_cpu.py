@@ -14,7 +14,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import fused_lstm
 import samples
 from conftest import (BFLOAT16_CPU_LAYER_RELATIVE_ERROR, assert_close, assert_close_nan, assert_no_worse_than_torch,
-                      cpu_isa_or_skip, relative_error, run_counting_aten_gemms)
+                      assert_same_error, cpu_isa_or_skip, relative_error, run_counting_aten_gemms)
 from test_nonfinite import gate_probe_pair
 
 HALF_DTYPES = [torch.bfloat16, torch.float16]
@@ -115,6 +115,17 @@ def test_half_precision_runs_on_the_float32_kernels_where_the_cpu_has_none_for_i
         for index, (a, t, e) in enumerate(zip(ours_list, theirs_list, exact_list)):
             assert a.dtype == dtype, (kind, index)
             assert_no_worse_than_torch(f"{kind} {index}", a, t, e, dtype)
+
+
+@pytest.mark.parametrize("isa", ["auto", "avx2"])
+@pytest.mark.parametrize("name", ["LSTMCell", "GRUCell"])
+def test_a_cell_whose_input_dtype_differs_from_its_weights_raises_on_both_sides_of_the_rule(name, isa):
+    """Converting a call to float32 for the kernels must not hide a dtype mistake that torch's cell rejects."""
+    arguments = dict(input_size=8, hidden_size=HIDDEN)
+    x = torch.randn(5, 8, dtype=torch.bfloat16)
+    with cpu_isa_or_skip(isa):
+        assert_same_error(lambda: getattr(torch.nn, name)(**arguments)(x),
+                          lambda: getattr(fused_lstm, name)(**arguments)(x))
 
 
 # The bfloat16 whole recurrence on each instruction set: AMX tiles (batch rows in tiles of 16, inputs and hidden
