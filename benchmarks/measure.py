@@ -101,9 +101,9 @@ def describe_instruction_sets():
     import fused_lstm
 
     caps = ", ".join(f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name)) or "none"
-    return (f"fused_lstm's best {fused_lstm.ops.best_cpu_isa()} (in use: {fused_lstm.get_option('cpu_isa')}), "
+    return (f"fused_lstm's best {fused_lstm.settings.best_cpu_isa()} (in use: {fused_lstm.get_option('cpu_isa')}), "
             f"torch's {torch.backends.cpu.get_cpu_capability()}, oneDNN float32 matmul "
-            f"{'usable' if fused_lstm.ops.onednn_matmul_usable() else 'unusable'}; caps: {caps}")
+            f"{'usable' if fused_lstm.settings.onednn_matmul_usable() else 'unusable'}; caps: {caps}")
 
 
 def describe_machine(device):

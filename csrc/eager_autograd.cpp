@@ -2,12 +2,15 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/pybind.h>  // the Tensor casters; not torch/extension.h, which doubles the compile time
 
 #include <optional>
 #include <string>
-#include <tuple>
+#include <unordered_map>
 #include <vector>
+
+#include "op_descriptions.h"
 
 namespace fused_lstm {
 namespace {
@@ -15,255 +18,256 @@ namespace {
 namespace py = pybind11;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using OptionalTensor = std::optional<at::Tensor>;
-using Tensors3 = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using Tensors4 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-using Tensors6 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-using Tensors7 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// ops._differentiable_backward (eager_autograd.h). Set once at import; never destroyed (the interpreter may be
+// ops' differentiable backward (eager_autograd.h). Set once at import; never destroyed (the interpreter may be
 // gone at exit).
 py::object& differentiable_backward() {
   static auto* function = new py::object();
   return *function;
 }
 
-// The op fused_lstm::<name> with the signature Fn, looked up once per call site.
-template <typename Fn>
-c10::TypedOperatorHandle<Fn> typed_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Fn>();
-}
+bool starts_with(const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; }
 
-at::Tensor value_or_undefined(const OptionalTensor& tensor) { return tensor.value_or(at::Tensor()); }
+// One op's description (op_descriptions.h) resolved against its registered schemas, once per process.
+struct OpPlan {
+  const OpDescription* description;
+  c10::OperatorHandle forward, backward;
+  std::vector<std::string> arguments;           // the forward's, but save_for_backward
+  std::vector<bool> is_tensor;                  // per argument: a Tensor or Tensor?
+  std::vector<std::string> saved;               // what the forward saves: its tensor arguments, then outputs
+  std::unordered_map<std::string, size_t> saved_at;  // name -> place in `saved`
+  std::vector<std::pair<bool, size_t>> saved_from;   // per saved value: (an argument?, its place there or in results)
+  std::string bias;                             // the argument whose presence is has_bias
 
-at::Tensor zeros_if_undefined(const at::Tensor& grad, const at::Tensor& like) {
-  return grad.defined() ? grad : at::zeros_like(like);
-}
-
-OptionalTensor optional_if_defined(const at::Tensor& tensor) {
-  return tensor.defined() ? OptionalTensor(tensor) : std::nullopt;
-}
-
-// Each gradient where its argument needs one, else undefined.
-variable_list where_needed(const std::vector<bool>& needed, variable_list grads) {
-  for (size_t i = 0; i < grads.size(); ++i) {
-    if (!needed[i]) grads[i] = at::Tensor();
+  explicit OpPlan(const OpDescription& d)
+      : description(&d),
+        forward(find_op(d.kind, "_forward")),
+        backward(find_op(d.kind, "_backward")) {
+    for (const auto& argument : forward.schema().arguments()) {
+      if (argument.name() == "save_for_backward") continue;
+      const auto kind = argument.type()->kind();
+      arguments.push_back(argument.name());
+      is_tensor.push_back(kind == c10::TypeKind::TensorType || kind == c10::TypeKind::OptionalType);
+      if (is_tensor.back()) saved.push_back(argument.name());
+      if (bias.empty() && starts_with(argument.name(), "bias")) bias = argument.name();
+    }
+    for (size_t i = 0; i < saved.size(); ++i) saved_from.emplace_back(true, argument_index(saved[i]));
+    saved.push_back(d.outputs.front());  // the first output: the backward reads it (and shapes zeros like it)
+    for (const char* name : d.saved_outputs) saved.push_back(name);
+    const auto& returns = forward.schema().returns();
+    for (size_t i = saved_from.size(); i < saved.size(); ++i) {
+      size_t r = 0;
+      while (r < returns.size() && returns[r].name() != saved[i]) ++r;
+      TORCH_CHECK(r < returns.size(), "fused_lstm: ", d.kind, "_forward has no result ", saved[i]);
+      saved_from.emplace_back(false, r);
+    }
+    for (size_t i = 0; i < saved.size(); ++i) saved_at[saved[i]] = i;
   }
-  return grads;
-}
 
-// The autograd of one forward op, described by Op:
-//   kName                the op as ops.py's specs name it;
-//   kArguments           its tensor arguments, in schema order: the saved values begin with them;
-//   kPlainArguments      its other arguments (reverse), after them, but save_for_backward;
-//   kOutputs             its differentiable outputs, the leading ones (the rest are saved for backward);
-//   run(arguments...)    -> (outputs, saved values, reverse);
-//   backward(saved, grads, needed, reverse) -> a gradient for each tensor argument (undefined where not needed).
-template <typename Op>
-struct OpAutograd : torch::autograd::Function<OpAutograd<Op>> {
-  template <typename... Arguments>
-  static variable_list forward(AutogradContext* ctx, const Arguments&... arguments) {
-    auto [outputs, saved, reverse] = Op::run(arguments...);
-    ctx->set_materialize_grads(false);  // as ops.py: the backward makes the zeros it needs
-    ctx->mark_non_differentiable(variable_list(outputs.begin() + Op::kOutputs, outputs.end()));
+  static c10::OperatorHandle find_op(const char* kind, const char* suffix) {
+    return c10::Dispatcher::singleton().findSchemaOrThrow((std::string("fused_lstm::") + kind + suffix).c_str(), "");
+  }
+
+  std::string forward_name() const { return std::string(description->kind) + "_forward"; }
+
+  static const OpPlan& get(size_t index) {
+    static const std::vector<OpPlan> plans = [] {
+      std::vector<OpPlan> p;
+      for (const auto& d : op_descriptions()) p.emplace_back(d);
+      return p;
+    }();
+    return plans.at(index);
+  }
+
+  size_t argument_index(const std::string& name) const {
+    for (size_t i = 0; i < arguments.size(); ++i) {
+      if (arguments[i] == name) return i;
+    }
+    TORCH_CHECK(false, "fused_lstm: ", description->kind, "_forward has no argument ", name);
+  }
+
+  // The forward argument(s) a result of the backward op is the gradient of.
+  std::vector<std::string> gradient_targets(const std::string& result) const {
+    std::vector<std::string> targets;
+    for (const auto& [from, to] : description->gradient_aliases) {
+      if (result == from) targets.push_back(to);
+    }
+    if (targets.empty()) targets.push_back(result.substr(5));  // grad_<argument>
+    return targets;
+  }
+};
+
+c10::IValue optional_tensor(const at::Tensor& tensor) { return tensor.defined() ? c10::IValue(tensor) : c10::IValue(); }
+
+py::object to_python(const at::Tensor& tensor) { return tensor.defined() ? py::cast(tensor) : py::none(); }
+
+// The autograd of every forward op, by its description: forward(op index, the op's arguments but
+// save_for_backward, its defined tensor arguments again, for autograd to see) -> its results.
+struct OpAutograd : torch::autograd::Function<OpAutograd> {
+  static variable_list forward(AutogradContext* ctx, int64_t op_index, const std::vector<c10::IValue>& arguments,
+                               at::TensorList /*defined tensor arguments*/) {
+    const OpPlan& plan = OpPlan::get(op_index);
+    torch::jit::Stack stack(arguments.begin(), arguments.end());
+    stack.emplace_back(true);  // save_for_backward
+    plan.forward.callBoxed(stack);
+    variable_list results;
+    for (const auto& value : stack) results.push_back(value.toTensor());
+    const size_t differentiable = plan.description->outputs.size();
+    ctx->set_materialize_grads(false);  // as in Python: the backward makes the zeros it needs
+    ctx->mark_non_differentiable(variable_list(results.begin() + differentiable, results.end()));
+    variable_list saved;
+    for (const auto& [is_argument, i] : plan.saved_from) {
+      saved.push_back(!is_argument ? results[i] : arguments[i].isNone() ? at::Tensor() : arguments[i].toTensor());
+    }
     ctx->save_for_backward(saved);
-    ctx->saved_data["reverse"] = reverse;
-    return outputs;
+    ctx->saved_data["op"] = op_index;
+    for (size_t i = 0; i < plan.arguments.size(); ++i) {
+      if (!plan.is_tensor[i]) ctx->saved_data[plan.arguments[i]] = arguments[i];
+    }
+    return results;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const OpPlan& plan = OpPlan::get(ctx->saved_data["op"].toInt());
+    const OpDescription& d = *plan.description;
     const variable_list saved = ctx->get_saved_variables();
-    const bool reverse = ctx->saved_data["reverse"].toBool();
+    auto value = [&](const std::string& name) -> const at::Tensor& { return saved.at(plan.saved_at.at(name)); };
     // needs_input_grad counts edges, which only the defined tensor arguments have.
-    std::vector<bool> needed;
+    std::unordered_map<std::string, bool> needed;
+    std::vector<std::string> defined_arguments;
     size_t edge = 0;
-    for (size_t i = 0; i < Op::kArguments; ++i) needed.push_back(saved[i].defined() && ctx->needs_input_grad(edge++));
-    grads.resize(Op::kOutputs);
-    variable_list result;
+    for (size_t i = 0; i < plan.arguments.size(); ++i) {
+      if (!plan.is_tensor[i] || !value(plan.arguments[i]).defined()) continue;
+      defined_arguments.push_back(plan.arguments[i]);
+      needed[plan.arguments[i]] = ctx->needs_input_grad(edge++);
+    }
+    auto is_needed = [&](const std::string& name) { return needed.count(name) && needed.at(name); };
+    std::unordered_map<std::string, at::Tensor> gradients;
     if (at::GradMode::is_enabled()) {
+      // The gradient must itself be differentiable (create_graph=True): the Python autograd's backward.
       py::gil_scoped_acquire gil;
       TORCH_CHECK(differentiable_backward(), "fused_lstm: the differentiable backward was never set");
-      std::vector<OptionalTensor> saved_values, grad_values;
-      for (const auto& tensor : saved) saved_values.push_back(optional_if_defined(tensor));
-      for (const auto& grad : grads) grad_values.push_back(optional_if_defined(grad));
-      const auto computed = differentiable_backward()(Op::kName, saved_values, needed, grad_values, reverse)
-                                .template cast<std::vector<OptionalTensor>>();
-      for (size_t i = 0; i < Op::kArguments; ++i) result.push_back(value_or_undefined(computed.at(i)));
+      py::dict saved_values, needed_values, output_grads, plain_values;
+      for (const auto& name : plan.saved) saved_values[name.c_str()] = to_python(value(name));
+      for (const auto& name : defined_arguments) needed_values[name.c_str()] = needed.at(name);
+      for (size_t i = 0; i < d.outputs.size() && i < grads.size(); ++i) output_grads[d.outputs[i]] = to_python(grads[i]);
+      for (size_t i = 0; i < plan.arguments.size(); ++i) {
+        if (!plan.is_tensor[i]) plain_values[plan.arguments[i].c_str()] = ctx->saved_data[plan.arguments[i]].toBool();
+      }
+      const py::dict computed = differentiable_backward()(plan.forward_name(), saved_values, needed_values, output_grads,
+                                                          plain_values);
+      for (const auto& [name, grad] : computed) {
+        if (!grad.is_none()) gradients[name.cast<std::string>()] = grad.cast<at::Tensor>();
+      }
     } else {
-      result = where_needed(needed, Op::backward(saved, grads, needed, reverse));
+      bool weights_needed = false;
+      for (const char* weight : d.weights) weights_needed = weights_needed || is_needed(weight);
+      torch::jit::Stack stack;
+      for (const auto& argument : plan.backward.schema().arguments()) {
+        const std::string& name = argument.name();
+        if (starts_with(name, "grad_")) {  // an output's cotangent
+          const std::string output = name.substr(5);
+          size_t i = 0;
+          while (d.outputs.at(i) != output) ++i;
+          if (i < grads.size() && grads[i].defined()) {
+            stack.emplace_back(grads[i]);
+          } else {
+            std::string like = output;
+            for (const auto& [from, to] : d.cotangent_like) {
+              if (output == from) like = to;
+            }
+            stack.emplace_back(at::zeros_like(value(like)));
+          }
+        } else if (name == "has_bias") {
+          stack.emplace_back(value(plan.bias).defined());
+        } else if (name == "compute_grad_input") {
+          stack.emplace_back(is_needed("input"));
+        } else if (name == "compute_grad_weights") {
+          stack.emplace_back(weights_needed);
+        } else if (plan.saved_at.count(name)) {
+          stack.push_back(optional_tensor(value(name)));
+        } else {
+          stack.push_back(ctx->saved_data.at(name));  // a plain argument of the forward (reverse)
+        }
+      }
+      plan.backward.callBoxed(stack);
+      const auto& returns = plan.backward.schema().returns();
+      for (size_t r = 0; r < returns.size(); ++r) {
+        for (const auto& target : plan.gradient_targets(returns[r].name())) gradients[target] = stack[r].toTensor();
+      }
     }
-    result.resize(Op::kArguments + Op::kPlainArguments);  // none for reverse
+    variable_list result = {at::Tensor(), at::Tensor()};  // none for the op index and the arguments
+    for (const auto& name : defined_arguments) {
+      result.push_back(is_needed(name) && gradients.count(name) ? gradients.at(name) : at::Tensor());
+    }
     return result;
   }
 };
 
-bool any_of(const std::vector<bool>& needed, std::initializer_list<size_t> indices) {
-  for (size_t i : indices) {
-    if (needed[i]) return true;
+// A Python argument as the schema's type wants it: None, a Tensor or a bool; anything else is refused.
+c10::IValue argument_value(const OpPlan& plan, size_t i, py::handle object) {
+  const auto& type = plan.forward.schema().arguments()[i].type();
+  const char* name = plan.arguments[i].c_str();
+  if (object.is_none()) {
+    TORCH_CHECK_TYPE(type->kind() == c10::TypeKind::OptionalType, "fused_lstm.", plan.forward_name(), ": ", name,
+                     " must be a Tensor, got None");
+    return c10::IValue();
   }
-  return false;
+  if (THPVariable_Check(object.ptr())) {
+    TORCH_CHECK_TYPE(plan.is_tensor[i], "fused_lstm.", plan.forward_name(), ": ", name,
+                     " must be a bool, got a Tensor");
+    return THPVariable_Unpack(object.ptr());
+  }
+  TORCH_CHECK_TYPE(!plan.is_tensor[i] && PyBool_Check(object.ptr()), "fused_lstm.", plan.forward_name(), ": ",
+                   name, " must be ", plan.is_tensor[i] ? "a Tensor" : "a bool", ", got ", py::str(py::type::of(object)).cast<std::string>());
+  return c10::IValue(object.ptr() == Py_True);
 }
-
-struct LstmLayer {
-  static constexpr const char* kName = "lstm_layer_forward";
-  // Saved: input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, then output, gates, cell_prev,
-  // proj_input.
-  static constexpr size_t kArguments = 8, kPlainArguments = 1, kOutputs = 3;
-
-  static std::tuple<variable_list, variable_list, bool> run(const at::Tensor& input, const at::Tensor& batch_sizes,
-                                                           const at::Tensor& h0, const at::Tensor& c0,
-                                                           const at::Tensor& weight_ih, const at::Tensor& weight_hh,
-                                                           const OptionalTensor& bias, const OptionalTensor& weight_hr,
-                                                           bool reverse) {
-    static const auto op = typed_op<Tensors6(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                             const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                             const OptionalTensor&, const OptionalTensor&, bool, bool)>(
-        "fused_lstm::lstm_layer_forward");
-    auto [output, h_n, c_n, gates, cell_prev, proj_input] =
-        op.call(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, reverse, true);
-    return {{output, h_n, c_n, gates, cell_prev, proj_input},
-            {input, batch_sizes, h0, c0, weight_ih, weight_hh, value_or_undefined(bias), value_or_undefined(weight_hr),
-             output, gates, cell_prev, proj_input},
-            reverse};
-  }
-
-  static variable_list backward(const variable_list& s, const variable_list& grads, const std::vector<bool>& needed,
-                                bool reverse) {
-    static const auto op = typed_op<Tensors7(
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptionalTensor&, const at::Tensor&,
-        const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, bool, bool, bool)>(
-        "fused_lstm::lstm_layer_backward");
-    auto [input, h0, c0, weight_ih, weight_hh, bias, weight_hr] =
-        op.call(zeros_if_undefined(grads[0], s[8]), zeros_if_undefined(grads[1], s[2]),
-                zeros_if_undefined(grads[2], s[3]), s[0], s[1], s[2], s[4], s[5], optional_if_defined(s[7]), s[8],
-                s[9], s[10], s[11], reverse, s[6].defined(), needed[0], any_of(needed, {4, 5, 6, 7}));
-    return {input, at::Tensor(), h0, c0, weight_ih, weight_hh, bias, weight_hr};
-  }
-};
-
-struct GruLayer {
-  static constexpr const char* kName = "gru_layer_forward";
-  // Saved: input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh, then output, gates, candidate_hidden.
-  static constexpr size_t kArguments = 7, kPlainArguments = 1, kOutputs = 2;
-
-  static std::tuple<variable_list, variable_list, bool> run(const at::Tensor& input, const at::Tensor& batch_sizes,
-                                                           const at::Tensor& h0, const at::Tensor& weight_ih,
-                                                           const at::Tensor& weight_hh, const OptionalTensor& bias_ih,
-                                                           const OptionalTensor& bias_hh, bool reverse) {
-    static const auto op = typed_op<Tensors4(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                             const at::Tensor&, const at::Tensor&, const OptionalTensor&,
-                                             const OptionalTensor&, bool, bool)>("fused_lstm::gru_layer_forward");
-    auto [output, h_n, gates, candidate_hidden] =
-        op.call(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh, reverse, true);
-    return {{output, h_n, gates, candidate_hidden},
-            {input, batch_sizes, h0, weight_ih, weight_hh, value_or_undefined(bias_ih), value_or_undefined(bias_hh),
-             output, gates, candidate_hidden},
-            reverse};
-  }
-
-  static variable_list backward(const variable_list& s, const variable_list& grads, const std::vector<bool>& needed,
-                                bool reverse) {
-    static const auto op = typed_op<Tensors6(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                             const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                             const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                             const at::Tensor&, bool, bool, bool, bool)>(
-        "fused_lstm::gru_layer_backward");
-    auto [input, h0, weight_ih, weight_hh, bias_ih, bias_hh] =
-        op.call(zeros_if_undefined(grads[0], s[7]), zeros_if_undefined(grads[1], s[2]), s[0], s[1], s[2], s[3],
-                s[4], s[7], s[8], s[9], reverse, s[5].defined(), needed[0], any_of(needed, {3, 4, 5, 6}));
-    return {input, at::Tensor(), h0, weight_ih, weight_hh, bias_ih, bias_hh};
-  }
-};
-
-struct LstmCell {
-  static constexpr const char* kName = "lstm_cell_forward";
-  // Saved: input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, then h1, gates.
-  static constexpr size_t kArguments = 7, kPlainArguments = 0, kOutputs = 2;
-
-  static std::tuple<variable_list, variable_list, bool> run(const at::Tensor& input, const at::Tensor& h0,
-                                                           const at::Tensor& c0, const at::Tensor& weight_ih,
-                                                           const at::Tensor& weight_hh, const OptionalTensor& bias_ih,
-                                                           const OptionalTensor& bias_hh) {
-    static const auto op = typed_op<Tensors3(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                             const at::Tensor&, const at::Tensor&, const OptionalTensor&,
-                                             const OptionalTensor&, bool)>("fused_lstm::lstm_cell_forward");
-    auto [h1, c1, gates] = op.call(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, true);
-    return {{h1, c1, gates},
-            {input, h0, c0, weight_ih, weight_hh, value_or_undefined(bias_ih), value_or_undefined(bias_hh), h1, gates},
-            false};
-  }
-
-  static variable_list backward(const variable_list& s, const variable_list& grads, const std::vector<bool>& needed,
-                                bool) {
-    static const auto op = typed_op<Tensors6(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                             const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                             const at::Tensor&, const at::Tensor&, bool, bool, bool)>(
-        "fused_lstm::lstm_cell_backward");
-    auto [input, h0, c0, weight_ih, weight_hh, bias] =
-        op.call(zeros_if_undefined(grads[0], s[1]), zeros_if_undefined(grads[1], s[2]), s[0], s[1], s[2], s[3],
-                s[4], s[8], s[5].defined(), needed[0], any_of(needed, {3, 4, 5, 6}));
-    return {input, h0, c0, weight_ih, weight_hh, bias, bias};  // b_ih and b_hh enter the gates alike
-  }
-};
-
-struct GruCell {
-  static constexpr const char* kName = "gru_cell_forward";
-  // Saved: input, h0, weight_ih, weight_hh, bias_ih, bias_hh, then h1, gates, candidate_hidden.
-  static constexpr size_t kArguments = 6, kPlainArguments = 0, kOutputs = 1;
-
-  static std::tuple<variable_list, variable_list, bool> run(const at::Tensor& input, const at::Tensor& h0,
-                                                           const at::Tensor& weight_ih, const at::Tensor& weight_hh,
-                                                           const OptionalTensor& bias_ih,
-                                                           const OptionalTensor& bias_hh) {
-    static const auto op = typed_op<Tensors3(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                             const at::Tensor&, const OptionalTensor&, const OptionalTensor&, bool)>(
-        "fused_lstm::gru_cell_forward");
-    auto [h1, gates, candidate_hidden] = op.call(input, h0, weight_ih, weight_hh, bias_ih, bias_hh, true);
-    return {{h1, gates, candidate_hidden},
-            {input, h0, weight_ih, weight_hh, value_or_undefined(bias_ih), value_or_undefined(bias_hh), h1, gates,
-             candidate_hidden},
-            false};
-  }
-
-  static variable_list backward(const variable_list& s, const variable_list& grads, const std::vector<bool>& needed,
-                                bool) {
-    static const auto op = typed_op<Tensors6(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                             const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                             const at::Tensor&, bool, bool, bool)>("fused_lstm::gru_cell_backward");
-    auto [input, h0, weight_ih, weight_hh, bias_ih, bias_hh] =
-        op.call(zeros_if_undefined(grads[0], s[1]), s[0], s[1], s[2], s[3], s[7], s[8], s[4].defined(), needed[0],
-                any_of(needed, {2, 3, 4, 5}));
-    return {input, h0, weight_ih, weight_hh, bias_ih, bias_hh};
-  }
-};
 
 }  // namespace
 
 void bind_eager_autograd(py::module_& module) {
-  module.def("lstm_layer_forward_autograd", [](const at::Tensor& input, const at::Tensor& batch_sizes,
-                                               const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& weight_ih,
-                                               const at::Tensor& weight_hh, const OptionalTensor& bias,
-                                               const OptionalTensor& weight_hr, bool reverse) {
-    return OpAutograd<LstmLayer>::apply(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, reverse);
-  });
-  module.def("gru_layer_forward_autograd", [](const at::Tensor& input, const at::Tensor& batch_sizes,
-                                              const at::Tensor& h0, const at::Tensor& weight_ih,
-                                              const at::Tensor& weight_hh, const OptionalTensor& bias_ih,
-                                              const OptionalTensor& bias_hh, bool reverse) {
-    return OpAutograd<GruLayer>::apply(input, batch_sizes, h0, weight_ih, weight_hh, bias_ih, bias_hh, reverse);
-  });
-  module.def("lstm_cell_forward_autograd", [](const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
-                                              const at::Tensor& weight_ih, const at::Tensor& weight_hh,
-                                              const OptionalTensor& bias_ih, const OptionalTensor& bias_hh) {
-    return OpAutograd<LstmCell>::apply(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh);
-  });
-  module.def("gru_cell_forward_autograd", [](const at::Tensor& input, const at::Tensor& h0,
-                                             const at::Tensor& weight_ih, const at::Tensor& weight_hh,
-                                             const OptionalTensor& bias_ih, const OptionalTensor& bias_hh) {
-    return OpAutograd<GruCell>::apply(input, h0, weight_ih, weight_hh, bias_ih, bias_hh);
-  });
+  const auto& descriptions = op_descriptions();
+  for (size_t index = 0; index < descriptions.size(); ++index) {
+    module.def((std::string(descriptions[index].kind) + "_forward_autograd").c_str(), [index](const py::args& args) {
+      const OpPlan& plan = OpPlan::get(index);
+      TORCH_CHECK_TYPE(args.size() == plan.arguments.size(), "fused_lstm.", plan.forward_name(), "_autograd takes ",
+                       plan.arguments.size(), " arguments (all but save_for_backward), got ", args.size());
+      std::vector<c10::IValue> arguments;
+      std::vector<at::Tensor> defined;
+      for (size_t i = 0; i < args.size(); ++i) {
+        arguments.push_back(argument_value(plan, i, args[i]));
+        if (arguments.back().isTensor()) defined.push_back(arguments.back().toTensor());
+      }
+      return OpAutograd::apply(static_cast<int64_t>(index), arguments, at::TensorList(defined));
+    });
+  }
   module.def("set_differentiable_backward", [](py::object function) { differentiable_backward() = function; });
+  // The descriptions for Python (fused_lstm/descriptions.py), each as a dict of its fields.
+  module.def("op_descriptions", [] {
+    py::list list;
+    auto names = [](const std::vector<const char*>& values) {
+      py::tuple tuple(values.size());
+      for (size_t i = 0; i < values.size(); ++i) tuple[i] = values[i];
+      return tuple;
+    };
+    auto pairs = [](const std::vector<std::pair<const char*, const char*>>& values) {
+      py::list l;
+      for (const auto& [a, b] : values) l.append(py::make_tuple(a, b));
+      return l;
+    };
+    for (const auto& d : op_descriptions()) {
+      py::dict entry;
+      entry["kind"] = d.kind;
+      entry["differentiable"] = names(d.differentiable);
+      entry["weights"] = names(d.weights);
+      entry["outputs"] = names(d.outputs);
+      entry["saved_outputs"] = names(d.saved_outputs);
+      entry["cotangent_like"] = pairs(d.cotangent_like);
+      entry["gradient_aliases"] = pairs(d.gradient_aliases);
+      list.append(entry);
+    }
+    return list;
+  });
 }
 
 }  // namespace fused_lstm

@@ -1,4 +1,4 @@
-// The op schemas of fused_lstm (op_schemas.h) and their CPU kernels: the shared sequence drivers with the CPU
+// The op schemas of fused_lstm (op_descriptions.h) and their CPU kernels: the shared sequence drivers with the CPU
 // backend. The CUDA kernels of the same schemas are registered in cuda/; fake kernels and autograd live in
 // fused_lstm/ops.py.
 #include <Python.h>
@@ -13,7 +13,7 @@
 #include "cpu/pointwise_cpu.h"
 #include "cpu/lstm_recurrence_cpu.h"
 #include "layer_ops.h"
-#include "op_schemas.h"
+#include "op_descriptions.h"
 #include "options.h"
 
 // Importing fused_lstm._C loads this library, which registers the ops; the module itself holds the cells' eager

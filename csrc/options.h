@@ -2,7 +2,7 @@
 // at the first question (an unknown value raises then, and at every later question until it is fixed), and
 // can be changed in-process: torch.ops.fused_lstm.set_option(name, value), or the Python context manager
 // fused_lstm.options(name=value) that restores the old value. The query of which path a call takes is
-// fused_lstm::layer_paths (op_schemas.h).
+// fused_lstm::layer_paths (op_descriptions.h).
 //
 // | option          | environment variable       | values                                   | default           |
 // |-----------------|----------------------------|------------------------------------------|-------------------|

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import onnx_export, ops, stack
+from . import onnx_export, ops, settings, stack
 
 
 def _check_constructor_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size):
@@ -103,9 +103,9 @@ def _compute_dtype(mode: str, input: Tensor, weights: List[Tensor]) -> torch.dty
 @torch.jit.unused
 def _kernel_dtype(dtype: torch.dtype, device: torch.device, impl: str) -> torch.dtype:
     """The dtype the fused kernels run a call of `dtype` in: float32 for bfloat16 and float16 on a CPU without
-    kernels for them (ops.cpu_computes_half_in_float32), else `dtype`."""
+    kernels for them (settings.cpu_computes_half_in_float32), else `dtype`."""
     if impl == "fused" and device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
-        if ops.cpu_computes_half_in_float32(str(dtype).split(".")[-1]):
+        if settings.cpu_computes_half_in_float32(str(dtype).split(".")[-1]):
             return torch.float32
     return dtype
 

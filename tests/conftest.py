@@ -184,10 +184,10 @@ def cpu_flags():
 
 
 def cpu_has(isa):
-    """Whether this CPU has `isa` for fused_lstm's CPU kernels (fused_lstm.ops.CPU_ISAS), as the library sees it."""
-    from fused_lstm import ops
+    """Whether this CPU has `isa` for fused_lstm's CPU kernels (fused_lstm.settings.CPU_ISAS), as the library sees it."""
+    from fused_lstm import settings
 
-    return ops.CPU_ISAS.index(ops.best_cpu_isa()) >= ops.CPU_ISAS.index(isa)
+    return settings.CPU_ISAS.index(settings.best_cpu_isa()) >= settings.CPU_ISAS.index(isa)
 
 
 HAS_AVX2 = cpu_has("avx2")

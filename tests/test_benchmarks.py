@@ -54,7 +54,7 @@ def test_benchmark_writes_table_csv_and_plots(device, tmp_path, capsys):
     assert "Ceilings" in markdown and "torch " in markdown
     # The header names the instruction sets in use and the caps in force (none here unless the caller set some).
     caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name)]
-    assert f"instruction sets: fused_lstm's best {fused_lstm.ops.best_cpu_isa()}" in markdown
+    assert f"instruction sets: fused_lstm's best {fused_lstm.settings.best_cpu_isa()}" in markdown
     assert f"caps: {', '.join(caps) or 'none'}" in markdown
     assert markdown.count("| fused_lstm |") == SHAPES * MODES
     for plot in ("speedup_vs_batch.png", "speedup_vs_hidden.png"):

@@ -77,6 +77,6 @@ def test_the_emulated_cpu_is_the_model_asked_for():
 
     expected = CPU_MODELS[model]
     assert torch.backends.cpu.get_cpu_capability() == expected["torch_capability"]
-    assert fused_lstm.ops.best_cpu_isa() == expected["best_cpu_isa"]
-    assert fused_lstm.ops.onednn_matmul_usable() == expected["onednn_matmul_usable"]
+    assert fused_lstm.settings.best_cpu_isa() == expected["best_cpu_isa"]
+    assert fused_lstm.settings.onednn_matmul_usable() == expected["onednn_matmul_usable"]
     assert not torch.backends.mkldnn.enabled  # conftest.py: nn on ATen's kernels, not oneDNN's JIT

@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import fused_lstm
 from conftest import GEMM_CHOICE_AGAINST_NN_SCALE, assert_close, run_counting_aten_gemms, run_python_child
 
-ONEDNN_USABLE = fused_lstm.ops.onednn_matmul_usable()
+ONEDNN_USABLE = fused_lstm.settings.onednn_matmul_usable()
 
 # Sizes where the automatic choice takes oneDNN for the input GEMM, the per-step GEMMs (B·H·4H >= 2M
 # multiply-adds) and the weight-gradient GEMMs; bidirectional and packed cover the reverse direction and
@@ -92,7 +92,7 @@ def test_the_automatic_choice_takes_onednn_for_large_products_exactly_where_it_c
 CAPPED_CHILD = """
     import torch, fused_lstm, test_gemm
     assert not torch.ops.mkldnn._is_mkldnn_bf16_supported(), "the cap did not reach oneDNN"
-    assert not fused_lstm.ops.onednn_matmul_usable()
+    assert not fused_lstm.settings.onednn_matmul_usable()
     test_gemm.test_the_automatic_choice_takes_onednn_for_large_products_exactly_where_it_can_run()
     for packed in (False, True):
         test_gemm.compare_with_nn_lstm(packed)  # float32 training at H = 256: raised on AVX2 CPUs before the check

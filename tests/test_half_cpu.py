@@ -92,7 +92,7 @@ def dtypes_of_the_ops(module, x):
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "LSTMCell", "GRUCell"])
 def test_half_precision_runs_on_the_float32_kernels_where_the_cpu_has_none_for_it(name, dtype, isa):
-    """Both sides of the rule (fused_lstm.ops.cpu_computes_half_in_float32) on one CPU, by capping cpu_isa: the
+    """Both sides of the rule (fused_lstm.settings.cpu_computes_half_in_float32) on one CPU, by capping cpu_isa: the
     ops run in float32 (inputs, states and weights converted at the call) where no kernel computes in the dtype,
     and the module still returns, and differentiates into, the dtype; no worse than torch's own error in it."""
     arguments = dict(input_size=8, hidden_size=HIDDEN)
@@ -104,7 +104,7 @@ def test_half_precision_runs_on_the_float32_kernels_where_the_cpu_has_none_for_i
     x = torch.randn(*shape).to(dtype)
     with cpu_isa_or_skip(isa):
         expected_dtype = KERNEL_DTYPE_BY_ISA[isa] if dtype == torch.bfloat16 else torch.float32
-        assert fused_lstm.ops.cpu_computes_half_in_float32(str(dtype)[6:]) == (expected_dtype == torch.float32)
+        assert fused_lstm.settings.cpu_computes_half_in_float32(str(dtype)[6:]) == (expected_dtype == torch.float32)
         op = {"LSTM": "lstm_layer", "GRU": "gru_layer", "LSTMCell": "lstm_cell", "GRUCell": "gru_cell"}[name]
         assert dtypes_of_the_ops(ours, x) == {(op, str(expected_dtype)[6:])}
         actual = outputs_and_gradients(ours, x, None)
@@ -219,11 +219,20 @@ def test_bfloat16_whole_recurrence_runs_no_library_gemm(isa):
 
 
 def torch_lstm_runs_on_onednn_in(dtype):
-    """Whether nn.LSTM under CPU autocast runs oneDNN's RNN in `dtype` here: oneDNN on, and its bfloat16 (AVX-512
-    or AVX-NE-CONVERT) or float16 (AVX-512-FP16 or AVX-NE-CONVERT) support, as torch checks it."""
+    """Whether nn.LSTM under CPU autocast runs oneDNN's RNN in `dtype` here. torch's own checks (oneDNN on, and
+    its bfloat16 or float16 support as _is_mkldnn_*_supported reports it) are not enough: on a Xeon with
+    AVX512-FP16 they say float16 and oneDNN then fails to create the LSTM primitive, so the call is tried."""
     supported = {torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported,
                  torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported}[dtype]
-    return torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available() and supported()
+    if not (torch.backends.mkldnn.enabled and torch.backends.mkldnn.is_available() and supported()):
+        return False
+    try:
+        with torch.autocast("cpu", dtype=dtype):
+            torch.nn.LSTM(4, 4)(torch.randn(2, 1, 4))
+    except RuntimeError as error:
+        assert "primitive" in str(error), error  # oneDNN's refusal, not another failure
+        return False
+    return True
 
 
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)

@@ -1,6 +1,8 @@
 """The raw ops: float64 gradcheck and gradgradcheck, opcheck on every sample, torch.compile, and the eager calls'
 C++ autograd against the ops' Python autograd."""
 
+import inspect
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -211,14 +213,14 @@ def eager_gradients(name, sample, wanted, through_python):
     """The differentiable outputs of op `name` on the sample, with `wanted` arguments (every floating-point one if
     None) needing gradients, and those gradients of Σ output² + Σ (other outputs)³ (None where not wanted).
     through_python: the ops' Python autograd.Function (torch.func's) instead of the C++ autograd of eager calls."""
-    spec = fused_lstm.ops._SPECS[name]
+    spec = fused_lstm.autograd.SPECS[name]
     leaves = {key: value.detach().requires_grad_(wanted is None or key in wanted)
               for key, value in sample.items() if torch.is_tensor(value) and value.is_floating_point()}
     arguments = samples.in_schema_order(getattr(OPS, name).default, {**sample, **leaves, "save_for_backward": True})
     if through_python:
-        outputs = fused_lstm.ops._FORWARD_FUNCTIONS[name].apply(*arguments)
+        outputs = fused_lstm.autograd.FORWARD_FUNCTIONS[name].apply(*arguments)
     else:
-        outputs = fused_lstm.ops._call(name, *arguments)
+        outputs = fused_lstm.autograd.call(name, *arguments)
     outputs = outputs[:len(spec.outputs)]
     loss = (outputs[0] ** 2).sum() + sum((output ** 3).sum() for output in outputs[1:])
     needing = [key for key, leaf in leaves.items() if leaf.requires_grad]
@@ -246,3 +248,52 @@ def test_eager_autograd_in_cpp_matches_the_ops_python_autograd(case, needs_grad)
         assert (grads[key] is None) == (expected is None), key
         if expected is not None:
             assert torch.equal(grads[key], expected), key
+
+
+# The ops' descriptions (csrc/op_descriptions.h), read by the C++ eager autograd and by Python.
+DESCRIPTIONS = fused_lstm.descriptions.DESCRIPTIONS
+FLAGS = ("has_bias", "compute_grad_input", "compute_grad_weights")
+
+
+@pytest.mark.parametrize("name", list(DESCRIPTIONS))
+def test_each_description_names_only_what_the_schemas_have(name):
+    """Every name a description gives is an argument or result of its ops, and the backward op follows the
+    conventions both autograds rely on: its arguments are the outputs' cotangents grad_<output>, tensors the
+    forward saves (by their forward names), the forward's plain arguments and the three flags; each of its results
+    is the gradient of differentiable arguments, and every differentiable argument gets one."""
+    d = DESCRIPTIONS[name]
+    assert set(d.differentiable) <= set(d.tensor_arguments)
+    assert set(d.weights) <= set(d.differentiable) and "input" in d.differentiable
+    assert d.returns[:len(d.outputs)] == d.outputs
+    assert set(d.saved_outputs) == set(d.returns) - set(d.outputs)
+    assert set(d.cotangent_like) <= set(d.outputs) and set(d.cotangent_like.values()) <= set(d.saved)
+    plain = set(d.arguments) - set(d.tensor_arguments) - {"save_for_backward"}
+    for argument in d.backward_arguments:
+        cotangent = argument.startswith("grad_") and argument[len("grad_"):] in d.outputs
+        assert cotangent or argument in d.saved or argument in plain or argument in FLAGS, argument
+    targets = [target for result in d.backward_returns for target in d.gradient_targets(result)]
+    assert sorted(targets) == sorted(d.differentiable)
+    assert d.bias in d.differentiable
+
+
+@pytest.mark.parametrize("op", [name for d in DESCRIPTIONS.values() for name in (d.op, d.backward_op)])
+def test_each_fake_kernel_takes_the_schemas_arguments_by_name(op):
+    """The fake kernels (fused_lstm/fake_kernels.py) are written by hand: their parameters must be the schema's
+    arguments, in order, so that a renamed or added argument cannot leave them behind."""
+    function = getattr(fused_lstm.fake_kernels, f"_{op}_fake")
+    assert list(inspect.signature(function).parameters) == \
+        [argument.name for argument in getattr(OPS, op).default._schema.arguments]
+
+
+def test_the_eager_autograd_refuses_arguments_of_the_wrong_type():
+    """The C++ eager autograd's entry points check each argument against the schema: a wrong type or count is a
+    TypeError, never a crash."""
+    sample = samples.cell_sample("lstm", 2, 3, 4, dtype=F64)
+    arguments = samples.in_schema_order(OPS.lstm_cell_forward.default, {**sample, "save_for_backward": True})[:-1]
+    entry = fused_lstm._C.lstm_cell_forward_autograd
+    with pytest.raises(TypeError, match="takes 7 arguments"):
+        entry(*arguments[:-1])
+    with pytest.raises(TypeError, match="input must be a Tensor"):
+        entry(None, *arguments[1:])
+    with pytest.raises(TypeError, match="h0 must be a Tensor"):
+        entry(arguments[0], 1.0, *arguments[2:])

@@ -72,8 +72,8 @@ def test_a_bad_environment_value_raises_naming_the_variable():
 
 
 def test_auto_is_the_best_instruction_set_of_this_cpu():
-    best = fused_lstm.ops.best_cpu_isa()
-    assert best in fused_lstm.ops.CPU_ISAS and cpu_has(best)
+    best = fused_lstm.settings.best_cpu_isa()
+    assert best in fused_lstm.settings.CPU_ISAS and cpu_has(best)
     with fused_lstm.options(cpu_isa=best), fused_lstm.recording_paths() as explicit:
         fused_lstm.LSTM(4, 8)(torch.randn(3, 2, 4))
     with fused_lstm.recording_paths() as automatic:
@@ -127,7 +127,7 @@ def test_nothing_is_recorded_outside_the_block():
     with fused_lstm.recording_paths() as paths:
         pass
     fused_lstm.LSTM(4, 8)(torch.randn(3, 2, 4))
-    assert paths == [] and fused_lstm.ops._path_records is None
+    assert paths == [] and fused_lstm.settings._path_records is None
 
 
 def test_layer_paths_rejects_an_unknown_kind_and_a_projected_gru():

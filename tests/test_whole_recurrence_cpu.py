@@ -126,7 +126,7 @@ def test_each_instruction_set_matches_float64_over_many_blocks(isa):
 
 
 def test_asking_for_an_instruction_set_the_cpu_lacks_raises_and_changes_nothing():
-    missing = [isa for isa in fused_lstm.ops.CPU_ISAS if not cpu_has(isa)]
+    missing = [isa for isa in fused_lstm.settings.CPU_ISAS if not cpu_has(isa)]
     if not missing:
         pytest.skip("this CPU has every instruction set fused_lstm uses")
     with pytest.raises(RuntimeError, match=f"cpu_isa={missing[0]} but this CPU does not have it"):

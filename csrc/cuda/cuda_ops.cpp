@@ -1,4 +1,4 @@
-// The CUDA kernels of the fused_lstm ops (schemas in ../op_schemas.h): the shared sequence drivers with the
+// The CUDA kernels of the fused_lstm ops (schemas in ../op_descriptions.h): the shared sequence drivers with the
 // CUDA backend (cuda_backend.h). The GEMMs run through ATen on the current stream of input's device; so do
 // the pointwise kernels.
 #include <ATen/ATen.h>

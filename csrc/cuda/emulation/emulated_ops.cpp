@@ -1,6 +1,6 @@
 // fused_lstm._emulated_cuda: the fused_lstm ops on the CUDA backend, with its kernels running in the host
 // emulation (simt.h) on CPU tensors. Registered as torch.ops.fused_lstm_emulated.* with the schemas of
-// torch.ops.fused_lstm.* (op_schemas.h) and the same drivers, so a test runs exactly the code path a GPU
+// torch.ops.fused_lstm.* (op_descriptions.h) and the same drivers, so a test runs exactly the code path a GPU
 // runs, but for cuBLAS (the GEMMs run on ATen's CPU kernels, in the same dtype). For tests only.
 #include <Python.h>
 #include <torch/library.h>
@@ -9,7 +9,7 @@
 
 #include "../../checks.h"
 #include "../../layer_ops.h"
-#include "../../op_schemas.h"
+#include "../../op_descriptions.h"
 #include "../../options.h"
 #include "../cuda_backend.h"
 #include "simt.h"
