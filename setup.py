@@ -87,7 +87,7 @@ def emulated_cuda_extension(cpp_extension):
     """The CUDA backend and its kernels on the host emulation, with the shared drivers: a test library."""
     sources = relative_sources("csrc/cuda/emulation/*.cpp") + [
         "csrc/cuda/cuda_backend.cpp", "csrc/cuda/pointwise_cuda.cpp", "csrc/cuda/lstm_persistent.cpp",
-        "csrc/lstm_layer.cpp", "csrc/gru_layer.cpp", "csrc/sequence.cpp", "csrc/gemm.cpp", "csrc/options.cpp",
+        "csrc/lstm_layer.cpp", "csrc/lstm_cell.cpp", "csrc/gru_layer.cpp", "csrc/sequence.cpp", "csrc/gemm.cpp", "csrc/options.cpp",
         "csrc/cpu/isa.cpp"]
     return cpp_extension.CppExtension(
         name="fused_lstm._emulated_cuda",

@@ -109,7 +109,12 @@ struct OpAutograd : torch::autograd::Function<OpAutograd> {
     const OpPlan& plan = OpPlan::get(op_index);
     torch::jit::Stack stack(arguments.begin(), arguments.end());
     stack.emplace_back(true);  // save_for_backward
-    plan.forward.callBoxed(stack);
+    {
+      // This is the op's autograd: straight to its kernel, not through the autograd torch.library registered
+      // (autograd.py), which would only redispatch below itself (a Python call per op).
+      at::AutoDispatchBelowAutograd below_autograd;
+      plan.forward.callBoxed(stack);
+    }
     variable_list results;
     for (const auto& value : stack) results.push_back(value.toTensor());
     const size_t differentiable = plan.description->outputs.size();
@@ -190,7 +195,10 @@ struct OpAutograd : torch::autograd::Function<OpAutograd> {
           stack.push_back(ctx->saved_data.at(name));  // a plain argument of the forward (reverse)
         }
       }
-      plan.backward.callBoxed(stack);
+      {
+        at::AutoDispatchBelowAutograd below_autograd;  // the backward op has no autograd of its own
+        plan.backward.callBoxed(stack);
+      }
       const auto& returns = plan.backward.schema().returns();
       for (size_t r = 0; r < returns.size(); ++r) {
         for (const auto& target : plan.gradient_targets(returns[r].name())) gradients[target] = stack[r].toTensor();

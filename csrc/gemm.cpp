@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "options.h"
+#include "path_thresholds.h"
 
 // Exported by libtorch_cpu (TORCH_API) but its header is not installed with the wheel:
 // result = beta·result + alpha·(mat1 · mat2), computed by a oneDNN matmul primitive. Declared weak so
@@ -30,12 +31,10 @@ bool has_unit_stride(const at::Tensor& matrix) {
          (matrix.stride(0) == 1 && matrix.stride(1) >= std::max<int64_t>(1, matrix.size(0)));
 }
 
-// Where oneDNN beat MKL on the development machines: inner and output dimensions of 256 and more, at least 16
-// rows, and at least 2M multiply-adds in all. Below 16 rows (a decoder's cell step) MKL is up to 2.5× faster
-// (measured on a 2-core Intel Xeon: an LSTMCell's backward at B = 8, H = 1024).
-constexpr int64_t kOneDnnMinDimension = 256;
-constexpr int64_t kOneDnnMinRows = 16;
-constexpr int64_t kOneDnnMinMultiplyAdds = int64_t(1) << 21;
+// Where oneDNN beat MKL (path_thresholds.h).
+using thresholds::kOneDnnMinDimension;
+using thresholds::kOneDnnMinMultiplyAdds;
+using thresholds::kOneDnnMinRows;
 
 bool use_onednn(const at::Tensor& result, const at::Tensor& a, const at::Tensor& b) {
   if (!result.device().is_cpu() || result.scalar_type() != at::kFloat || !onednn_matmul_usable()) return false;

@@ -82,6 +82,21 @@ std::tuple<std::string, std::string> lstm_layer_paths(
     const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& weight_ih,
     const at::Tensor& weight_hh, const std::optional<at::Tensor>& weight_hr, const LstmBackend& backend);
 
+// The gates of an LSTM: i, f, g, o.
+constexpr int64_t kLstmGates = 4;
+
+// One step on the backend's fused cell (the caller checked that it serves these sizes; lstm_cell.cpp), for the
+// cell op and a one-step layer: bias_ih and bias_hh may be undefined (a layer passes b_ih + b_hh as bias_ih).
+struct FusedCellStep {
+  at::Tensor h1;     // [B, H]
+  at::Tensor c1;     // [B, H] in the accumulation dtype
+  at::Tensor gates;  // [B, 4H] activations when saving, else [0, 4H]
+  at::Tensor c0;     // [B, H] c0 in the accumulation dtype, contiguous
+};
+FusedCellStep run_fused_lstm_cell(const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
+                                  const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& bias_ih,
+                                  const at::Tensor& bias_hh, bool save_for_backward, const LstmBackend& backend);
+
 // One step of an LSTM cell (LSTMCell): returns (h1 [B,H], c1 [B,H], gates [B,4H]); gates, the activations
 // backward needs, is empty unless save_for_backward.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_cell_forward(

@@ -6,6 +6,7 @@
 #include "../gru_math.h"
 #include "../lstm_math.h"
 #include "../options.h"
+#include "../path_thresholds.h"
 #include "clones.h"
 #include "isa.h"
 #include "parallel.h"
@@ -18,11 +19,10 @@ namespace {
 // Batch rows of one register block: G gates × kBlockRows rows of accumulators, G weight vectors and one
 // input vector must fit the vector registers (LSTM with AVX-512: 16 + 4 + 1 of 32).
 constexpr int kBlockRows = 4;
-// Batches of up to kMaxDotRows rows run the dot-product form (block_dots: rows in registers, a horizontal sum
-// per unit); larger ones, with AVX-512, the batch-lanes form (block_lanes: rows in vector lanes), up to
-// kMaxCellRows; beyond, the per-step path's library GEMM.
-constexpr int64_t kMaxDotRows = 16;
-constexpr int64_t kMaxCellRows = 128;
+// Batches of up to kMaxDotRows rows run the dot-product form (block_dots), larger ones with AVX-512 the
+// batch-lanes form (block_lanes) up to kMaxCellRows (path_thresholds.h).
+using thresholds::kMaxCellRows;
+using thresholds::kMaxDotRows;
 // Hidden units whose pre-activations are gathered before the cell's math runs on them as one vector loop.
 constexpr int64_t kUnitBlock = 16;
 // Multiply-adds per thread task: below about this a thread hand-off costs more than it saves.

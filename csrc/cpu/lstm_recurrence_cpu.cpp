@@ -9,6 +9,7 @@
 
 #include "../lstm_math.h"
 #include "../options.h"
+#include "../path_thresholds.h"
 #include "clones.h"
 #include "isa.h"
 #include "lstm_recurrence_amx.h"
@@ -32,7 +33,6 @@ constexpr TileShape kAvx512Tiles{16, 6};
 constexpr TileShape kAvx2Tiles{8, 3};
 constexpr int64_t kMaxLanes = kAvx512Tiles.lanes;
 constexpr int64_t kMaxTileFloats = kAvx512Tiles.max_rows * 4 * kAvx512Tiles.lanes;  // the larger tile
-constexpr int64_t kMinRowsToProjectPerStep = 4;
 
 TileShape tile_shape(Isa isa) { return isa >= Isa::kAvx512 ? kAvx512Tiles : kAvx2Tiles; }
 
@@ -448,11 +448,9 @@ const char* forward_kernel(at::ScalarType dtype) {
   return nullptr;
 }
 
-// The backward has no AMX version. On an AMX CPU the per-step path's recurrent GEMMs run on AMX (oneDNN), far
-// above vdpbf16ps' peak there (6.7 TFLOP/s against 0.23 on a 2-core Xeon with AMX), once a step is large enough
-// to pay for a library call: bfloat16 backwards take the vdpbf16ps tiles below this many multiply-adds a step
-// (B·4H·H; measured there: B=8 H=128 2.4 against 3.4 ms, B=32 H=256 28 against 21 ms per training step).
-constexpr int64_t kAmxPerStepMinMultiplyAdds = int64_t(1) << 21;
+// The backward has no AMX version: on an AMX CPU a bfloat16 backward takes the vdpbf16ps tiles for small steps
+// and the per-step path's AMX GEMMs above (path_thresholds.h).
+using thresholds::kAmxPerStepMinMultiplyAdds;
 
 const char* backward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
   const Isa isa = options::cpu_isa();
@@ -475,7 +473,7 @@ Isa check_kernel(const char* kernel, at::ScalarType dtype) {
 bool recurrence_forward_projects_input(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
   // bfloat16 tiles project the input at every size. In float32, with few rows per step, streaming W_ih's
   // panels every step costs more than the multiply-adds they feed: one GEMM over all T·B rows first is faster.
-  return dtype == at::kBFloat16 || shape.batch >= kMinRowsToProjectPerStep;
+  return dtype == at::kBFloat16 || shape.batch >= thresholds::kMinRowsToProjectPerStep;
 }
 
 const char* recurrence_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
