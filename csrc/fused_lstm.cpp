@@ -1,6 +1,6 @@
-// The op schemas of fused_lstm (op_descriptions.h) and their CPU kernels: the shared sequence drivers with the CPU
-// backend. The CUDA kernels of the same schemas are registered in cuda/; fake kernels and autograd live in
-// fused_lstm/ops.py.
+// The ops of fused_lstm (described in op_descriptions.h) and their CPU kernels: the shared sequence drivers with
+// the CPU backend. The CUDA kernels of the same ops are registered in cuda/; fake kernels, the Python autograd
+// and vmap rules live in fused_lstm/ (fake_kernels.py, autograd.py, vmap_rules.py).
 #include <Python.h>
 #include <torch/library.h>
 

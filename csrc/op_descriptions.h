@@ -1,8 +1,10 @@
 // Each fused op, described once: its forward and backward schemas (argument and result names) and what its
 // autograd needs to know besides them. torch.ops.fused_lstm.* are registered from here (define_ops, also by the
-// host emulation of the CUDA kernels under its own library name); the C++ eager autograd (eager_autograd.cpp)
-// and Python (fused_lstm._C.op_descriptions(): fake kernels, autograd, vmap rules) read the same table, so
-// every saved tensor, gradient and cotangent is found by name.
+// host emulation of the CUDA kernels under its own library name). Both autograds read the same table, so every
+// saved tensor, gradient and cotangent is found by name: the C++ one for eager calls (eager_autograd.cpp) and
+// Python's (fused_lstm/autograd.py, through _C.op_descriptions(); that file says why both exist). The fake
+// kernels and vmap rules (fused_lstm/fake_kernels.py, vmap_rules.py) name the schemas' arguments, which
+// tests/test_ops.py checks against this table.
 //
 // Conventions that the table relies on instead of spelling out:
 // - the backward op's arguments are the forward's outputs' cotangents `grad_<output>`, the saved tensors by

@@ -9,8 +9,7 @@
 // | cpu_isa         | FUSED_LSTM_CPU_ISA         | auto, none, avx2, avx512, avx512_bf16,   | auto: the best    |
 // |                 |                            | amx                                      | this CPU has      |
 // | cpu_gemm        | FUSED_LSTM_CPU_GEMM        | auto, aten, onednn                       | auto              |
-// | cuda_persistent | FUSED_LSTM_CUDA_PERSISTENT | 0, 1                                     | 0 (not yet run on |
-// |                 |                            |                                          | a GPU)            |
+// | cuda_persistent | FUSED_LSTM_CUDA_PERSISTENT | 0, 1                                     | 0                 |
 //
 // cpu_isa caps the instruction set of the CPU's own kernels (cpu/isa.h): the float32 whole recurrence and
 // fused cell need avx2 or more, the bfloat16 whole recurrence avx512_bf16 (vdpbf16ps) or amx; with "none"
@@ -38,7 +37,7 @@ bool cuda_persistent();
 std::string get(const std::string& name);
 void set(const std::string& name, const std::string& value);
 
-// set_option, get_option and best_cpu_isa, for a library's TORCH_LIBRARY block (the extension's and the CUDA emulation's).
+// set_option, get_option, best_cpu_isa and onednn_matmul_usable, for a library's TORCH_LIBRARY block (the extension's and the CUDA emulation's).
 void define_ops(torch::Library& m);
 
 }  // namespace options

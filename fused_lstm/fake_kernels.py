@@ -4,7 +4,7 @@ tensors, with the real kernels' device checks."""
 import torch
 
 from . import onnx_export
-from .descriptions import OPS  # noqa: F401  (loading the extension defines the ops registered here)
+from . import descriptions  # noqa: F401  (loads the extension, which defines the ops registered here)
 
 
 def _accumulation_dtype(dtype):

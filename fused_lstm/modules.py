@@ -12,44 +12,13 @@ and benchmarks run the readable reference so.
 """
 
 import math
-import numbers
-import warnings
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import onnx_export, ops, settings, stack
-
-
-def _check_constructor_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size):
-    """The constructor checks of nn.RNNBase, with its exception types and messages."""
-    if not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1 or isinstance(dropout, bool):
-        raise ValueError("dropout should be a number in range [0, 1] representing the probability of an "
-                         "element being zeroed")
-    if dropout > 0 and num_layers == 1:
-        warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
-                      f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
-                      stacklevel=3)
-    if not isinstance(bias, bool):
-        raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
-    if not isinstance(batch_first, bool):
-        raise TypeError(f"batch_first should be of type bool, got: {type(batch_first).__name__}")
-    if not isinstance(input_size, int):
-        raise TypeError(f"input_size should be of type int, got: {type(input_size).__name__}")
-    if input_size <= 0:
-        raise ValueError("input_size must be greater than zero")
-    if not isinstance(hidden_size, int):
-        raise TypeError(f"hidden_size should be of type int, got: {type(hidden_size).__name__}")
-    if hidden_size <= 0:
-        raise ValueError("hidden_size must be greater than zero")
-    if num_layers <= 0:
-        raise ValueError("num_layers must be greater than zero")
-    if proj_size < 0:
-        raise ValueError("proj_size should be a positive integer or zero to disable projections")
-    if proj_size >= hidden_size:
-        raise ValueError("proj_size has to be smaller than hidden_size")
+from . import call_rules, nn_checks, stack
 
 
 def _reset_uniform(module):
@@ -57,99 +26,6 @@ def _reset_uniform(module):
     stdv = 1.0 / math.sqrt(module.hidden_size) if module.hidden_size > 0 else 0
     for weight in module.parameters():
         nn.init.uniform_(weight, -stdv, stdv)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Eager-only decisions (TorchScript runs the fused ops in the weights' dtype; see stack.py).
-
-
-@torch.jit.unused
-def _layer_impl(module: nn.Module, input: object) -> str:
-    """The layers of a module's call: the fused ops, or ONNX's nodes while torch.onnx.export captures the model
-    (once it is checked that ONNX can express them)."""
-    # Both exporters capture the model by tracing (TorchScript's or torch.export's): outside a trace the
-    # (slower) export question need not be asked.
-    if (torch.jit.is_tracing() or torch.compiler.is_compiling()) and torch.onnx.is_in_onnx_export():
-        onnx_export.check_exportable(module, input)
-        return "onnx"
-    return "fused"
-
-
-# What torch's own modules do under CPU autocast (measured: torch 2.11-2.14): nn.LSTM runs in the autocast
-# dtype (oneDNN's RNN), nn.GRU and the cells stay in float32. Under CUDA autocast all run in its dtype.
-_FOLLOWS_CPU_AUTOCAST = {"LSTM": True, "GRU": False, "LSTMCell": False, "GRUCell": False}
-
-
-@torch.jit.unused
-def _compute_dtype(mode: str, input: Tensor, weights: List[Tensor]) -> torch.dtype:
-    """The dtype the layers run in: the autocast dtype where torch's module runs in it, else the weights'
-    dtype, which the input must match."""
-    for weight in weights:
-        if weight.device != input.device:
-            raise RuntimeError("Input and parameter tensors are not at the same device, found input tensor at "
-                               f"{input.device} and parameter tensor at {weight.device}")
-    device_type = input.device.type
-    if device_type in ("cuda", "cpu") and torch.is_autocast_enabled(device_type):
-        if device_type == "cuda" or _FOLLOWS_CPU_AUTOCAST[mode]:
-            return torch.get_autocast_dtype(device_type)
-        if input.dtype in (torch.float16, torch.bfloat16):
-            return input.dtype
-    if input.dtype != weights[0].dtype and not torch._C._is_any_autocast_enabled():
-        raise ValueError(f"RNN input dtype ({input.dtype}) does not match weight dtype ({weights[0].dtype}). "
-                         f"Convert input: input.to({weights[0].dtype}), or convert model: model.to({input.dtype})")
-    return weights[0].dtype
-
-
-@torch.jit.unused
-def _kernel_dtype(dtype: torch.dtype, device: torch.device, impl: str) -> torch.dtype:
-    """The dtype the fused kernels run a call of `dtype` in: float32 for bfloat16 and float16 on a CPU without
-    kernels for them (settings.cpu_computes_half_in_float32), else `dtype`."""
-    if impl == "fused" and device.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
-        if settings.cpu_computes_half_in_float32(str(dtype).split(".")[-1]):
-            return torch.float32
-    return dtype
-
-
-@torch.jit.unused
-def _in_dtype(dtype: torch.dtype, tensors: List[Tensor]) -> List[Tensor]:
-    return [tensor if tensor.dtype == dtype else tensor.to(dtype) for tensor in tensors]
-
-
-@torch.jit.unused
-def _cell_tensors_for_kernels(mode: str, tensors: List[Optional[Tensor]], impl: str):
-    """A cell's input, states and parameters (tensors[0] is the input, tensors[-2] weight_ih) in the dtype the
-    kernels run the call in, converted once, and the dtype its results are returned in: the autocast dtype where
-    torch's cell runs in it (_compute_dtype), else the input's; the kernels run it in float32 on a CPU without
-    kernels for that dtype (_kernel_dtype). Outside autocast, tensors of another dtype than the input's are left
-    as they are, for the op to reject as torch's cell does."""
-    autocast = torch._C._is_any_autocast_enabled()
-    dtype = _compute_dtype(mode, tensors[0], [tensors[-2]]) if autocast else tensors[0].dtype
-    kernel_dtype = _kernel_dtype(dtype, tensors[0].device, impl)
-    if not autocast and (kernel_dtype == dtype or any(t is not None and t.dtype != dtype for t in tensors)):
-        return tensors, dtype
-    return [None if tensor is None else tensor.to(kernel_dtype) for tensor in tensors], dtype
-
-
-@torch.jit.unused
-def _states_must_match_input(input: Tensor) -> bool:
-    """Under autocast the states may come in another dtype: they are converted like the input."""
-    return not torch.is_autocast_enabled(input.device.type)
-
-
-def _check_state(state: Tensor, input: Tensor, which: str):
-    # PyTorch's RNN kernels raise these for states on another device or of another dtype.
-    if state.device != input.device:
-        raise RuntimeError(f"Input and {which} tensors are not at the same device, found input tensor at "
-                           f"{input.device} and {which} tensor at {state.device}")
-    if state.dtype != input.dtype:
-        raise RuntimeError(f"Expected {which} and input to have the same dtype, got {which} {state.dtype} and "
-                           f"input {input.dtype}")
-
-
-def _check_state_size(state: Tensor, expected: List[int], which: str):
-    if list(state.size()) != expected:
-        expected_text = "(" + ", ".join([str(size) for size in expected]) + ")"
-        raise RuntimeError(f"Expected {which} size {expected_text}, got {list(state.size())}")
 
 
 class _RecurrentBase(nn.Module):
@@ -161,7 +37,7 @@ class _RecurrentBase(nn.Module):
     def __init__(self, mode, gate_count, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                  bidirectional, proj_size, device, dtype):
         super().__init__()
-        _check_constructor_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
+        nn_checks.check_constructor_arguments(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -269,6 +145,101 @@ def _permute(state: Tensor, indices: Optional[Tensor]) -> Tensor:
     return state if indices is None else state.index_select(1, indices)
 
 
+class _LayerShape(NamedTuple):
+    """What the layers' forward reads of a module (fused_lstm's or torch.nn's)."""
+    mode: str  # "LSTM" or "GRU"
+    input_size: int
+    hidden_size: int
+    proj_size: int
+    num_layers: int
+    bidirectional: bool
+    batch_first: bool
+    bias: bool
+    dropout: float
+    training: bool
+
+
+def _layers_forward(shape: _LayerShape, input: Tensor, batch_sizes: Optional[Tensor], sorted_indices: Optional[Tensor],
+                    unsorted_indices: Optional[Tensor], hx: Optional[List[Tensor]], weights: List[Tensor],
+                    impl: str) -> Tuple[Tensor, List[Tensor]]:
+    """The forward of LSTM and GRU, with nn's checks and messages: `input` packed rows with their batch_sizes
+    (and PackedSequence's indices), or padded ([T, B, C], batch-first [B, T, C], or unbatched) with batch_sizes
+    None; hx the initial states ([h0, c0] or [h0]) or None. Returns (output rows or padded output, the final
+    states as a list like hx)."""
+    lstm = shape.mode == "LSTM"
+    packed = batch_sizes is not None
+    state_rows = shape.num_layers * (2 if shape.bidirectional else 1)
+    state_sizes = [shape.proj_size if shape.proj_size > 0 else shape.hidden_size]
+    if lstm:
+        state_sizes.append(shape.hidden_size)
+    is_batched = True
+    if batch_sizes is not None:
+        rows = input
+        if rows.dim() != 2:
+            raise RuntimeError(f"input must have 2 dimensions, got {rows.dim()}")
+        if rows.size(-1) != shape.input_size:
+            raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {shape.input_size}, "
+                               f"got {rows.size(-1)}")
+        batch, steps = int(batch_sizes[0]), batch_sizes.numel()
+    else:
+        if input.dim() not in (2, 3):
+            raise ValueError(f"{shape.mode}: Expected input to be 2D or 3D, got {input.dim()}D instead")
+        is_batched = input.dim() == 3
+        padded = input if is_batched else input.unsqueeze(0 if shape.batch_first else 1)
+        rows, batch_sizes, steps, batch = _sequence_rows(padded, shape.batch_first, shape.input_size, shape.mode)
+    dtype = rows.dtype if torch.jit.is_scripting() else call_rules.compute_dtype(shape.mode, rows, weights)
+
+    states: List[Tensor] = []
+    if hx is None:
+        for size in state_sizes:
+            states.append(torch.zeros(state_rows, batch, size, dtype=dtype, device=rows.device))
+    else:
+        states = hx
+        if not packed:
+            expected_dim = 3 if is_batched else 2
+            if any([state.dim() != expected_dim for state in states]):
+                kind = "batched 3-D" if is_batched else "unbatched 2-D"
+                if lstm:
+                    raise RuntimeError(f"For {kind} input, hx and cx should also be {expected_dim}-D but got "
+                                       f"({states[0].dim()}-D, {states[1].dim()}-D) tensors")
+                raise RuntimeError(f"For {kind} input, hx should also be {expected_dim}-D but got "
+                                   f"{states[0].dim()}-D tensor")
+            if not is_batched:
+                states = [state.unsqueeze(1) for state in states]
+        names = ["hidden[0]", "hidden[1]"] if lstm else ["hidden"]
+        for state, size, name in zip(states, state_sizes, names):
+            nn_checks.check_state_size(state, [state_rows, batch, size], name)
+        states = [_permute(state, sorted_indices) for state in states]
+        if torch.jit.is_scripting() or call_rules.states_must_match_input(rows):
+            for state, which in zip(states, ["hidden", "cell"]):
+                nn_checks.check_state(state, rows, which)
+    if not torch.jit.is_scripting():
+        kernel_dtype = call_rules.kernels_dtype(dtype, rows.device, impl)
+        rows = call_rules.in_dtype(kernel_dtype, [rows])[0]
+        states = call_rules.in_dtype(kernel_dtype, states)
+        weights = call_rules.in_dtype(kernel_dtype, weights)
+
+    if lstm:
+        output, h_n, c_n = stack.lstm_layers(impl, rows, batch_sizes, states[0], states[1], weights, shape.num_layers,
+                                             shape.bidirectional, shape.bias, shape.proj_size > 0, shape.dropout,
+                                             shape.training)
+        states_n = [h_n, c_n]
+    else:
+        output, h_n = stack.gru_layers(impl, rows, batch_sizes, states[0], weights, shape.num_layers,
+                                       shape.bidirectional, shape.bias, shape.dropout, shape.training)
+        states_n = [h_n]
+    if not torch.jit.is_scripting():
+        output = call_rules.in_dtype(dtype, [output])[0]
+        states_n = call_rules.in_dtype(dtype, states_n)
+    states_n = [_permute(state, unsorted_indices) for state in states_n]
+    if packed:
+        return output, states_n
+    padded_output = _sequence_output(output, steps, batch, shape.batch_first)
+    if not is_batched:
+        return padded_output.squeeze(0 if shape.batch_first else 1), [state.squeeze(1) for state in states_n]
+    return padded_output, states_n
+
+
 class LSTM(_RecurrentBase):
     """Multi-layer LSTM on fused kernels; a drop-in replacement for ``torch.nn.LSTM`` (same arguments,
     parameters and results; see its documentation)."""
@@ -288,7 +259,7 @@ class LSTM(_RecurrentBase):
         pass
 
     def forward(self, input, hx=None):  # noqa: F811
-        impl = "fused" if torch.jit.is_scripting() else _layer_impl(self, input)
+        impl = "fused" if torch.jit.is_scripting() else call_rules.layer_impl(self, input)
         return self.forward_with(input, hx, impl)
 
     @torch._jit_internal._overload_method  # noqa: F811
@@ -303,66 +274,20 @@ class LSTM(_RecurrentBase):
 
     def forward_with(self, input, hx, impl: str):  # noqa: F811
         """forward with the layers of `impl` (stack.py); `self` may be a torch.nn.LSTM."""
+        states: Optional[List[Tensor]] = None
+        if hx is not None:
+            states = [hx[0], hx[1]]
         weights = self._weights() if torch.jit.is_scripting() else _module_weights(self)
-        state_rows = self.num_layers * (2 if self.bidirectional else 1)
-        real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
-        orig_input = input
+        shape = _LayerShape("LSTM", self.input_size, self.hidden_size, self.proj_size, self.num_layers,
+                            self.bidirectional, self.batch_first, self.bias, self.dropout, self.training)
         # The isinstance checks stay in conditionals for TorchScript, which compiles one body per overload.
-        if isinstance(orig_input, PackedSequence):
-            rows, batch_sizes, sorted_indices, unsorted_indices = orig_input
-            if rows.dim() != 2:
-                raise RuntimeError(f"input must have 2 dimensions, got {rows.dim()}")
-            if rows.size(-1) != self.input_size:
-                raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                                   f"got {rows.size(-1)}")
-            is_batched = True
-            batch, steps = int(batch_sizes[0]), batch_sizes.numel()
-        else:
-            if orig_input.dim() not in (2, 3):
-                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {orig_input.dim()}D instead")
-            is_batched = orig_input.dim() == 3
-            padded = orig_input if is_batched else orig_input.unsqueeze(0 if self.batch_first else 1)
-            sorted_indices = None
-            unsorted_indices = None
-            rows, batch_sizes, steps, batch = _sequence_rows(padded, self.batch_first, self.input_size, "LSTM")
-        dtype = rows.dtype if torch.jit.is_scripting() else _compute_dtype("LSTM", rows, weights)
-
-        if hx is None:
-            h0 = torch.zeros(state_rows, batch, real_hidden_size, dtype=dtype, device=rows.device)
-            c0 = torch.zeros(state_rows, batch, self.hidden_size, dtype=dtype, device=rows.device)
-        else:
-            h0, c0 = hx
-            if not isinstance(orig_input, PackedSequence):
-                expected_dim = 3 if is_batched else 2
-                if h0.dim() != expected_dim or c0.dim() != expected_dim:
-                    kind = "batched 3-D" if is_batched else "unbatched 2-D"
-                    raise RuntimeError(f"For {kind} input, hx and cx should also be {expected_dim}-D but got "
-                                       f"({h0.dim()}-D, {c0.dim()}-D) tensors")
-                if not is_batched:
-                    h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
-            _check_state_size(h0, [state_rows, batch, real_hidden_size], "hidden[0]")
-            _check_state_size(c0, [state_rows, batch, self.hidden_size], "hidden[1]")
-            h0, c0 = _permute(h0, sorted_indices), _permute(c0, sorted_indices)
-            if torch.jit.is_scripting() or _states_must_match_input(rows):
-                _check_state(h0, rows, "hidden")
-                _check_state(c0, rows, "cell")
-        if not torch.jit.is_scripting():
-            kernel_dtype = _kernel_dtype(dtype, rows.device, impl)
-            rows, h0, c0 = _in_dtype(kernel_dtype, [rows, h0, c0])
-            weights = _in_dtype(kernel_dtype, weights)
-
-        output, h_n, c_n = stack.lstm_layers(impl, rows, batch_sizes, h0, c0, weights, self.num_layers,
-                                             self.bidirectional, self.bias, self.proj_size > 0, self.dropout,
-                                             self.training)
-        if not torch.jit.is_scripting():
-            output, h_n, c_n = _in_dtype(dtype, [output, h_n, c_n])
-        if isinstance(orig_input, PackedSequence):
-            packed = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
-            return packed, (_permute(h_n, unsorted_indices), _permute(c_n, unsorted_indices))
-        padded_output = _sequence_output(output, steps, batch, self.batch_first)
-        if not is_batched:
-            return padded_output.squeeze(0 if self.batch_first else 1), (h_n.squeeze(1), c_n.squeeze(1))
-        return padded_output, (h_n, c_n)
+        if isinstance(input, PackedSequence):
+            rows, batch_sizes, sorted_indices, unsorted_indices = input
+            output, states_n = _layers_forward(shape, rows, batch_sizes, sorted_indices, unsorted_indices, states,
+                                               weights, impl)
+            return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), (states_n[0], states_n[1])
+        output, states_n = _layers_forward(shape, input, None, None, None, states, weights, impl)
+        return output, (states_n[0], states_n[1])
 
 
 class GRU(_RecurrentBase):
@@ -382,7 +307,7 @@ class GRU(_RecurrentBase):
         pass
 
     def forward(self, input, hx=None):  # noqa: F811
-        impl = "fused" if torch.jit.is_scripting() else _layer_impl(self, input)
+        impl = "fused" if torch.jit.is_scripting() else call_rules.layer_impl(self, input)
         return self.forward_with(input, hx, impl)
 
     @torch._jit_internal._overload_method  # noqa: F811
@@ -396,59 +321,19 @@ class GRU(_RecurrentBase):
 
     def forward_with(self, input, hx, impl: str):  # noqa: F811
         """forward with the layers of `impl` (stack.py); `self` may be a torch.nn.GRU."""
+        states: Optional[List[Tensor]] = None
+        if hx is not None:
+            states = [hx]
         weights = self._weights() if torch.jit.is_scripting() else _module_weights(self)
-        state_rows = self.num_layers * (2 if self.bidirectional else 1)
-        orig_input = input
-        if isinstance(orig_input, PackedSequence):
-            rows, batch_sizes, sorted_indices, unsorted_indices = orig_input
-            if rows.dim() != 2:
-                raise RuntimeError(f"input must have 2 dimensions, got {rows.dim()}")
-            if rows.size(-1) != self.input_size:
-                raise RuntimeError(f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
-                                   f"got {rows.size(-1)}")
-            is_batched = True
-            batch, steps = int(batch_sizes[0]), batch_sizes.numel()
-        else:
-            if orig_input.dim() not in (2, 3):
-                raise ValueError(f"GRU: Expected input to be 2D or 3D, got {orig_input.dim()}D instead")
-            is_batched = orig_input.dim() == 3
-            padded = orig_input if is_batched else orig_input.unsqueeze(0 if self.batch_first else 1)
-            sorted_indices = None
-            unsorted_indices = None
-            rows, batch_sizes, steps, batch = _sequence_rows(padded, self.batch_first, self.input_size, "GRU")
-        dtype = rows.dtype if torch.jit.is_scripting() else _compute_dtype("GRU", rows, weights)
-
-        if hx is None:
-            h0 = torch.zeros(state_rows, batch, self.hidden_size, dtype=dtype, device=rows.device)
-        else:
-            h0 = hx
-            if not isinstance(orig_input, PackedSequence):
-                expected_dim = 3 if is_batched else 2
-                if h0.dim() != expected_dim:
-                    kind = "batched 3-D" if is_batched else "unbatched 2-D"
-                    raise RuntimeError(f"For {kind} input, hx should also be {expected_dim}-D but got {h0.dim()}-D "
-                                       "tensor")
-                if not is_batched:
-                    h0 = h0.unsqueeze(1)
-            _check_state_size(h0, [state_rows, batch, self.hidden_size], "hidden")
-            h0 = _permute(h0, sorted_indices)
-            if torch.jit.is_scripting() or _states_must_match_input(rows):
-                _check_state(h0, rows, "hidden")
-        if not torch.jit.is_scripting():
-            kernel_dtype = _kernel_dtype(dtype, rows.device, impl)
-            rows, h0 = _in_dtype(kernel_dtype, [rows, h0])
-            weights = _in_dtype(kernel_dtype, weights)
-
-        output, h_n = stack.gru_layers(impl, rows, batch_sizes, h0, weights, self.num_layers, self.bidirectional,
-                                       self.bias, self.dropout, self.training)
-        if not torch.jit.is_scripting():
-            output, h_n = _in_dtype(dtype, [output, h_n])
-        if isinstance(orig_input, PackedSequence):
-            return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), _permute(h_n, unsorted_indices)
-        padded_output = _sequence_output(output, steps, batch, self.batch_first)
-        if not is_batched:
-            return padded_output.squeeze(0 if self.batch_first else 1), h_n.squeeze(1)
-        return padded_output, h_n
+        shape = _LayerShape("GRU", self.input_size, self.hidden_size, 0, self.num_layers, self.bidirectional,
+                            self.batch_first, self.bias, self.dropout, self.training)
+        if isinstance(input, PackedSequence):
+            rows, batch_sizes, sorted_indices, unsorted_indices = input
+            output, states_n = _layers_forward(shape, rows, batch_sizes, sorted_indices, unsorted_indices, states,
+                                               weights, impl)
+            return PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices), states_n[0]
+        output, states_n = _layers_forward(shape, input, None, None, None, states, weights, impl)
+        return output, states_n[0]
 
 
 @torch.jit.unused
@@ -484,33 +369,6 @@ class _CellBase(nn.Module):
         return text.format(**self.__dict__)
 
 
-def _cell_input(name: str, input: Tensor, input_size: int) -> Tuple[Tensor, bool]:
-    """nn.*Cell's input checks; returns (input as [B, C], whether it was batched)."""
-    if input.dim() not in (1, 2):
-        raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
-    is_batched = input.dim() == 2
-    if not is_batched:
-        input = input.unsqueeze(0)
-    if input.size(1) != input_size:
-        raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {input_size}")
-    return input, is_batched
-
-
-def _cell_state(state: Tensor, index: int, count: int, name: str, input: Tensor, is_batched: bool,
-                hidden_size: int) -> Tensor:
-    """nn.*Cell's checks of one state (hx[index]); returns it as [B, H]."""
-    if state.dim() not in (1, 2):
-        which = f"hx[{index}]" if count > 1 else "hidden"
-        raise ValueError(f"{name}: Expected {which} to be 1D or 2D, got {state.dim()}D instead")
-    if not is_batched:
-        state = state.unsqueeze(0)
-    if state.size(0) != input.size(0):
-        raise RuntimeError(f"Input batch size {input.size(0)} doesn't match hidden{index} batch size {state.size(0)}")
-    if state.size(1) != hidden_size:
-        raise RuntimeError(f"hidden{index} has inconsistent hidden_size: got {state.size(1)}, expected {hidden_size}")
-    return state
-
-
 class LSTMCell(_CellBase):
     """One LSTM step on the fused kernels; a drop-in replacement for ``torch.nn.LSTMCell``."""
 
@@ -518,24 +376,26 @@ class LSTMCell(_CellBase):
         super().__init__(4, input_size, hidden_size, bias, device, dtype)
 
     def forward(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
-        impl = "fused" if torch.jit.is_scripting() else _layer_impl(self, input)
+        impl = "fused" if torch.jit.is_scripting() else call_rules.layer_impl(self, input)
         return self.forward_with(input, hx, impl)
 
     def forward_with(self, input: Tensor, hx: Optional[Tuple[Tensor, Tensor]], impl: str) -> Tuple[Tensor, Tensor]:
         """forward with the cell of `impl` (stack.py); `self` may be a torch.nn.LSTMCell."""
-        x, is_batched = _cell_input("LSTMCell", input, self.input_size)
+        x, is_batched = nn_checks.cell_input("LSTMCell", input, self.input_size)
         if hx is None:
             h0 = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
             c0 = h0
         else:
-            h0 = _cell_state(hx[0], 0, 2, "LSTMCell", x, is_batched, self.hidden_size)
-            c0 = _cell_state(hx[1], 1, 2, "LSTMCell", x, is_batched, self.hidden_size)
+            h0 = nn_checks.cell_state(hx[0], 0, 2, "LSTMCell", x, is_batched, self.hidden_size)
+            c0 = nn_checks.cell_state(hx[1], 1, 2, "LSTMCell", x, is_batched, self.hidden_size)
         if torch.jit.is_scripting():
             h1, c1 = stack.lstm_cell(impl, x, h0, c0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         else:
-            t, dtype = _cell_tensors_for_kernels("LSTMCell", [x, h0, c0, self.bias_ih, self.bias_hh, self.weight_ih,
-                                                              self.weight_hh], impl)
-            h1, c1 = stack.lstm_cell(impl, t[0], t[1], t[2], t[5], t[6], t[3], t[4])
+            tensors, dtype = call_rules.cell_tensors_for_kernels("LSTMCell", dict(
+                input=x, h0=h0, c0=c0, weight_ih=self.weight_ih, weight_hh=self.weight_hh, bias_ih=self.bias_ih,
+                bias_hh=self.bias_hh), impl)
+            h1, c1 = stack.lstm_cell(impl, tensors["input"], tensors["h0"], tensors["c0"], tensors["weight_ih"],
+                                     tensors["weight_hh"], tensors["bias_ih"], tensors["bias_hh"])
             h1, c1 = h1.to(dtype), c1.to(dtype)
         if not is_batched:
             return h1.squeeze(0), c1.squeeze(0)
@@ -549,22 +409,24 @@ class GRUCell(_CellBase):
         super().__init__(3, input_size, hidden_size, bias, device, dtype)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
-        impl = "fused" if torch.jit.is_scripting() else _layer_impl(self, input)
+        impl = "fused" if torch.jit.is_scripting() else call_rules.layer_impl(self, input)
         return self.forward_with(input, hx, impl)
 
     def forward_with(self, input: Tensor, hx: Optional[Tensor], impl: str) -> Tensor:
         """forward with the cell of `impl` (stack.py); `self` may be a torch.nn.GRUCell."""
-        x, is_batched = _cell_input("GRUCell", input, self.input_size)
+        x, is_batched = nn_checks.cell_input("GRUCell", input, self.input_size)
         if hx is None:
             h0 = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device=x.device)
         else:
-            h0 = _cell_state(hx, 0, 1, "GRUCell", x, is_batched, self.hidden_size)
+            h0 = nn_checks.cell_state(hx, 0, 1, "GRUCell", x, is_batched, self.hidden_size)
         if torch.jit.is_scripting():
             h1 = stack.gru_cell(impl, x, h0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         else:
-            t, dtype = _cell_tensors_for_kernels("GRUCell", [x, h0, self.bias_ih, self.bias_hh, self.weight_ih,
-                                                             self.weight_hh], impl)
-            h1 = stack.gru_cell(impl, t[0], t[1], t[4], t[5], t[2], t[3]).to(dtype)
+            tensors, dtype = call_rules.cell_tensors_for_kernels("GRUCell", dict(
+                input=x, h0=h0, weight_ih=self.weight_ih, weight_hh=self.weight_hh, bias_ih=self.bias_ih,
+                bias_hh=self.bias_hh), impl)
+            h1 = stack.gru_cell(impl, tensors["input"], tensors["h0"], tensors["weight_ih"], tensors["weight_hh"],
+                                tensors["bias_ih"], tensors["bias_hh"]).to(dtype)
         return h1 if is_batched else h1.squeeze(0)
 
 

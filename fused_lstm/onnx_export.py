@@ -1,7 +1,7 @@
 """ONNX export: layer functions that become standard ONNX ``LSTM`` / ``GRU`` nodes.
 
 While ``torch.onnx.export`` captures a model, the modules run these layer functions instead of the fused
-ops (``modules._layer_functions``), so the exported graph holds one ONNX ``LSTM`` or ``GRU`` node per layer
+ops (``call_rules.layer_impl``), so the exported graph holds one ONNX ``LSTM`` or ``GRU`` node per layer
 and direction, which any ONNX runtime can run, instead of ``fused_lstm::`` ops that none can. Both
 exporters are served:
 

@@ -1,7 +1,7 @@
 """The fused ops as differentiable functions, which the modules call: lstm_layer, gru_layer, lstm_cell and
 gru_cell (contracts as in reference.py). Importing this module registers everything the ops need from Python:
-fake kernels (fake_kernels.py), autograd (autograd.py) and vmap rules (vmap_rules.py), all reading the ops'
-descriptions (descriptions.py, from csrc/op_descriptions.h)."""
+fake kernels (fake_kernels.py), autograd (autograd.py, from the ops' descriptions in csrc/op_descriptions.h)
+and vmap rules (vmap_rules.py)."""
 
 from . import fake_kernels, vmap_rules  # noqa: F401  (registered on import)
 from .autograd import call, save_for_backward

@@ -12,6 +12,7 @@ for a longer, random exploration:
 A failure also prints the falsifying example and a @reproduce_failure(...) blob.
 """
 
+import functools
 import os
 import random
 
@@ -20,7 +21,7 @@ import torch
 from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
 
-import fused_lstm
+import samples
 
 RANDOM_FUZZ = os.environ.get("FUSED_LSTM_FUZZ_RANDOM", "0") == "1"
 EXAMPLE_FACTOR = int(os.environ.get("FUSED_LSTM_FUZZ_EXAMPLES", "1"))
@@ -59,11 +60,7 @@ def note_seed():
 FLOAT_DTYPES = [torch.float32, torch.float64]
 
 
-def make_pair(input_size, hidden_size, device, dtype, **kwargs):
-    torch_lstm = torch.nn.LSTM(input_size, hidden_size, device=device, dtype=dtype, **kwargs)
-    fused = fused_lstm.LSTM(input_size, hidden_size, device=device, dtype=dtype, **kwargs)
-    fused.load_state_dict(torch_lstm.state_dict())
-    return torch_lstm, fused
+make_pair = functools.partial(samples.module_pair, "LSTM")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -272,3 +272,26 @@ def gru_reference(sample, reverse):
     """As lstm_reference, for the GRU."""
     return _reference_with_gradients(reference.gru_layer, sample, reverse, ["output", "h_n"],
                                      ["input", "h0", "weight_ih", "weight_hh", "bias_ih", "bias_hh"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Modules and their states.
+
+
+def module_pair(kind, input_size, hidden_size, device="cpu", dtype=torch.float32, **kwargs):
+    """torch.nn's <kind> ("LSTM", "GRU", "LSTMCell", "GRUCell") and fused_lstm's with the same random weights:
+    (torch's, ours)."""
+    import fused_lstm
+
+    theirs = getattr(torch.nn, kind)(input_size, hidden_size, device=device, dtype=dtype, **kwargs)
+    ours = getattr(fused_lstm, kind)(input_size, hidden_size, device=device, dtype=dtype, **kwargs)
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+def random_states(module, batch, device="cpu", dtype=torch.float32, requires_grad=False):
+    """Random initial states of a layer module (torch's or ours): (h0, c0) for an LSTM, (h0,) for a GRU."""
+    rows = module.num_layers * (2 if module.bidirectional else 1)
+    sizes = [module.proj_size or module.hidden_size] + ([module.hidden_size] if module.mode == "LSTM" else [])
+    return tuple(torch.randn(rows, batch, size, device=device, dtype=dtype).requires_grad_(requires_grad)
+                 for size in sizes)

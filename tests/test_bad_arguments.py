@@ -1,4 +1,4 @@
-"""Bad arguments to the raw ops (issue 8): every tensor argument of lstm_layer_forward/backward and
+"""Bad arguments to the raw ops: every tensor argument of lstm_layer_forward/backward and
 gru_layer_forward/backward replaced by a wrong one (in a child process, so that a crash fails a test instead
 of killing the run) raises a Python exception that names the op and the argument; meta tensors give meta
 results, or raise when mixed with CPU tensors; an argument on another device raises. See docs/robustness.md.

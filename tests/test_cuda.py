@@ -4,6 +4,7 @@ autocast, CUDA graphs, torch.compile, tensors on the wrong device, a second GPU.
 device-parametrized tests of the other files cover the rest on CUDA."""
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -38,12 +39,7 @@ def outputs_and_grads(module, x, hx, seeds):
     return results, list(grads)
 
 
-def random_state(module, batch, device, dtype):
-    """(h0, c0) for an LSTM, (h0,) for a GRU; random, requiring gradients."""
-    directions = 2 if module.bidirectional else 1
-    sizes = [module.proj_size or module.hidden_size] + ([module.hidden_size] if module.mode == "LSTM" else [])
-    return tuple(torch.randn(module.num_layers * directions, batch, size, device=device, dtype=dtype).requires_grad_()
-                 for size in sizes)
+random_state = functools.partial(samples.random_states, requires_grad=True)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Property tests of the modules against torch.nn (issue 8): fused_lstm.LSTM and LSTMCell equal nn.LSTM and
+"""Property tests of the modules against torch.nn: fused_lstm.LSTM and LSTMCell equal nn.LSTM and
 nn.LSTMCell loaded with the same state_dict over fuzzed shapes, flags, memory layouts (strided, misaligned,
 stride-0 expanded), dtypes and packed lengths, forward and every gradient; the raw layer ops equal the
 float64 reference for any valid batch_sizes; the CPU pointwise pass split over threads still matches. See

@@ -1,5 +1,6 @@
 """fused_lstm.GRU / GRUCell against torch.nn.GRU / GRUCell and the reference: outputs and every gradient."""
 
+import functools
 import itertools
 
 import pytest
@@ -15,16 +16,11 @@ F64 = torch.float64
 OPS = torch.ops.fused_lstm
 
 
-def make_pair(device, dtype=torch.float32, **kwargs):
-    torch_gru = torch.nn.GRU(INPUT_SIZE, HIDDEN_SIZE, device=device, dtype=dtype, **kwargs)
-    fused = fused_lstm.GRU(INPUT_SIZE, HIDDEN_SIZE, device=device, dtype=dtype, **kwargs)
-    fused.load_state_dict(torch_gru.state_dict())
-    return torch_gru, fused
+make_pair = functools.partial(samples.module_pair, "GRU", INPUT_SIZE, HIDDEN_SIZE)
 
 
 def random_h0(module, batch, device, dtype=torch.float32):
-    rows = module.num_layers * (2 if module.bidirectional else 1)
-    return torch.randn(rows, batch, HIDDEN_SIZE, device=device, dtype=dtype, requires_grad=True)
+    return samples.random_states(module, batch, device, dtype, requires_grad=True)[0]
 
 
 def output_and_grads(module, inputs, h0, weights):

@@ -1,6 +1,7 @@
 """fused_lstm.LSTM against torch.nn.LSTM and the package's reference: outputs and every gradient."""
 
 import copy
+import functools
 import io
 import itertools
 import pickle
@@ -10,25 +11,15 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import fused_lstm
+import samples
 from conftest import DEVICES, LONG_SEQUENCE_SCALE, assert_close, gradients_counting_aten_gemms
 
 INPUT_SIZE, HIDDEN_SIZE, PROJ_SIZE = 5, 7, 3
 
 
-def make_pair(device, dtype, **kwargs):
-    """An nn.LSTM and a fused_lstm.LSTM with the same (random) weights."""
-    torch_lstm = torch.nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, device=device, dtype=dtype, **kwargs)
-    fused = fused_lstm.LSTM(INPUT_SIZE, HIDDEN_SIZE, device=device, dtype=dtype, **kwargs)
-    fused.load_state_dict(torch_lstm.state_dict())
-    return torch_lstm, fused
-
-
-def random_state(module, batch, device, dtype):
-    directions = 2 if module.bidirectional else 1
-    out_size = module.proj_size or module.hidden_size
-    h0 = torch.randn(module.num_layers * directions, batch, out_size, device=device, dtype=dtype)
-    c0 = torch.randn(module.num_layers * directions, batch, module.hidden_size, device=device, dtype=dtype)
-    return h0.requires_grad_(), c0.requires_grad_()
+# An nn.LSTM and a fused_lstm.LSTM with the same (random) weights; random initial states that need gradients.
+make_pair = functools.partial(samples.module_pair, "LSTM", INPUT_SIZE, HIDDEN_SIZE)
+random_state = functools.partial(samples.random_states, requires_grad=True)
 
 
 def run_and_grad(module, inputs, hx, weights_out):

@@ -1,10 +1,11 @@
-"""Memory, threads and determinism (issue 8): what forward saves for backward (fused_lstm.LSTM vs nn.LSTM,
+"""Memory, threads and determinism: what forward saves for backward (fused_lstm.LSTM vs nn.LSTM,
 a deterministic byte count), no growth of process or CUDA memory over 1000 training iterations, the same
 module called from several threads at once, bitwise-reproducible CPU results. See docs/robustness.md.
 
 `python tests/test_memory_threads.py` prints the saved-for-backward table of docs/robustness.md.
 """
 
+import functools
 import gc
 import hashlib
 import os
@@ -35,11 +36,7 @@ def one_intra_op_thread():
     torch.set_num_threads(previous)
 
 
-def make_pair(input_size, hidden_size, device="cpu", dtype=torch.float32, **kwargs):
-    torch_lstm = torch.nn.LSTM(input_size, hidden_size, device=device, dtype=dtype, **kwargs)
-    fused = fused_lstm.LSTM(input_size, hidden_size, device=device, dtype=dtype, **kwargs)
-    fused.load_state_dict(torch_lstm.state_dict())
-    return torch_lstm, fused
+make_pair = functools.partial(samples.module_pair, "LSTM")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Non-finite and extreme values (issue 8): NaN and ±Inf in the input and the states give NaN exactly where
+"""Non-finite and extreme values: NaN and ±Inf in the input and the states give NaN exactly where
 nn.LSTM gives NaN and never leak into other batch rows (a property test); extreme finite and infinite gate
 pre-activations and cell states, saturated gates, deterministically. See docs/robustness.md; tests/fuzzing.py
 says how to run a longer, random exploration.

@@ -1,4 +1,4 @@
-"""ONNX export (issue 15): torch.onnx.export, with either exporter, turns fused_lstm's modules into standard ONNX
+"""ONNX export: torch.onnx.export, with either exporter, turns fused_lstm's modules into standard ONNX
 LSTM / GRU nodes that reproduce the modules in onnxruntime; what those operators cannot express fails at export
 time; outside an export nothing changes."""
 

@@ -70,11 +70,7 @@ def kernels_launched(function):
 
 
 def random_state(module, batch, dtype):
-    directions = 2 if module.bidirectional else 1
-    layers = module.num_layers * directions
-    h0 = torch.randn(layers, batch, module.proj_size or module.hidden_size, device=CUDA, dtype=dtype)
-    c0 = torch.randn(layers, batch, module.hidden_size, device=CUDA, dtype=dtype)
-    return h0, c0
+    return samples.random_states(module, batch, CUDA, dtype)
 
 
 def run(module, x, hx, seeds, training):

@@ -8,7 +8,7 @@
 //    from it);
 //  - backward: per step, dL/dh_t = dL/d(gates_{t+1})·W_hh for 64 hidden units per tile (32 with AVX2), and
 //    the backward of the cell update on that tile; the weight and input gradients are large GEMMs over
-//    blocks of steps, taken by the caller (csrc/lstm_layer.cpp, backward_in_step_blocks) between calls.
+//    blocks of steps, taken by the caller (csrc/lstm_layer.cpp, backward_whole_recurrence) between calls.
 // Each step is one parallel pass over the panels, by one team of threads kept for the whole recurrence
 // (parallel_steps in parallel.h).
 //

@@ -4,8 +4,7 @@
 // is one GEMM before the kernel, as on the per-step path (lstm_layer.cpp).
 // Letters: T steps, B batch, H hidden size, Hc hidden units per CTA.
 //
-// OFF by default: it runs only with the option cuda_persistent on (options.h). The kernel has not
-// run on a GPU yet (only under emulation); until it has, the per-step path is the default.
+// Off by default: it runs only with the option cuda_persistent on (options.h); README.md says why.
 #pragma once
 
 #include <c10/core/ScalarType.h>
