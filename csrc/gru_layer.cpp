@@ -27,12 +27,9 @@ GruShape check_gru_arguments(const char* op, const at::Tensor& input, const at::
   return shape;
 }
 
-at::Tensor bias_or_zeros(const char* op, const std::optional<at::Tensor>& bias, const char* name,
-                         const at::Tensor& input, int64_t size) {
-  if (!bias.has_value()) return at::zeros({size}, input.options());
-  check_like_input(op, *bias, name, input);
-  check_shape(op, *bias, name, {size});
-  return bias->contiguous();
+// A checked bias (check_biases), or zeros without biases.
+at::Tensor bias_or_zeros(const at::Tensor& input, const std::optional<at::Tensor>& bias, int64_t size) {
+  return bias.has_value() ? bias->contiguous() : at::zeros({size}, input.options());
 }
 
 // The one place that chooses a GRU layer's forward path: the backend's fused cell for one step, else per step.
@@ -65,11 +62,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
                      {"weight_hh", &weight_hh}, {"bias_ih", optional_address(bias_ih)},
                      {"bias_hh", optional_address(bias_hh)}});
   const GruShape shape = check_gru_arguments(op, input, batch_sizes, h0, weight_ih, weight_hh);
-  TORCH_CHECK(bias_ih.has_value() == bias_hh.has_value(), op, ": give both biases or neither");
   const SequenceLayout& layout = shape.layout;
   const int64_t B = layout.batch, N = layout.rows, H = shape.H;
-  const auto bias_input = bias_or_zeros(op, bias_ih, "bias_ih", input, kGruGates * H);
-  const auto bias_hidden = bias_or_zeros(op, bias_hh, "bias_hh", input, kGruGates * H);
+  check_biases(op, input, bias_ih, bias_hh, kGruGates * H);
+  const auto bias_input = bias_or_zeros(input, bias_ih, kGruGates * H);
+  const auto bias_hidden = bias_or_zeros(input, bias_hh, kGruGates * H);
 
   // One step (a decoder's call): the backend's fused cell, when it has one. output and h_n are h1; h_n a copy
   // (outputs of an op must not alias one another).
@@ -217,8 +214,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cell_forward(
 
   auto gates = gemm(input, weight_ih.t());
   auto hidden_gates = gemm(h0, weight_hh.t());
-  const auto bias_input = bias_or_zeros(op, bias_ih, "bias_ih", input, kGruGates * H);
-  const auto bias_hidden = bias_or_zeros(op, bias_hh, "bias_hh", input, kGruGates * H);
+  const auto bias_input = bias_or_zeros(input, bias_ih, kGruGates * H);
+  const auto bias_hidden = bias_or_zeros(input, bias_hh, kGruGates * H);
   auto hidden_state = h0.contiguous().clone();  // h0 in, h1 out (the pass writes h1 to hidden_out as well)
   auto candidate = save_for_backward ? at::empty({B, H}, input.options()) : empty();
   GruForwardPointwiseParams params;

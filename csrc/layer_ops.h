@@ -23,18 +23,20 @@ template <typename Device>
 struct LayerOps {
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward(
       const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
-      const at::Tensor& weight_ih, const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias,
-      const std::optional<at::Tensor>& weight_hr, bool reverse, bool save_for_backward) {
+      const at::Tensor& weight_ih, const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
+      const std::optional<at::Tensor>& bias_hh, const std::optional<at::Tensor>& weight_hr, bool reverse,
+      bool save_for_backward) {
     Device::check_devices("fused_lstm.lstm_layer_forward", input, &batch_sizes,
                           {{"h0", &h0},
                            {"c0", &c0},
                            {"weight_ih", &weight_ih},
                            {"weight_hh", &weight_hh},
-                           {"bias", optional_address(bias)},
+                           {"bias_ih", optional_address(bias_ih)},
+                           {"bias_hh", optional_address(bias_hh)},
                            {"weight_hr", optional_address(weight_hr)}});
     const typename Device::Guard guard(input.device());
-    return fused_lstm::lstm_layer_forward(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, reverse,
-                                          save_for_backward, Device::lstm_backend());
+    return fused_lstm::lstm_layer_forward(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
+                                          weight_hr, reverse, save_for_backward, Device::lstm_backend());
   }
 
   static std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

@@ -69,7 +69,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_cell_forward(
   // Two GEMMs into the gate matrix, then the pointwise pass of one step (the per-step path's).
   auto gates = gemm(input, weight_ih.t());
   gemm_into(gates, h0, weight_hh.t(), 1.0f);
-  const auto bias = bias_ih.has_value() ? (*bias_ih + *bias_hh).contiguous() : at::zeros({kLstmGates * H}, input.options());
+  const auto bias = bias_ih.has_value() ? summed_bias(bias_ih, bias_hh) : at::zeros({kLstmGates * H}, input.options());
   auto cell = c0.to(acc_dtype).contiguous().clone();  // updated in place
   auto h1 = at::empty({B, H}, input.options());
   LstmForwardPointwiseParams params;

@@ -344,13 +344,13 @@ std::tuple<std::string, std::string> lstm_layer_paths(
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_layer_forward(
     const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& c0,
-    const at::Tensor& weight_ih, const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias,
-    const std::optional<at::Tensor>& weight_hr, bool reverse, bool save_for_backward,
-    const LstmBackend& backend) {
+    const at::Tensor& weight_ih, const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
+    const std::optional<at::Tensor>& bias_hh, const std::optional<at::Tensor>& weight_hr, bool reverse,
+    bool save_for_backward, const LstmBackend& backend) {
   const char* op = "fused_lstm.lstm_layer_forward";
   check_defined(op, {{"input", &input}, {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"c0", &c0},
-                     {"weight_ih", &weight_ih}, {"weight_hh", &weight_hh}, {"bias", optional_address(bias)},
-                     {"weight_hr", optional_address(weight_hr)}});
+                     {"weight_ih", &weight_ih}, {"weight_hh", &weight_hh}, {"bias_ih", optional_address(bias_ih)},
+                     {"bias_hh", optional_address(bias_hh)}, {"weight_hr", optional_address(weight_hr)}});
   const LstmShape shape = check_lstm_arguments(op, input, batch_sizes, h0, c0, "c0", weight_ih, weight_hh, weight_hr);
   const SequenceLayout& layout = shape.layout;
   const int64_t B = layout.batch, N = layout.rows, H = shape.H, P = shape.P;
@@ -358,18 +358,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const auto dtype = input.scalar_type();
   const auto acc_options = input.options().dtype(accumulation_dtype(dtype));
 
-  at::Tensor combined_bias;
-  if (bias.has_value()) {
-    check_like_input(op, *bias, "bias", input);
-    check_shape(op, *bias, "bias", {4 * H});
-    combined_bias = bias->contiguous();
-  } else {
-    combined_bias = at::zeros({4 * H}, input.options());
-  }
+  check_biases(op, input, bias_ih, bias_hh, kLstmGates * H);
+  const bool has_bias = bias_ih.has_value();
+  const at::Tensor combined_bias = has_bias ? summed_bias(bias_ih, bias_hh) : at::zeros({4 * H}, input.options());
 
   const ChosenPath chosen = choose_forward(layout, input.size(1), H, projected, dtype, backend);
   if (chosen.path == Path::kFusedCell) {
-    return one_step_with_fused_cell(input, h0, c0, weight_ih, weight_hh, combined_bias, bias.has_value(),
+    return one_step_with_fused_cell(input, h0, c0, weight_ih, weight_hh, combined_bias, has_bias,
                                     save_for_backward, backend);
   }
   const LstmRecurrenceShape recurrence_shape{layout.steps, B, H, layout.uniform_batch, projected};

@@ -49,12 +49,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& c0,           // [B, H]
     const at::Tensor& weight_ih,    // [4H, C]
     const at::Tensor& weight_hh,    // [4H, P]
-    const std::optional<at::Tensor>& bias,       // [4H] b_ih + b_hh
+    const std::optional<at::Tensor>& bias_ih,    // [4H] (both biases or neither; summed once per call)
+    const std::optional<at::Tensor>& bias_hh,    // [4H]
     const std::optional<at::Tensor>& weight_hr,  // [P, H] projection
     bool reverse, bool save_for_backward, const LstmBackend& backend);
 
 // Returns (grad_input [N,C], grad_h0 [B,P], grad_c0 [B,H], grad_weight_ih [4H,C], grad_weight_hh [4H,P],
-// grad_bias [4H] (empty without bias), grad_weight_hr [P,H] (empty without projection)). grad_input is
+// grad_bias [4H]: the gradient of b_ih and of b_hh alike (empty without biases), grad_weight_hr [P,H] (empty without projection)). grad_input is
 // empty unless compute_grad_input, and the weight and bias gradients are empty unless
 // compute_grad_weights: when nothing needs them, their GEMMs (dx; dW_ih, dW_hh, dW_hr) are skipped.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

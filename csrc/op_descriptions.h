@@ -41,7 +41,8 @@ inline const std::vector<OpDescription>& op_descriptions() {
       // One LSTM layer in one direction over a (packed) sequence. See lstm_layer.h for the shapes.
       {"lstm_layer",
        "lstm_layer_forward(Tensor input, Tensor batch_sizes, Tensor h0, Tensor c0, Tensor weight_ih, "
-       "Tensor weight_hh, Tensor? bias, Tensor? weight_hr, bool reverse, bool save_for_backward) "
+       "Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, Tensor? weight_hr, bool reverse, "
+       "bool save_for_backward) "
        "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor cell_prev, Tensor proj_input)",
        "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, "
        "Tensor batch_sizes, Tensor h0, Tensor weight_ih, Tensor weight_hh, Tensor? weight_hr, Tensor output, "
@@ -49,12 +50,13 @@ inline const std::vector<OpDescription>& op_descriptions() {
        "bool compute_grad_input=True, bool compute_grad_weights=True) "
        "-> (Tensor grad_input, Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
        "Tensor grad_bias, Tensor grad_weight_hr)",
-       {"input", "h0", "c0", "weight_ih", "weight_hh", "bias", "weight_hr"},
-       {"weight_ih", "weight_hh", "bias", "weight_hr"},
+       {"input", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"},
+       {"weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"},
        {"output", "h_n", "c_n"},
        {"gates", "cell_prev", "proj_input"},
        {{"h_n", "h0"}, {"c_n", "c0"}},
-       {}},
+       // b_ih and b_hh enter the gates alike (summed once per call): one gradient serves both.
+       {{"grad_bias", "bias_ih"}, {"grad_bias", "bias_hh"}}},
       // One GRU layer in one direction. See gru_layer.h for the shapes.
       {"gru_layer",
        "gru_layer_forward(Tensor input, Tensor batch_sizes, Tensor h0, Tensor weight_ih, Tensor weight_hh, "

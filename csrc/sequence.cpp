@@ -90,13 +90,22 @@ CellSizes check_cell(const char* op, const at::Tensor& input, const at::Tensor& 
   const LayerSizes sizes = check_weights(op, input, h0, weight_ih, weight_hh, gate_count);
   TORCH_CHECK(sizes.state_size == sizes.hidden_size, op, ": h0 must have hidden_size (", sizes.hidden_size,
               ") columns, got ", sizes.state_size);
+  check_biases(op, input, bias_ih, bias_hh, gate_count * sizes.hidden_size);
+  return {input.size(0), sizes.input_size, sizes.hidden_size};
+}
+
+void check_biases(const char* op, const at::Tensor& input, const std::optional<at::Tensor>& bias_ih,
+                  const std::optional<at::Tensor>& bias_hh, int64_t size) {
   TORCH_CHECK(bias_ih.has_value() == bias_hh.has_value(), op, ": give both biases or neither");
   for (const auto& [bias, name] : {std::pair{&bias_ih, "bias_ih"}, std::pair{&bias_hh, "bias_hh"}}) {
     if (!bias->has_value()) continue;
     check_like_input(op, **bias, name, input);
-    check_shape(op, **bias, name, {gate_count * sizes.hidden_size});
+    check_shape(op, **bias, name, {size});
   }
-  return {input.size(0), sizes.input_size, sizes.hidden_size};
+}
+
+at::Tensor summed_bias(const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh) {
+  return bias_ih.has_value() ? (*bias_ih + *bias_hh).contiguous() : at::Tensor();
 }
 
 void* row_address(const at::Tensor& matrix, int64_t row) {

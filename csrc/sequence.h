@@ -54,6 +54,13 @@ CellSizes check_cell(const char* op, const at::Tensor& input, const at::Tensor& 
                      const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih,
                      const std::optional<at::Tensor>& bias_hh, int64_t gate_count);
 
+// The bias contract of every op: nn's bias_ih and bias_hh, both or neither, each [size] (gate_count·H) in the
+// input's dtype and on its device. An LSTM adds them once per call (summed_bias: undefined without biases);
+// the GRU keeps them apart (b_hn is inside r·(...)).
+void check_biases(const char* op, const at::Tensor& input, const std::optional<at::Tensor>& bias_ih,
+                  const std::optional<at::Tensor>& bias_hh, int64_t size);
+at::Tensor summed_bias(const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh);
+
 // Address of row `row` of a matrix whose rows are contiguous.
 void* row_address(const at::Tensor& matrix, int64_t row);
 

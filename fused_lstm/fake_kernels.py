@@ -31,11 +31,11 @@ def _empty_like_or_none(tensor, wanted, like=None):
 
 
 @torch.library.register_fake("fused_lstm::lstm_layer_forward")
-def _lstm_layer_forward_fake(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, reverse,
+def _lstm_layer_forward_fake(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, reverse,
                              save_for_backward):
     onnx_export.refuse_fused_op_in_export("lstm_layer_forward")
     _check_fake_devices("lstm_layer_forward", input, batch_sizes, h0=h0, c0=c0, weight_ih=weight_ih,
-                        weight_hh=weight_hh, bias=bias, weight_hr=weight_hr)
+                        weight_hh=weight_hh, bias_ih=bias_ih, bias_hh=bias_hh, weight_hr=weight_hr)
     rows, hidden = input.shape[0], weight_ih.shape[0] // 4
     batch, output_size = h0.shape
     output = input.new_empty(rows, output_size)

@@ -8,17 +8,18 @@ from .autograd import call, save_for_backward
 from .settings import one_step, record_path
 
 
-def lstm_layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias=None, weight_hr=None, reverse=False):
+def lstm_layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_hr=None,
+               reverse=False):
     """One LSTM layer in one direction on the fused kernels, differentiable.
 
     Same arguments and results as ``reference.lstm_layer``: input [N, C] packed rows, batch_sizes [T]
-    int64 on the CPU, h0 [B, P], c0 [B, H], weight_ih [4H, C], weight_hh [4H, P], bias [4H] (b_ih + b_hh)
-    or None, weight_hr [P, H] or None. Returns (output [N, P], h_n [B, P], c_n [B, H]).
+    int64 on the CPU, h0 [B, P], c0 [B, H], weight_ih [4H, C], weight_hh [4H, P], bias_ih and bias_hh [4H]
+    (both or neither), weight_hr [P, H] or None. Returns (output [N, P], h_n [B, P], c_n [B, H]).
     """
     record_path("lstm_layer", input, batch_sizes, h0, weight_ih, weight_hh, weight_hr)
-    save = save_for_backward(input, h0, c0, weight_ih, weight_hh, bias, weight_hr)
-    output, h_n, c_n, _, _, _ = call("lstm_layer_forward", input, batch_sizes, h0, c0, weight_ih, weight_hh, bias,
-                                     weight_hr, reverse, save)
+    save = save_for_backward(input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr)
+    output, h_n, c_n, _, _, _ = call("lstm_layer_forward", input, batch_sizes, h0, c0, weight_ih, weight_hh, bias_ih,
+                                     bias_hh, weight_hr, reverse, save)
     return output, h_n, c_n
 
 

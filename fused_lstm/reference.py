@@ -65,12 +65,12 @@ def _steps(batch_sizes: Tensor, reverse: bool) -> Tuple[List[int], List[int], Li
 
 
 def lstm_layer(input: Tensor, batch_sizes: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor, weight_hh: Tensor,
-               bias: Optional[Tensor] = None, weight_hr: Optional[Tensor] = None,
-               reverse: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+               bias_ih: Optional[Tensor] = None, bias_hh: Optional[Tensor] = None,
+               weight_hr: Optional[Tensor] = None, reverse: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
     """One LSTM layer in one direction.
 
     input: [N, C] packed rows; batch_sizes: [T] int64 (CPU), non-increasing; h0: [B, P]; c0: [B, H];
-    weight_ih: [4H, C]; weight_hh: [4H, P]; bias: [4H] (b_ih + b_hh) or None; weight_hr: [P, H] or None.
+    weight_ih: [4H, C]; weight_hh: [4H, P]; bias_ih, bias_hh: [4H] or None; weight_hr: [P, H] or None.
     Returns (output [N, P], h_n [B, P], c_n [B, H]).
     """
     rows, offsets, order = _steps(batch_sizes, reverse)
@@ -78,7 +78,8 @@ def lstm_layer(input: Tensor, batch_sizes: Tensor, h0: Tensor, c0: Tensor, weigh
     outputs: List[Tensor] = [h0] * len(rows)
     for t in order:
         count, offset = rows[t], offsets[t]
-        h_t, c_t = lstm_cell(input[offset:offset + count], h[:count], c[:count], weight_ih, weight_hh, bias)
+        h_t, c_t = lstm_cell(input[offset:offset + count], h[:count], c[:count], weight_ih, weight_hh, bias_ih,
+                             bias_hh)
         if weight_hr is not None:
             h_t = h_t @ weight_hr.t()
         outputs[t] = h_t
@@ -165,10 +166,10 @@ def gru_cell_jvp(input: Tensor, h0: Tensor, weight_ih: Tensor, weight_hh: Tensor
 
 
 def lstm_layer_jvp(input: Tensor, batch_sizes: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor,
-                   weight_hh: Tensor, bias: Optional[Tensor], weight_hr: Optional[Tensor], reverse: bool,
-                   d_input: Optional[Tensor], d_h0: Optional[Tensor], d_c0: Optional[Tensor],
-                   d_weight_ih: Optional[Tensor], d_weight_hh: Optional[Tensor], d_bias: Optional[Tensor],
-                   d_weight_hr: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                   weight_hh: Tensor, bias_ih: Optional[Tensor], bias_hh: Optional[Tensor],
+                   weight_hr: Optional[Tensor], reverse: bool, d_input: Optional[Tensor], d_h0: Optional[Tensor],
+                   d_c0: Optional[Tensor], d_weight_ih: Optional[Tensor], d_weight_hh: Optional[Tensor],
+                   d_bias_ih: Optional[Tensor], d_bias_hh: Optional[Tensor], d_weight_hr: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """lstm_layer and its tangent: returns (output, h_n, c_n, d_output, d_h_n, d_c_n)."""
     rows, offsets, order = _steps(batch_sizes, reverse)
     d_input_ = _zero_if_none(d_input, input)
@@ -178,8 +179,8 @@ def lstm_layer_jvp(input: Tensor, batch_sizes: Tensor, h0: Tensor, c0: Tensor, w
     for t in order:
         count, offset = rows[t], offsets[t]
         h_t, c_t, dh_t, dc_t = lstm_cell_jvp(input[offset:offset + count], h[:count], c[:count], weight_ih,
-                                             weight_hh, bias, None, d_input_[offset:offset + count], dh[:count],
-                                             dc[:count], d_weight_ih, d_weight_hh, d_bias, None)
+                                             weight_hh, bias_ih, bias_hh, d_input_[offset:offset + count],
+                                             dh[:count], dc[:count], d_weight_ih, d_weight_hh, d_bias_ih, d_bias_hh)
         if weight_hr is not None:
             h_t, dh_t = _affine_jvp(h_t, dh_t, weight_hr, d_weight_hr, None, None)
         outputs[t], tangents[t] = h_t, dh_t

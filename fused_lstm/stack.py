@@ -35,22 +35,19 @@ def _eager_lstm_layer(impl: str, input: Tensor, batch_sizes: Tensor, h0: Tensor,
     if impl == "onnx":
         return onnx_export.lstm_layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
                                       reverse)
-    bias = None if bias_ih is None else bias_ih + bias_hh
     layer = reference.lstm_layer if impl == "reference" else ops.lstm_layer
-    return layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias, weight_hr, reverse)
+    return layer(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr, reverse)
 
 
 def lstm_layer(impl: str, input: Tensor, batch_sizes: Tensor, h0: Tensor, c0: Tensor, weight_ih: Tensor,
                weight_hh: Tensor, bias_ih: Optional[Tensor], bias_hh: Optional[Tensor], weight_hr: Optional[Tensor],
                reverse: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    """One LSTM layer and direction with `impl` (reference.lstm_layer's contract, biases apart)."""
+    """One LSTM layer and direction with `impl` (reference.lstm_layer's contract)."""
     if torch.jit.is_scripting():
-        bias: Optional[Tensor] = None
-        if bias_ih is not None and bias_hh is not None:
-            bias = bias_ih + bias_hh
-        save = torch.is_grad_enabled() and _any_requires_grad([input, h0, c0, weight_ih, weight_hh, bias, weight_hr])
-        result = torch.ops.fused_lstm.lstm_layer_forward(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias,
-                                                         weight_hr, reverse, save)
+        save = torch.is_grad_enabled() and _any_requires_grad([input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
+                                                               weight_hr])
+        result = torch.ops.fused_lstm.lstm_layer_forward(input, batch_sizes, h0, c0, weight_ih, weight_hh, bias_ih,
+                                                         bias_hh, weight_hr, reverse, save)
         return result[0], result[1], result[2]
     return _eager_lstm_layer(impl, input, batch_sizes, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_hr,
                              reverse)

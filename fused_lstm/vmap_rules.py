@@ -77,7 +77,7 @@ def _kinds(name, rows=(), batch=(), shared=()):
     return kinds
 
 
-_LAYER_SHARED = ("weight_ih", "weight_hh", "bias", "weight_hr", "bias_ih", "bias_hh")
+_LAYER_SHARED = ("weight_ih", "weight_hh", "weight_hr", "bias_ih", "bias_hh")
 
 
 def _no_weight_gradients(arguments):

@@ -41,7 +41,7 @@ def lstm_layer_sample(steps=4, batch=5, input_size=7, hidden=30, proj=0, bias=Tr
                       dtype=torch.float32, seed=0, weight_scale=None, value_scale=0.5, batch_sizes=None,
                       requires_grad=False):
     """Arguments of fused_lstm::lstm_layer_forward but reverse and save_for_backward: input [N, C], batch_sizes
-    [T], h0 [B, P], c0 [B, H], weight_ih [4H, C], weight_hh [4H, P], bias [4H] or None, weight_hr [P, H] or
+    [T], h0 [B, P], c0 [B, H], weight_ih [4H, C], weight_hh [4H, P], bias_ih and bias_hh [4H] or None, weight_hr [P, H] or
     None (P = proj or H). Drawn in float64 and rounded to dtype, so cast(sample, float64) is the same sample.
     Weights of scale weight_scale (default H^-0.5), the input, states and bias of scale value_scale.
     batch_sizes: the per-step batch sizes themselves (any non-increasing sizes: trailing zero steps, batch 0),
@@ -54,7 +54,8 @@ def lstm_layer_sample(steps=4, batch=5, input_size=7, hidden=30, proj=0, bias=Tr
     batch = int(batch_sizes[0])
     sample = dict(input=value(int(batch_sizes.sum()), input_size), batch_sizes=batch_sizes, h0=value(batch, state),
                   c0=value(batch, hidden), weight_ih=weight(4 * hidden, input_size),
-                  weight_hh=weight(4 * hidden, state), bias=value(4 * hidden) if bias else None,
+                  weight_hh=weight(4 * hidden, state), bias_ih=value(4 * hidden) if bias else None,
+                  bias_hh=value(4 * hidden) if bias else None,
                   weight_hr=weight(proj, hidden) if proj else None)
     return _requiring_grad(sample, requires_grad)
 
@@ -196,7 +197,7 @@ def lstm_backward_arguments(sample, forward, reverse, grads=None, **flags):
                 input=sample["input"], batch_sizes=sample["batch_sizes"], h0=sample["h0"],
                 weight_ih=sample["weight_ih"], weight_hh=sample["weight_hh"], weight_hr=sample["weight_hr"],
                 output=forward["output"], gates=forward["gates"], cell_prev=forward["cell_prev"],
-                proj_input=forward["proj_input"], reverse=reverse, has_bias=sample["bias"] is not None, **flags)
+                proj_input=forward["proj_input"], reverse=reverse, has_bias=sample["bias_ih"] is not None, **flags)
 
 
 def gru_backward_arguments(sample, forward, reverse, grads=None, **flags):
@@ -264,8 +265,14 @@ def _reference_with_gradients(layer, sample, reverse, output_names, differentiab
 def lstm_reference(sample, reverse):
     """output, h_n, c_n and the gradients grad_<argument> of the float64 reference on the sample (in float64)
     for the same cotangents as lstm_forward_and_backward's: what that returns (grad_input, ..., grad_bias)."""
-    return _reference_with_gradients(reference.lstm_layer, sample, reverse, ["output", "h_n", "c_n"],
-                                      ["input", "h0", "c0", "weight_ih", "weight_hh", "bias", "weight_hr"])
+    result = _reference_with_gradients(reference.lstm_layer, sample, reverse, ["output", "h_n", "c_n"],
+                                       ["input", "h0", "c0", "weight_ih", "weight_hh", "bias_ih", "bias_hh",
+                                        "weight_hr"])
+    # The op's grad_bias is the gradient of b_ih and of b_hh alike.
+    result.pop("grad_bias_hh", None)
+    if "grad_bias_ih" in result:
+        result["grad_bias"] = result.pop("grad_bias_ih")
+    return result
 
 
 def gru_reference(sample, reverse):

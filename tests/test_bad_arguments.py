@@ -129,7 +129,7 @@ def overflowing_call():
                 save_for_backward=False)
 
 
-OPTIONAL_TENSORS = {"bias", "weight_hr", "bias_ih", "bias_hh"}
+OPTIONAL_TENSORS = {"weight_hr", "bias_ih", "bias_hh"}
 
 
 def mutation_cases(op_name, baseline):
@@ -159,7 +159,7 @@ def mutation_cases(op_name, baseline):
             if arguments[name] is not None:
                 mutations.append((f"{name}: None while the other bias is given", None, "raise"))
             else:
-                mutations.append((f"{name}: given while the other bias is None", torch.randn(3 * hidden), "raise"))
+                mutations.append((f"{name}: given while the other bias is None", torch.randn(gates * hidden), "raise"))
         for label, value, expectation in mutations:
             cases.append((label, dict(arguments, **{name: value}), expectation))
     steps, rows = len(arguments["batch_sizes"]), arguments["input"].shape[0]
@@ -168,9 +168,6 @@ def mutation_cases(op_name, baseline):
         if rows % steps == 0:
             padded = arguments["input"].reshape(steps, rows // steps, -1)
             cases.append(("input: a [T, B, C] tensor instead of packed rows", dict(arguments, input=padded), "raise"))
-    if op_name == "lstm_layer_forward" and arguments["bias"] is not None:
-        stacked = torch.stack([arguments["bias"], arguments["bias"]])
-        cases.append(("bias: b_ih and b_hh stacked [2, 4H] instead of summed", dict(arguments, bias=stacked), "raise"))
     if op_name.endswith("backward"):
         wider = torch.randn(arguments["gates"].shape[0], arguments["gates"].shape[1] + gates)
         cases.append(("gates: from a layer with another hidden size", dict(arguments, gates=wider), "raise"))

@@ -241,8 +241,7 @@ def test_onnx_layer_functions_compute_what_the_reference_layers_compute(kind, re
     biases = [torch.randn(gates * HIDDEN_SIZE, dtype=torch.float64) if bias else None for _ in range(2)]
     if kind == "LSTM":
         actual = onnx_export.lstm_layer(input, batch_sizes, *states, *weights, *biases, None, reverse)
-        expected = reference.lstm_layer(input, batch_sizes, *states, *weights,
-                                        biases[0] + biases[1] if bias else None, None, reverse)
+        expected = reference.lstm_layer(input, batch_sizes, *states, *weights, *biases, None, reverse)
     else:
         actual = onnx_export.gru_layer(input, batch_sizes, *states, *weights, *biases, reverse)
         expected = reference.gru_layer(input, batch_sizes, *states, *weights, *biases, reverse)

@@ -204,9 +204,9 @@ EAGER_SAMPLES = {
 }
 # Which arguments need gradients: every subset a caller makes (data input, frozen weights, a state from outside,
 # everything, only the biases).
-NEEDS_GRAD = {"everything": None, "weights only": ("weight_ih", "weight_hh", "bias", "weight_hr", "bias_ih", "bias_hh"),
+NEEDS_GRAD = {"everything": None, "weights only": ("weight_ih", "weight_hh", "weight_hr", "bias_ih", "bias_hh"),
               "states only": ("h0", "c0"), "input and weight_hh": ("input", "weight_hh"),
-              "biases only": ("bias", "bias_ih", "bias_hh")}
+              "biases only": ("bias_ih", "bias_hh")}
 
 
 def eager_gradients(name, sample, wanted, through_python):
