@@ -76,7 +76,8 @@ struct BackwardState {
 // is not fresh memory faulted in page by page for every block. Bytes of that buffer:
 constexpr int64_t kGradGatesBlockBytes = int64_t(8) << 20;
 
-LstmBackwardOutputs backward_whole_recurrence(BackwardState& state, const LstmBackend& backend) {
+LstmBackwardOutputs backward_whole_recurrence(BackwardState& state, const RecurrenceKernel& kernel,
+                                              const LstmBackend& backend) {
   const SequenceLayout& layout = state.layout;
   const int64_t H = state.H;
   const bool reverse = state.reverse, has_bias = state.has_bias;
@@ -96,7 +97,7 @@ LstmBackwardOutputs backward_whole_recurrence(BackwardState& state, const LstmBa
   auto grad_weight_ih = compute_grad_weights ? at::empty({4 * H, C}, options) : empty();
   auto grad_weight_hh = compute_grad_weights ? at::empty({4 * H, H}, options) : empty();
   auto grad_bias = compute_grad_weights && has_bias ? at::zeros({4 * H}, options) : empty();
-  const at::Tensor weight_hh_prepared = backend.recurrence_backward_prepare_weight(weight_hh);
+  const at::Tensor weight_hh_prepared = backend.recurrence_backward_prepare_weight(weight_hh, kernel);
 
   LstmRecurrenceBackwardParams params;
   params.batch = B;
@@ -116,7 +117,7 @@ LstmBackwardOutputs backward_whole_recurrence(BackwardState& state, const LstmBa
     params.gates = row_address(gates, first_row);
     params.cell_prev = row_address(cell_prev, first_row);
     params.grad_output = row_address(grad_output, first_row);
-    backend.recurrence_backward(params, dtype);
+    backend.recurrence_backward(params, dtype, kernel);
     const at::Tensor block_grad_gates = grad_gates.narrow(0, 0, rows);
     // dL/dh into the next block (dL/dh0 after the last) = dL/d(pre-activations of the block's first
     // visited step)·W_hh; the backend read the previous value already.
@@ -155,31 +156,33 @@ enum class Path { kFusedCell, kWholeRecurrence, kPerStep };
 
 struct ChosenPath {
   Path path;
-  const char* kernel;  // the whole-recurrence kernel's name, else nullptr
+  RecurrenceKernel kernel;  // the whole-recurrence kernel, handed down to the backend that runs it
 };
 
 ChosenPath choose_forward(const SequenceLayout& layout, int64_t C, int64_t H, bool projected, at::ScalarType dtype,
                           const LstmBackend& backend) {
   if (layout.steps == 1 && !projected && backend.cell_forward_supported != nullptr &&
       backend.cell_forward_supported(layout.batch, C, H, dtype)) {
-    return {Path::kFusedCell, nullptr};
+    return {Path::kFusedCell, {}};
   }
   const LstmRecurrenceShape shape{layout.steps, layout.batch, H, layout.uniform_batch, projected};
-  const char* kernel = backend.recurrence_forward_kernel ? backend.recurrence_forward_kernel(shape, dtype) : nullptr;
-  return {kernel ? Path::kWholeRecurrence : Path::kPerStep, kernel};
+  const RecurrenceKernel kernel =
+      backend.recurrence_forward_kernel ? backend.recurrence_forward_kernel(shape, dtype) : RecurrenceKernel{};
+  return {kernel.name ? Path::kWholeRecurrence : Path::kPerStep, kernel};
 }
 
 ChosenPath choose_backward(const SequenceLayout& layout, int64_t H, bool projected, at::ScalarType dtype,
                            const LstmBackend& backend) {
   const LstmRecurrenceShape shape{layout.steps, layout.batch, H, layout.uniform_batch, projected};
-  const char* kernel = backend.recurrence_backward_kernel ? backend.recurrence_backward_kernel(shape, dtype) : nullptr;
-  return {kernel ? Path::kWholeRecurrence : Path::kPerStep, kernel};
+  const RecurrenceKernel kernel =
+      backend.recurrence_backward_kernel ? backend.recurrence_backward_kernel(shape, dtype) : RecurrenceKernel{};
+  return {kernel.name ? Path::kWholeRecurrence : Path::kPerStep, kernel};
 }
 
 std::string path_name(const ChosenPath& chosen) {
   switch (chosen.path) {
     case Path::kFusedCell: return "fused cell";
-    case Path::kWholeRecurrence: return std::string("whole recurrence (") + chosen.kernel + ")";
+    case Path::kWholeRecurrence: return std::string("whole recurrence (") + chosen.kernel.name + ")";
     default: return "per step";
   }
 }
@@ -203,7 +206,8 @@ struct ForwardState {
 // output rows, the cell state), and h_n is the output rows of the last visited step. The input and W_ih are
 // read only by a kernel that projects the input itself.
 void forward_whole_recurrence(ForwardState& state, const at::Tensor& input, const at::Tensor& weight_ih,
-                              const at::Tensor& weight_hh, bool projects_input, const LstmBackend& backend) {
+                              const at::Tensor& weight_hh, bool projects_input, const RecurrenceKernel& kernel,
+                              const LstmBackend& backend) {
   const SequenceLayout& layout = state.layout;
   const at::Tensor input_c = projects_input ? input.contiguous() : at::Tensor();
   const at::Tensor weight_ih_c = projects_input ? weight_ih.contiguous() : at::Tensor();
@@ -225,7 +229,7 @@ void forward_whole_recurrence(ForwardState& state, const at::Tensor& input, cons
   params.cell = state.cell_state.data_ptr();
   params.cell_prev_saved = state.save_for_backward ? state.cell_prev_saved.data_ptr() : nullptr;
   params.output = state.output.data_ptr();
-  backend.recurrence_forward(params, input.scalar_type());
+  backend.recurrence_forward(params, input.scalar_type(), kernel);
   const int64_t last_step = state.reverse ? 0 : layout.steps - 1;
   state.hidden_state.copy_(state.output.narrow(0, layout.step_offset[last_step], layout.batch));
 }
@@ -389,7 +393,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   state.proj_input = projected ? at::empty({save_for_backward ? N : B, H}, input.options()) : empty();
 
   if (chosen.path == Path::kWholeRecurrence) {
-    forward_whole_recurrence(state, input, weight_ih, weight_hh, kernel_projects_input, backend);
+    forward_whole_recurrence(state, input, weight_ih, weight_hh, kernel_projects_input, chosen.kernel, backend);
   } else {
     forward_per_step(state, weight_hh, weight_hr, dtype, backend);
   }
@@ -444,8 +448,9 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
   state.cell_prev = cell_prev.contiguous();
   state.grad_hidden_state = grad_h_n.contiguous().clone();
   state.grad_cell_state = grad_c_n.to(acc_dtype).contiguous().clone();
-  if (choose_backward(layout, H, projected, dtype, backend).path == Path::kWholeRecurrence) {
-    return backward_whole_recurrence(state, backend);
+  const ChosenPath chosen = choose_backward(layout, H, projected, dtype, backend);
+  if (chosen.path == Path::kWholeRecurrence) {
+    return backward_whole_recurrence(state, chosen.kernel, backend);
   }
   return backward_per_step(state, backend);
 }

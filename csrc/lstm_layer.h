@@ -25,16 +25,18 @@ namespace fused_lstm {
 struct LstmBackend {
   void (*forward)(const LstmForwardPointwiseParams& params, at::ScalarType dtype) = nullptr;
   void (*backward)(const LstmBackwardPointwiseParams& params, at::ScalarType dtype) = nullptr;
-  const char* (*recurrence_forward_kernel)(const LstmRecurrenceShape& shape, at::ScalarType dtype) = nullptr;
-  void (*recurrence_forward)(const LstmRecurrenceForwardParams& params, at::ScalarType dtype) = nullptr;
+  RecurrenceKernel (*recurrence_forward_kernel)(const LstmRecurrenceShape& shape, at::ScalarType dtype) = nullptr;
+  void (*recurrence_forward)(const LstmRecurrenceForwardParams& params, at::ScalarType dtype,
+                             const RecurrenceKernel& kernel) = nullptr;
   // Whether recurrence_forward computes x·W_ihᵀ inside its steps for this case (nullptr: never), rather than
   // reading it from one GEMM over all rows that the driver runs first (see LstmRecurrenceForwardParams).
   bool (*recurrence_forward_projects_input)(const LstmRecurrenceShape& shape, at::ScalarType dtype) = nullptr;
-  const char* (*recurrence_backward_kernel)(const LstmRecurrenceShape& shape, at::ScalarType dtype) = nullptr;
+  RecurrenceKernel (*recurrence_backward_kernel)(const LstmRecurrenceShape& shape, at::ScalarType dtype) = nullptr;
   // W_hh [4H, H] in the layout recurrence_backward reads (e.g. packed panels), made once per backward and
   // passed to each of its calls, one per block of steps, as LstmRecurrenceBackwardParams::weight_hh_prepared.
-  at::Tensor (*recurrence_backward_prepare_weight)(const at::Tensor& weight_hh) = nullptr;
-  void (*recurrence_backward)(const LstmRecurrenceBackwardParams& params, at::ScalarType dtype) = nullptr;
+  at::Tensor (*recurrence_backward_prepare_weight)(const at::Tensor& weight_hh, const RecurrenceKernel& kernel) = nullptr;
+  void (*recurrence_backward)(const LstmRecurrenceBackwardParams& params, at::ScalarType dtype,
+                              const RecurrenceKernel& kernel) = nullptr;
   bool (*cell_forward_supported)(int64_t batch, int64_t input_size, int64_t hidden, at::ScalarType dtype) = nullptr;
   void (*cell_forward)(const LstmCellForwardParams& params, at::ScalarType dtype) = nullptr;
 };

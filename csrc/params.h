@@ -32,6 +32,15 @@ struct LstmRecurrenceShape {
   bool projected;      // the layer has a projection (weight_hr, P < H)
 };
 
+// The whole-recurrence kernel a backend chose for a case (LstmBackend::recurrence_*_kernel): its name (nullptr:
+// none, run per step) and which of the backend's kernels it is (the backend's own code: the CPU's instruction
+// set). The driver hands it back to the backend's run hooks, so the kernel that runs is the one chosen, even if
+// an option changed in between.
+struct RecurrenceKernel {
+  const char* name = nullptr;
+  int variant = 0;
+};
+
 // The whole recurrence of one layer in one direction, uniform batch, no projection (P = H): rows of
 // step t are [t·B, (t+1)·B) of the [T·B, ...] tensors. Every pointer is contiguous and row-major.
 // The input projection x·W_ihᵀ either arrives in `gates` (project_input false: the driver ran it as one

@@ -440,32 +440,50 @@ void backward_panels(const BackwardStep<scalar_t>& s, int64_t begin, int64_t end
 
 #endif
 
-// The kernels the hooks below name, by dtype and the instruction set options::cpu_isa() allows.
-const char* forward_kernel(at::ScalarType dtype) {
+// The kernels the hooks below name, by dtype and the instruction set options::cpu_isa() allows; the variant is
+// the instruction set the kernel runs with.
+RecurrenceKernel kernel_on(const char* name, Isa isa) { return {name, static_cast<int>(isa)}; }
+
+RecurrenceKernel forward_kernel(at::ScalarType dtype) {
   const Isa isa = options::cpu_isa();
-  if (dtype == at::kFloat) return isa >= Isa::kAvx512 ? "avx512 register tiles" : isa == Isa::kAvx2 ? "avx2 register tiles" : nullptr;
-  if (dtype == at::kBFloat16) return isa == Isa::kAmx ? "amx tiles" : isa == Isa::kAvx512Bf16 ? "avx512_bf16 register tiles" : nullptr;
-  return nullptr;
+  if (dtype == at::kFloat) {
+    if (isa >= Isa::kAvx512) return kernel_on("avx512 register tiles", isa);
+    if (isa == Isa::kAvx2) return kernel_on("avx2 register tiles", isa);
+  }
+  if (dtype == at::kBFloat16) {
+    if (isa == Isa::kAmx) return kernel_on("amx tiles", isa);
+    if (isa == Isa::kAvx512Bf16) return kernel_on("avx512_bf16 register tiles", isa);
+  }
+  return {};
 }
 
 // The backward has no AMX version: on an AMX CPU a bfloat16 backward takes the vdpbf16ps tiles for small steps
 // and the per-step path's AMX GEMMs above (path_thresholds.h).
 using thresholds::kAmxPerStepMinMultiplyAdds;
 
-const char* backward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
+RecurrenceKernel backward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
   const Isa isa = options::cpu_isa();
   if (dtype == at::kBFloat16) {
     const bool small_step = shape.batch * 4 * shape.hidden * shape.hidden < kAmxPerStepMinMultiplyAdds;
-    return isa == Isa::kAvx512Bf16 || (isa == Isa::kAmx && small_step) ? "avx512_bf16 register tiles" : nullptr;
+    if (isa == Isa::kAvx512Bf16 || (isa == Isa::kAmx && small_step)) {
+      return kernel_on("avx512_bf16 register tiles", Isa::kAvx512Bf16);
+    }
+    return {};
   }
-  return dtype == at::kFloat ? forward_kernel(dtype) : nullptr;
+  return dtype == at::kFloat ? forward_kernel(dtype) : RecurrenceKernel{};
 }
 
-// The hooks run only where the *_kernel hooks named a kernel; a direct call elsewhere raises.
-Isa check_kernel(const char* kernel, at::ScalarType dtype) {
-  TORCH_CHECK(kernel != nullptr, "fused_lstm: no CPU kernel runs the whole recurrence of a ", dtype,
+// The run hooks take only a kernel the *_kernel hooks named (for that dtype), on an instruction set this CPU
+// has; anything else raises.
+Isa check_kernel(const RecurrenceKernel& kernel, at::ScalarType dtype) {
+  TORCH_CHECK(kernel.name != nullptr, "fused_lstm: no CPU kernel runs the whole recurrence of a ", dtype,
               " layer with cpu_isa=", options::get("cpu_isa"), " on this CPU (best: ", isa_name(best_isa()), ")");
-  return options::cpu_isa();
+  const Isa isa = static_cast<Isa>(kernel.variant);
+  const Isa least = dtype == at::kBFloat16 ? Isa::kAvx512Bf16 : Isa::kAvx2;
+  TORCH_CHECK((dtype == at::kFloat || dtype == at::kBFloat16) && isa >= least && isa <= best_isa(),
+              "fused_lstm: the CPU kernel '", kernel.name, "' cannot run a ", dtype, " layer on this CPU (best: ",
+              isa_name(best_isa()), ")");
+  return isa;
 }
 
 }  // namespace
@@ -476,12 +494,12 @@ bool recurrence_forward_projects_input(const LstmRecurrenceShape& shape, at::Sca
   return dtype == at::kBFloat16 || shape.batch >= thresholds::kMinRowsToProjectPerStep;
 }
 
-const char* recurrence_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
-  return shape.uniform_batch && !shape.projected ? forward_kernel(dtype) : nullptr;
+RecurrenceKernel recurrence_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
+  return shape.uniform_batch && !shape.projected ? forward_kernel(dtype) : RecurrenceKernel{};
 }
 
-const char* recurrence_backward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
-  return shape.uniform_batch && !shape.projected ? backward_kernel(shape, dtype) : nullptr;
+RecurrenceKernel recurrence_backward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
+  return shape.uniform_batch && !shape.projected ? backward_kernel(shape, dtype) : RecurrenceKernel{};
 }
 
 namespace {
@@ -531,8 +549,8 @@ void register_tile_forward(const LstmRecurrenceForwardParams& p, Isa isa) {
 
 }  // namespace
 
-void recurrence_forward(const LstmRecurrenceForwardParams& p, at::ScalarType dtype) {
-  const Isa isa = check_kernel(forward_kernel(dtype), dtype);
+void recurrence_forward(const LstmRecurrenceForwardParams& p, at::ScalarType dtype, const RecurrenceKernel& kernel) {
+  const Isa isa = check_kernel(kernel, dtype);
   if (isa == Isa::kAmx && dtype == at::kBFloat16) return amx_recurrence_forward(p);
   TORCH_CHECK(dtype == at::kFloat || p.project_input, "fused_lstm: the bfloat16 register tiles project the input");
 #if FL_HAVE_X86_TILES
@@ -541,11 +559,9 @@ void recurrence_forward(const LstmRecurrenceForwardParams& p, at::ScalarType dty
 #endif
 }
 
-at::Tensor recurrence_backward_prepare_weight(const at::Tensor& weight_hh) {
+at::Tensor recurrence_backward_prepare_weight(const at::Tensor& weight_hh, const RecurrenceKernel& kernel) {
   const at::ScalarType dtype = weight_hh.scalar_type();
-  // The tiles of any backward kernel of this dtype (the shape chooses only between a kernel and per step).
-  const LstmRecurrenceShape one_row{1, 1, 1, true, false};
-  const Isa isa = check_kernel(backward_kernel(one_row, dtype), dtype);
+  const Isa isa = check_kernel(kernel, dtype);
   TORCH_CHECK(weight_hh.dim() == 2 && weight_hh.size(0) == 4 * weight_hh.size(1) && weight_hh.device().is_cpu(),
               "fused_lstm: the CPU whole recurrence takes a CPU weight_hh of shape [4H, H], got ", weight_hh.sizes(),
               " on ", weight_hh.device());
@@ -589,9 +605,8 @@ void register_tile_backward(const LstmRecurrenceBackwardParams& p, Isa isa) {
 
 }  // namespace
 
-void recurrence_backward(const LstmRecurrenceBackwardParams& p, at::ScalarType dtype) {
-  const LstmRecurrenceShape shape{p.steps, p.batch, p.hidden, true, false};
-  const Isa isa = check_kernel(backward_kernel(shape, dtype), dtype);
+void recurrence_backward(const LstmRecurrenceBackwardParams& p, at::ScalarType dtype, const RecurrenceKernel& kernel) {
+  const Isa isa = check_kernel(kernel, dtype);
 #if FL_HAVE_X86_TILES
   if (dtype == at::kBFloat16) return register_tile_backward<bf16>(p, Isa::kAvx512Bf16);
   register_tile_backward<float>(p, isa);

@@ -27,16 +27,18 @@ namespace cpu {
 // The hooks of LstmBackend (lstm_layer.h). The whole recurrence runs here for padded input (uniform batch)
 // without projection: float32 on AVX-512 or AVX2+FMA register tiles, bfloat16 on AMX tiles or AVX512-BF16
 // register tiles (vdpbf16ps), as options::cpu_isa() allows; the backward on the same register tiles (bfloat16 on
-// vdpbf16ps, also where the forward runs AMX). *_kernel name the kernel that would run, or nullptr.
-const char* recurrence_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype);
-const char* recurrence_backward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype);
+// vdpbf16ps, also where the forward runs AMX). *_kernel choose the kernel (its variant: the instruction set it
+// runs with) or none; the run hooks take the chosen kernel.
+RecurrenceKernel recurrence_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype);
+RecurrenceKernel recurrence_backward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype);
 // Whether the forward computes x·W_ihᵀ in its steps (enough batch rows; always in bfloat16) or reads one
 // GEMM's result.
 bool recurrence_forward_projects_input(const LstmRecurrenceShape& shape, at::ScalarType dtype);
-void recurrence_forward(const LstmRecurrenceForwardParams& params, at::ScalarType dtype);
+void recurrence_forward(const LstmRecurrenceForwardParams& params, at::ScalarType dtype, const RecurrenceKernel& kernel);
 // W_hh [4H, H] as column panels of 64 gate columns (32 with AVX2; bfloat16 rows in pairs), zero beyond column H.
-at::Tensor recurrence_backward_prepare_weight(const at::Tensor& weight_hh);
-void recurrence_backward(const LstmRecurrenceBackwardParams& params, at::ScalarType dtype);
+at::Tensor recurrence_backward_prepare_weight(const at::Tensor& weight_hh, const RecurrenceKernel& kernel);
+void recurrence_backward(const LstmRecurrenceBackwardParams& params, at::ScalarType dtype,
+                         const RecurrenceKernel& kernel);
 
 }  // namespace cpu
 }  // namespace fused_lstm

@@ -15,23 +15,25 @@ constexpr const char* kKernel = "the persistent LSTM kernel's dispatch";
 
 }  // namespace
 
-const char* persistent_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
-  if (!options::cuda_persistent()) return nullptr;
+RecurrenceKernel persistent_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype) {
+  if (!options::cuda_persistent()) return {};
   // Out of scope for this kernel: packed sequences of unequal lengths, projections, float64. They run
   // the per-step loop of lstm_layer_forward, which is this extension's own GEMM + fused pointwise
   // kernel per step (not a fallback to PyTorch's LSTM).
   if (!shape.uniform_batch || shape.projected || shape.steps < 1 || shape.batch < 1 || shape.hidden < 1) {
-    return nullptr;
+    return {};
   }
   bool fits = false;
   dispatch_dtype(dtype, kKernel, [&](auto element) {
     using scalar_t = decltype(element);
     if constexpr (!std::is_same_v<scalar_t, double>) fits = plan_persistent_forward<scalar_t>(shape.batch, shape.hidden).fits;
   });
-  return fits ? "persistent kernel" : nullptr;
+  return fits ? RecurrenceKernel{"persistent kernel", 0} : RecurrenceKernel{};
 }
 
-void persistent_forward(const LstmRecurrenceForwardParams& params, at::ScalarType dtype) {
+void persistent_forward(const LstmRecurrenceForwardParams& params, at::ScalarType dtype,
+                        const RecurrenceKernel& kernel) {
+  TORCH_CHECK(kernel.name != nullptr, "fused_lstm: the persistent LSTM kernel runs only a case it was chosen for");
   // This kernel reads x·W_ihᵀ from params.gates; the CUDA backend never asks it to project the input.
   TORCH_CHECK(!params.project_input, "fused_lstm: the persistent LSTM kernel does not project the input itself");
   dispatch_dtype(dtype, kKernel, [&](auto element) {

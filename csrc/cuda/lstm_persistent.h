@@ -20,7 +20,7 @@ namespace cuda {
 // The backend hooks (LstmBackend::recurrence_forward_kernel / recurrence_forward).
 //
 // persistent_forward_kernel names the kernel ("persistent kernel") only when all of these hold, else it is
-// nullptr and lstm_layer_forward runs its per-step loop, i.e. our own cuBLAS GEMM + fused pointwise kernel
+// none and lstm_layer_forward runs its per-step loop, i.e. our own cuBLAS GEMM + fused pointwise kernel
 // per step (never a fallback to PyTorch's LSTM):
 //   - the option cuda_persistent is on (options.h; FUSED_LSTM_CUDA_PERSISTENT=1);
 //   - float32, float16 or bfloat16 (float64 stays per-step);
@@ -29,10 +29,11 @@ namespace cuda {
 //   - the current device supports cooperative launches, each CTA's W_hh slice plus at least one row
 //     group of h fits in sharedMemPerBlockOptin, and all CTAs are co-resident (occupancy query).
 // Uses the current device (the caller's device guard).
-const char* persistent_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype);
+RecurrenceKernel persistent_forward_kernel(const LstmRecurrenceShape& shape, at::ScalarType dtype);
 
 // Runs the recurrence on the current stream. Only for cases persistent_forward_kernel named.
-void persistent_forward(const LstmRecurrenceForwardParams& params, at::ScalarType dtype);
+void persistent_forward(const LstmRecurrenceForwardParams& params, at::ScalarType dtype,
+                        const RecurrenceKernel& kernel);
 
 // How one case maps onto the GPU (computed by the typed planner in lstm_persistent_<dtype>.cu).
 struct PersistentPlan {
