@@ -1,5 +1,7 @@
 // One set of argument checks for every C++ entry point: each raises a c10::Error (a Python
 // RuntimeError) whose message names the op and the argument as the schema spells them, never a crash.
+// Each thing is checked once per call: None and devices by check_devices, in the op's kernel (layer_ops.h),
+// before the driver; shapes and dtypes by the driver (sequence.h's checks, check_dtype_like_input).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -62,11 +64,12 @@ inline void check_devices(const char* op, const char* kernels, at::DeviceType se
   }
 }
 
-// Every tensor but batch_sizes has input's dtype (or the accumulation dtype, checked separately) and device.
-inline void check_like_input(const char* op, const at::Tensor& tensor, const char* name, const at::Tensor& input) {
+// Every tensor but batch_sizes has input's dtype (or the accumulation dtype, checked separately); its device was
+// checked by check_devices.
+inline void check_dtype_like_input(const char* op, const at::Tensor& tensor, const char* name,
+                                   const at::Tensor& input) {
   TORCH_CHECK(tensor.scalar_type() == input.scalar_type(), op, ": ", name, " must have dtype ",
               input.scalar_type(), " (the dtype of input), got ", tensor.scalar_type());
-  check_device(op, tensor, name, input.device());
 }
 
 }  // namespace fused_lstm

@@ -45,8 +45,6 @@ std::tuple<std::string, std::string> gru_layer_paths(const at::Tensor& input, co
                                                      const at::Tensor& h0, const at::Tensor& weight_ih,
                                                      const at::Tensor& weight_hh, const GruBackend& backend) {
   const char* op = "fused_lstm.layer_paths";
-  check_defined(op, {{"input", &input}, {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"weight_ih", &weight_ih},
-                     {"weight_hh", &weight_hh}});
   const GruShape shape = check_gru_arguments(op, input, batch_sizes, h0, weight_ih, weight_hh);
   return {runs_fused_cell(shape.layout, input.size(1), shape.H, input.scalar_type(), backend) ? "fused cell"
                                                                                                : "per step",
@@ -58,9 +56,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_layer_forward(
     const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
     bool reverse, bool save_for_backward, const GruBackend& backend) {
   const char* op = "fused_lstm.gru_layer_forward";
-  check_defined(op, {{"input", &input}, {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"weight_ih", &weight_ih},
-                     {"weight_hh", &weight_hh}, {"bias_ih", optional_address(bias_ih)},
-                     {"bias_hh", optional_address(bias_hh)}});
   const GruShape shape = check_gru_arguments(op, input, batch_sizes, h0, weight_ih, weight_hh);
   const SequenceLayout& layout = shape.layout;
   const int64_t B = layout.batch, N = layout.rows, H = shape.H;
@@ -114,16 +109,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& gates, const at::Tensor& candidate_hidden, bool reverse, bool has_bias,
     bool compute_grad_input, bool compute_grad_weights, const GruBackend& backend) {
   const char* op = "fused_lstm.gru_layer_backward";
-  check_defined(op, {{"grad_output", &grad_output}, {"grad_h_n", &grad_h_n}, {"input", &input},
-                     {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"weight_ih", &weight_ih}, {"weight_hh", &weight_hh},
-                     {"output", &output}, {"gates", &gates}, {"candidate_hidden", &candidate_hidden}});
   const GruShape shape = check_gru_arguments(op, input, batch_sizes, h0, weight_ih, weight_hh);
   const SequenceLayout& layout = shape.layout;
   const int64_t B = layout.batch, N = layout.rows, H = shape.H;
   for (const NamedTensor& argument : {NamedTensor{"grad_output", &grad_output}, NamedTensor{"grad_h_n", &grad_h_n},
                                       NamedTensor{"output", &output}, NamedTensor{"gates", &gates},
                                       NamedTensor{"candidate_hidden", &candidate_hidden}}) {
-    check_like_input(op, *argument.tensor, argument.name, input);
+    check_dtype_like_input(op, *argument.tensor, argument.name, input);
   }
   check_shape(op, grad_output, "grad_output", {N, H});
   check_shape(op, grad_h_n, "grad_h_n", {B, H});
@@ -179,8 +171,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gru_cell_forward(
     const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh, bool save_for_backward,
     const GruBackend& backend) {
   const char* op = "fused_lstm.gru_cell_forward";
-  check_defined(op, {{"input", &input}, {"h0", &h0}, {"weight_ih", &weight_ih}, {"weight_hh", &weight_hh},
-                     {"bias_ih", optional_address(bias_ih)}, {"bias_hh", optional_address(bias_hh)}});
   const CellSizes sizes = check_cell(op, input, h0, weight_ih, weight_hh, bias_ih, bias_hh, kGruGates);
   const int64_t B = sizes.batch, H = sizes.hidden;
   const auto dtype = input.scalar_type();
@@ -237,13 +227,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& weight_hh, const at::Tensor& gates, const at::Tensor& candidate_hidden, bool has_bias,
     bool compute_grad_input, bool compute_grad_weights, const GruBackend& backend) {
   const char* op = "fused_lstm.gru_cell_backward";
-  check_defined(op, {{"grad_h1", &grad_h1}, {"input", &input}, {"h0", &h0}, {"weight_ih", &weight_ih},
-                     {"weight_hh", &weight_hh}, {"gates", &gates}, {"candidate_hidden", &candidate_hidden}});
   const CellSizes sizes = check_cell(op, input, h0, weight_ih, weight_hh, std::nullopt, std::nullopt, kGruGates);
   const int64_t B = sizes.batch, H = sizes.hidden;
   for (const NamedTensor& argument : {NamedTensor{"grad_h1", &grad_h1}, NamedTensor{"gates", &gates},
                                       NamedTensor{"candidate_hidden", &candidate_hidden}}) {
-    check_like_input(op, *argument.tensor, argument.name, input);
+    check_dtype_like_input(op, *argument.tensor, argument.name, input);
   }
   check_shape(op, grad_h1, "grad_h1", {B, H});
   check_shape(op, gates, "gates", {B, kGruGates * H});

@@ -46,13 +46,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_cell_forward(
     const at::Tensor& weight_hh, const std::optional<at::Tensor>& bias_ih, const std::optional<at::Tensor>& bias_hh,
     bool save_for_backward, const LstmBackend& backend) {
   const char* op = "fused_lstm.lstm_cell_forward";
-  check_defined(op, {{"input", &input}, {"h0", &h0}, {"c0", &c0}, {"weight_ih", &weight_ih},
-                     {"weight_hh", &weight_hh}, {"bias_ih", optional_address(bias_ih)},
-                     {"bias_hh", optional_address(bias_hh)}});
   const CellSizes sizes = check_cell(op, input, h0, weight_ih, weight_hh, bias_ih, bias_hh, kLstmGates);
   const int64_t B = sizes.batch, H = sizes.hidden;
   check_dim(op, c0, "c0", 2);
-  check_like_input(op, c0, "c0", input);
+  check_dtype_like_input(op, c0, "c0", input);
   check_shape(op, c0, "c0", {B, H});
   const auto dtype = input.scalar_type();
   const auto acc_dtype = accumulation_dtype(dtype);
@@ -90,13 +87,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& c0, const at::Tensor& weight_ih, const at::Tensor& weight_hh, const at::Tensor& gates,
     bool has_bias, bool compute_grad_input, bool compute_grad_weights, const LstmBackend& backend) {
   const char* op = "fused_lstm.lstm_cell_backward";
-  check_defined(op, {{"grad_h1", &grad_h1}, {"grad_c1", &grad_c1}, {"input", &input}, {"h0", &h0}, {"c0", &c0},
-                     {"weight_ih", &weight_ih}, {"weight_hh", &weight_hh}, {"gates", &gates}});
   const CellSizes sizes = check_cell(op, input, h0, weight_ih, weight_hh, std::nullopt, std::nullopt, kLstmGates);
   const int64_t B = sizes.batch, H = sizes.hidden;
   for (const NamedTensor& argument : {NamedTensor{"grad_h1", &grad_h1}, NamedTensor{"grad_c1", &grad_c1},
                                       NamedTensor{"c0", &c0}, NamedTensor{"gates", &gates}}) {
-    check_like_input(op, *argument.tensor, argument.name, input);
+    check_dtype_like_input(op, *argument.tensor, argument.name, input);
   }
   check_shape(op, grad_h1, "grad_h1", {B, H});
   check_shape(op, grad_c1, "grad_c1", {B, H});

@@ -31,10 +31,10 @@ LstmShape check_lstm_arguments(const char* op, const at::Tensor& input, const at
   shape.H = sizes.hidden_size;
   shape.P = sizes.state_size;
   check_dim(op, cell, cell_name, 2);
-  check_like_input(op, cell, cell_name, input);
+  check_dtype_like_input(op, cell, cell_name, input);
   check_shape(op, cell, cell_name, {shape.layout.batch, shape.H});
   if (weight_hr.has_value()) {
-    check_like_input(op, *weight_hr, "weight_hr", input);
+    check_dtype_like_input(op, *weight_hr, "weight_hr", input);
     check_shape(op, *weight_hr, "weight_hr", {shape.P, shape.H});
     TORCH_CHECK(shape.P < shape.H, op, ": the projection size (", shape.P, ") must be smaller than hidden_size (",
                 shape.H, ")");
@@ -336,8 +336,6 @@ std::tuple<std::string, std::string> lstm_layer_paths(
     const at::Tensor& input, const at::Tensor& batch_sizes, const at::Tensor& h0, const at::Tensor& weight_ih,
     const at::Tensor& weight_hh, const std::optional<at::Tensor>& weight_hr, const LstmBackend& backend) {
   const char* op = "fused_lstm.layer_paths";
-  check_defined(op, {{"input", &input}, {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"weight_ih", &weight_ih},
-                     {"weight_hh", &weight_hh}, {"weight_hr", optional_address(weight_hr)}});
   const SequenceLayout layout = check_sequence(op, input, batch_sizes, h0);
   const LayerSizes sizes = check_weights(op, input, h0, weight_ih, weight_hh, kLstmGates);
   const bool projected = weight_hr.has_value();
@@ -352,9 +350,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const std::optional<at::Tensor>& bias_hh, const std::optional<at::Tensor>& weight_hr, bool reverse,
     bool save_for_backward, const LstmBackend& backend) {
   const char* op = "fused_lstm.lstm_layer_forward";
-  check_defined(op, {{"input", &input}, {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"c0", &c0},
-                     {"weight_ih", &weight_ih}, {"weight_hh", &weight_hh}, {"bias_ih", optional_address(bias_ih)},
-                     {"bias_hh", optional_address(bias_hh)}, {"weight_hr", optional_address(weight_hr)}});
   const LstmShape shape = check_lstm_arguments(op, input, batch_sizes, h0, c0, "c0", weight_ih, weight_hh, weight_hr);
   const SequenceLayout& layout = shape.layout;
   const int64_t B = layout.batch, N = layout.rows, H = shape.H, P = shape.P;
@@ -412,12 +407,6 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
                     const at::Tensor& cell_prev, const at::Tensor& proj_input, bool reverse, bool has_bias,
                     bool compute_grad_input, bool compute_grad_weights, const LstmBackend& backend) {
   const char* op = "fused_lstm.lstm_layer_backward";
-  check_defined(op, {{"grad_output", &grad_output}, {"grad_h_n", &grad_h_n}, {"grad_c_n", &grad_c_n},
-                     {"input", &input}, {"batch_sizes", &batch_sizes}, {"h0", &h0}, {"weight_ih", &weight_ih},
-                     {"weight_hh", &weight_hh}, {"weight_hr", optional_address(weight_hr)}, {"output", &output},
-                     {"gates", &gates}, {"cell_prev", &cell_prev},
-                     // proj_input is read only with a projection; without one it may be anything.
-                     {"proj_input", weight_hr.has_value() ? &proj_input : nullptr}});
   const LstmShape shape = check_lstm_arguments(op, input, batch_sizes, h0, grad_c_n, "grad_c_n", weight_ih,
                                                weight_hh, weight_hr);
   const SequenceLayout& layout = shape.layout;
@@ -427,7 +416,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
   const auto acc_dtype = accumulation_dtype(dtype);
   for (const NamedTensor& argument : {NamedTensor{"grad_output", &grad_output}, NamedTensor{"grad_h_n", &grad_h_n},
                                       NamedTensor{"output", &output}, NamedTensor{"gates", &gates}}) {
-    check_like_input(op, *argument.tensor, argument.name, input);
+    check_dtype_like_input(op, *argument.tensor, argument.name, input);
   }
   check_device(op, cell_prev, "cell_prev", input.device());
   check_dtype(op, cell_prev, "cell_prev", acc_dtype);
@@ -437,7 +426,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n, c
   check_shape(op, gates, "gates", {N, 4 * H});
   check_shape(op, cell_prev, "cell_prev", {N, H});
   if (projected) {
-    check_like_input(op, proj_input, "proj_input", input);
+    check_dtype_like_input(op, proj_input, "proj_input", input);
     check_shape(op, proj_input, "proj_input", {N, H});
   }
 

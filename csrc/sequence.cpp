@@ -22,12 +22,10 @@ SequenceLayout check_sequence(const char* op, const at::Tensor& input, const at:
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op,
               ": input must be float32, float64, float16 or bfloat16, got ", dtype);
   check_dim(op, batch_sizes, "batch_sizes", 1);
-  TORCH_CHECK(batch_sizes.device().is_cpu(), op, ": batch_sizes must be a CPU tensor (as in PackedSequence), got ",
-              batch_sizes.device());
   check_dtype(op, batch_sizes, "batch_sizes", at::kLong);
   TORCH_CHECK(batch_sizes.numel() >= 1, op, ": the sequence must have at least one step, got 0");
   check_dim(op, h0, "h0", 2);
-  check_like_input(op, h0, "h0", input);
+  check_dtype_like_input(op, h0, "h0", input);
 
   SequenceLayout layout;
   layout.rows = input.size(0);
@@ -63,8 +61,8 @@ LayerSizes check_weights(const char* op, const at::Tensor& input, const at::Tens
                          const at::Tensor& weight_hh, int64_t gate_count) {
   check_dim(op, weight_ih, "weight_ih", 2);
   check_dim(op, weight_hh, "weight_hh", 2);
-  check_like_input(op, weight_ih, "weight_ih", input);
-  check_like_input(op, weight_hh, "weight_hh", input);
+  check_dtype_like_input(op, weight_ih, "weight_ih", input);
+  check_dtype_like_input(op, weight_hh, "weight_hh", input);
   TORCH_CHECK(weight_ih.size(0) % gate_count == 0 && weight_ih.size(0) > 0, op, ": weight_ih must have ",
               gate_count, "·hidden_size rows, got ", weight_ih.size(0));
   LayerSizes sizes;
@@ -84,7 +82,7 @@ CellSizes check_cell(const char* op, const at::Tensor& input, const at::Tensor& 
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16, op,
               ": input must be float32, float64, float16 or bfloat16, got ", dtype);
   check_dim(op, h0, "h0", 2);
-  check_like_input(op, h0, "h0", input);
+  check_dtype_like_input(op, h0, "h0", input);
   TORCH_CHECK(h0.size(0) == input.size(0), op, ": h0 must have as many rows as input (", input.size(0), "), got ",
               h0.size(0));
   const LayerSizes sizes = check_weights(op, input, h0, weight_ih, weight_hh, gate_count);
@@ -99,7 +97,7 @@ void check_biases(const char* op, const at::Tensor& input, const std::optional<a
   TORCH_CHECK(bias_ih.has_value() == bias_hh.has_value(), op, ": give both biases or neither");
   for (const auto& [bias, name] : {std::pair{&bias_ih, "bias_ih"}, std::pair{&bias_hh, "bias_hh"}}) {
     if (!bias->has_value()) continue;
-    check_like_input(op, **bias, name, input);
+    check_dtype_like_input(op, **bias, name, input);
     check_shape(op, **bias, name, {size});
   }
 }
