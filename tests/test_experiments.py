@@ -18,8 +18,9 @@ from experiments import report  # noqa: E402
 from experiments.cells import (STATE_NETWORK_MODES, LibraryRecurrent, NoForgetGateLSTM, StateNetworkCell)  # noqa: E402
 from experiments.stats import bootstrap_median_interval, fisher_exact_two_sided, median, wilson_interval  # noqa: E402
 from experiments.tasks import TASKS, make_adding_batch, make_temporal_order_batch, solved_loss  # noqa: E402
+from experiments.measures import probe_statistics  # noqa: E402
 from experiments.why_lstm import (CURVE_COLUMNS, GRADIENT_COLUMNS, RUN_COLUMNS, Config, build_recurrent,  # noqa: E402
-                                  choose_learning_rates, probe_statistics, SequenceModel)
+                                  choose_learning_rates, SequenceModel)
 
 RESULTS_DIR = os.path.join(REPO_ROOT, "experiments", "results")
 
