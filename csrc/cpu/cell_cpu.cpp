@@ -11,6 +11,7 @@
 #include "isa.h"
 #include "parallel.h"
 #include "transpose_avx512.h"
+#include "vector_ops.h"
 
 namespace fused_lstm {
 namespace cpu {
@@ -38,29 +39,29 @@ struct CellDots {
 };
 
 #if FL_HAVE_X86_TILES
-// acc[g][r] += a_r · w[g·H + j] over K: rows r of a [·, K] from `row`, gate rows of w [G·H, K] for unit j.
-// The accumulators live in a local copy: acc itself is memory the loads might alias (vector types may alias
-// floats), which kept gcc storing all G·R accumulators at every k (store-bound, a quarter of FMA peak).
-template <int G, int R>
-FL_AVX512 __attribute__((always_inline)) inline void accumulate_avx512(__m512 (&acc)[G][R], const float* a,
-                                                                       const float* w, int64_t K, int64_t H,
-                                                                       int64_t row, int64_t j) {
-  __m512 sums[G][R];
+// acc[g][r] += a_r · w[g·H + j] over K: rows r of a [·, K] from `row`, gate rows of w [G·H, K] for unit j, in
+// the instruction set's vectors (vector_ops.h). The accumulators live in a local copy: acc itself is memory the
+// loads might alias (vector types may alias floats), which kept gcc storing all G·R accumulators at every k
+// (store-bound, a quarter of FMA peak).
+template <typename Ops, int G, int R>
+inline void accumulate_on(typename Ops::Vec (&acc)[G][R], const float* a, const float* w, int64_t K, int64_t H,
+                          int64_t row, int64_t j) {
+  typename Ops::Vec sums[G][R];
 #pragma GCC unroll 16
   for (int g = 0; g < G; ++g) {
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) sums[g][r] = acc[g][r];
   }
-  for (int64_t k = 0; k < K; k += 16) {
-    const __mmask16 mask = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
-    __m512 weights[G];
+  for (int64_t k = 0; k < K; k += Ops::kLanes) {
+    const typename Ops::Mask mask = Ops::first_lanes(K - k);
+    typename Ops::Vec weights[G];
 #pragma GCC unroll 16
-    for (int g = 0; g < G; ++g) weights[g] = _mm512_maskz_loadu_ps(mask, w + (g * H + j) * K + k);
+    for (int g = 0; g < G; ++g) weights[g] = Ops::load_lanes(mask, w + (g * H + j) * K + k);
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
-      const __m512 x = _mm512_maskz_loadu_ps(mask, a + (row + r) * K + k);
+      const typename Ops::Vec x = Ops::load_lanes(mask, a + (row + r) * K + k);
 #pragma GCC unroll 16
-      for (int g = 0; g < G; ++g) sums[g][r] = _mm512_fmadd_ps(x, weights[g], sums[g][r]);
+      for (int g = 0; g < G; ++g) sums[g][r] = Ops::fma(x, weights[g], sums[g][r]);
     }
   }
 #pragma GCC unroll 16
@@ -71,65 +72,27 @@ FL_AVX512 __attribute__((always_inline)) inline void accumulate_avx512(__m512 (&
 }
 
 // out[r·G + g] = x_r · W_ih[g·H + j] + h_r · W_hh[g·H + j] for the R rows from `row`: one unit j, all gates.
-template <int G, int R>
-FL_AVX512 void unit_dots_avx512(const CellDots& d, int64_t row, int64_t j, float* out) {
-  __m512 acc[G][R];
+template <typename Ops, int G, int R>
+inline void unit_dots_on(const CellDots& d, int64_t row, int64_t j, float* out) {
+  typename Ops::Vec acc[G][R];
   for (int g = 0; g < G; ++g) {
-    for (int r = 0; r < R; ++r) acc[g][r] = _mm512_setzero_ps();
+    for (int r = 0; r < R; ++r) acc[g][r] = Ops::zero();
   }
-  if (d.input != nullptr) accumulate_avx512<G, R>(acc, d.input, d.weight_ih, d.C, d.H, row, j);
-  if (d.h0 != nullptr) accumulate_avx512<G, R>(acc, d.h0, d.weight_hh, d.H, d.H, row, j);
+  if (d.input != nullptr) accumulate_on<Ops, G, R>(acc, d.input, d.weight_ih, d.C, d.H, row, j);
+  if (d.h0 != nullptr) accumulate_on<Ops, G, R>(acc, d.h0, d.weight_hh, d.H, d.H, row, j);
   for (int r = 0; r < R; ++r) {
-    for (int g = 0; g < G; ++g) out[r * G + g] = _mm512_reduce_add_ps(acc[g][r]);
+    for (int g = 0; g < G; ++g) out[r * G + g] = Ops::sum(acc[g][r]);
   }
 }
 
 template <int G, int R>
-FL_AVX2 __attribute__((always_inline)) inline void accumulate_avx2(__m256 (&acc)[G][R], const float* a,
-                                                                   const float* w, int64_t K, int64_t H,
-                                                                   int64_t row, int64_t j) {
-  const __m256i lane_index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  __m256 sums[G][R];  // a local copy, as in accumulate_avx512
-#pragma GCC unroll 16
-  for (int g = 0; g < G; ++g) {
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) sums[g][r] = acc[g][r];
-  }
-  for (int64_t k = 0; k < K; k += 8) {
-    const __m256i mask =
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(8, K - k))), lane_index);
-    __m256 weights[G];
-#pragma GCC unroll 16
-    for (int g = 0; g < G; ++g) weights[g] = _mm256_maskload_ps(w + (g * H + j) * K + k, mask);
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      const __m256 x = _mm256_maskload_ps(a + (row + r) * K + k, mask);
-#pragma GCC unroll 16
-      for (int g = 0; g < G; ++g) sums[g][r] = _mm256_fmadd_ps(x, weights[g], sums[g][r]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int g = 0; g < G; ++g) {
-#pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) acc[g][r] = sums[g][r];
-  }
+FL_AVX512 FL_FLATTEN void unit_dots_avx512(const CellDots& d, int64_t row, int64_t j, float* out) {
+  unit_dots_on<Avx512Ops, G, R>(d, row, j, out);
 }
 
 template <int G, int R>
-FL_AVX2 void unit_dots_avx2(const CellDots& d, int64_t row, int64_t j, float* out) {
-  __m256 acc[G][R];
-  for (int g = 0; g < G; ++g) {
-    for (int r = 0; r < R; ++r) acc[g][r] = _mm256_setzero_ps();
-  }
-  if (d.input != nullptr) accumulate_avx2<G, R>(acc, d.input, d.weight_ih, d.C, d.H, row, j);
-  if (d.h0 != nullptr) accumulate_avx2<G, R>(acc, d.h0, d.weight_hh, d.H, d.H, row, j);
-  for (int r = 0; r < R; ++r) {
-    for (int g = 0; g < G; ++g) {
-      const __m128 half = _mm_add_ps(_mm256_castps256_ps128(acc[g][r]), _mm256_extractf128_ps(acc[g][r], 1));
-      const __m128 pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
-      out[r * G + g] = _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
-    }
-  }
+FL_AVX2 FL_FLATTEN void unit_dots_avx2(const CellDots& d, int64_t row, int64_t j, float* out) {
+  unit_dots_on<Avx2Ops, G, R>(d, row, j, out);
 }
 
 template <int G, int R>

@@ -14,6 +14,7 @@
 #include "isa.h"
 #include "lstm_recurrence_amx.h"
 #include "parallel.h"
+#include "vector_ops.h"
 
 namespace fused_lstm {
 namespace cpu {
@@ -189,59 +190,59 @@ FL_AVX512 inline void store_accumulators(const __m512 (&acc)[ROWS][4], float* ti
 }
 
 // tile[r][0..4·lanes) (+)= sum_k a[r·lda + k] · panel[k][0..4·lanes) for r < ROWS: the register-tiled
-// product, one version per instruction set (same loop, other registers).
-template <int ROWS>
-FL_AVX512 void tile_product_avx512(int64_t K, const float* a, int64_t lda, const float* panel, bool accumulate,
-                                   float* tile) {
-  constexpr int64_t lanes = 16, width = 64;
-  __m512 acc[ROWS][4];
-  load_accumulators<ROWS>(acc, tile, accumulate);
+// product, written once over the instruction set's vector operations (vector_ops.h).
+template <typename Ops, int ROWS>
+inline void tile_product_on(int64_t K, const float* a, int64_t lda, const float* panel, bool accumulate,
+                            float* tile) {
+  using Vec = typename Ops::Vec;
+  constexpr int64_t lanes = Ops::kLanes, width = 4 * Ops::kLanes;
+  Vec acc[ROWS][4];
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) acc[r][c] = accumulate ? Ops::load(tile + r * width + c * lanes) : Ops::zero();
+  }
   for (int64_t k = 0; k < K; ++k) {
     const float* w = panel + k * width;
-    const __m512 w0 = _mm512_loadu_ps(w);
-    const __m512 w1 = _mm512_loadu_ps(w + lanes);
-    const __m512 w2 = _mm512_loadu_ps(w + 2 * lanes);
-    const __m512 w3 = _mm512_loadu_ps(w + 3 * lanes);
+    if constexpr (Ops::kWeightsInRegisters) {
+      const Vec w0 = Ops::load(w), w1 = Ops::load(w + lanes), w2 = Ops::load(w + 2 * lanes),
+                w3 = Ops::load(w + 3 * lanes);
 #pragma GCC unroll 8
-    for (int r = 0; r < ROWS; ++r) {
-      const __m512 x = _mm512_set1_ps(a[r * lda + k]);
-      acc[r][0] = _mm512_fmadd_ps(x, w0, acc[r][0]);
-      acc[r][1] = _mm512_fmadd_ps(x, w1, acc[r][1]);
-      acc[r][2] = _mm512_fmadd_ps(x, w2, acc[r][2]);
-      acc[r][3] = _mm512_fmadd_ps(x, w3, acc[r][3]);
+      for (int r = 0; r < ROWS; ++r) {
+        const Vec x = Ops::broadcast(a[r * lda + k]);
+        acc[r][0] = Ops::fma(x, w0, acc[r][0]);
+        acc[r][1] = Ops::fma(x, w1, acc[r][1]);
+        acc[r][2] = Ops::fma(x, w2, acc[r][2]);
+        acc[r][3] = Ops::fma(x, w3, acc[r][3]);
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int r = 0; r < ROWS; ++r) {
+        const Vec x = Ops::broadcast(a[r * lda + k]);
+        acc[r][0] = Ops::fma(x, Ops::load(w), acc[r][0]);
+        acc[r][1] = Ops::fma(x, Ops::load(w + lanes), acc[r][1]);
+        acc[r][2] = Ops::fma(x, Ops::load(w + 2 * lanes), acc[r][2]);
+        acc[r][3] = Ops::fma(x, Ops::load(w + 3 * lanes), acc[r][3]);
+      }
     }
   }
-  store_accumulators<ROWS>(acc, tile);
+#pragma GCC unroll 8
+  for (int r = 0; r < ROWS; ++r) {
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; ++c) Ops::store(tile + r * width + c * lanes, acc[r][c]);
+  }
 }
 
 template <int ROWS>
-FL_AVX2 void tile_product_avx2(int64_t K, const float* a, int64_t lda, const float* panel, bool accumulate,
-                               float* tile) {
-  constexpr int64_t lanes = 8, width = 32;
-  __m256 acc[ROWS][4];
-#pragma GCC unroll 4
-  for (int r = 0; r < ROWS; ++r) {
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) {
-      acc[r][c] = accumulate ? _mm256_loadu_ps(tile + r * width + c * lanes) : _mm256_setzero_ps();
-    }
-  }
-  for (int64_t k = 0; k < K; ++k) {
-    const float* w = panel + k * width;
-#pragma GCC unroll 4
-    for (int r = 0; r < ROWS; ++r) {
-      const __m256 x = _mm256_set1_ps(a[r * lda + k]);
-      acc[r][0] = _mm256_fmadd_ps(x, _mm256_loadu_ps(w), acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(x, _mm256_loadu_ps(w + lanes), acc[r][1]);
-      acc[r][2] = _mm256_fmadd_ps(x, _mm256_loadu_ps(w + 2 * lanes), acc[r][2]);
-      acc[r][3] = _mm256_fmadd_ps(x, _mm256_loadu_ps(w + 3 * lanes), acc[r][3]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int r = 0; r < ROWS; ++r) {
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) _mm256_storeu_ps(tile + r * width + c * lanes, acc[r][c]);
-  }
+FL_AVX512 FL_FLATTEN void tile_product_avx512(int64_t K, const float* a, int64_t lda, const float* panel,
+                                              bool accumulate, float* tile) {
+  tile_product_on<Avx512Ops, ROWS>(K, a, lda, panel, accumulate, tile);
+}
+
+template <int ROWS>
+FL_AVX2 FL_FLATTEN void tile_product_avx2(int64_t K, const float* a, int64_t lda, const float* panel,
+                                          bool accumulate, float* tile) {
+  tile_product_on<Avx2Ops, ROWS>(K, a, lda, panel, accumulate, tile);
 }
 
 // The same tile from bfloat16: a's values and the panel's weights in pairs along k (pack_gate_panels_bf16),
