@@ -165,13 +165,14 @@ def fuzz_intra_op_threads():
     torch.set_num_threads(previous)
 
 
-def run_python_child(code, **environment):
+def run_python_child(code, timeout=300, **environment):
     """Runs `code` (dedented) in a fresh interpreter that can import the package and the test modules, with
-    `environment` added to this process's; for switches the library reads once per process."""
+    `environment` added to this process's: for switches the library reads once per process, and for calls that
+    could crash the interpreter."""
     tests = os.path.dirname(os.path.abspath(__file__))
     prelude = f"import sys\nsys.path[:0] = {[os.path.dirname(tests), tests]!r}\n"
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)],
-                          env=dict(os.environ, **environment), capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=os.path.dirname(tests),
+                          env=dict(os.environ, **environment), capture_output=True, text=True, timeout=timeout)
 
 
 def cpu_flags():

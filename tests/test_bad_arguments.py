@@ -5,20 +5,15 @@ results, or raise when mixed with CPU tensors; an argument on another device rai
 """
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import fused_lstm
 import samples
-from conftest import TOLERANCES
+from conftest import TOLERANCES, run_python_child
 from fuzzing import with_layout
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.usefixtures("fuzz_intra_op_threads")
 
@@ -239,10 +234,7 @@ def mutation_child(kinds):
 
 def run_child(function, *args, timeout=600):
     """Runs test_bad_arguments.<function>(*args) in a fresh interpreter; returns (returncode, records, stderr)."""
-    code = f"import test_bad_arguments as m; m.{function}(*{args!r})"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                            env=env)
+    result = run_python_child(f"import test_bad_arguments as m; m.{function}(*{args!r})", timeout=timeout)
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     return result.returncode, records, result.stderr
 
