@@ -5,9 +5,9 @@
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/pybind.h>  // the Tensor casters; not torch/extension.h, which doubles the compile time
 
+#include <algorithm>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "op_descriptions.h"
@@ -26,32 +26,41 @@ py::object& differentiable_backward() {
   return *function;
 }
 
-bool starts_with(const std::string& text, const std::string& prefix) { return text.rfind(prefix, 0) == 0; }
-
-// One op's description (op_descriptions.h) resolved against its registered schemas, once per process.
+// One op's description (op_descriptions.h) resolved against its registered schemas once per process: every name
+// becomes an index here, so that a call finds its saved tensors, cotangents and gradients without comparing names.
 struct OpPlan {
+  // Where each argument of the backward op comes from.
+  struct BackwardArgument {
+    enum Kind { kCotangent, kHasBias, kComputeGradInput, kComputeGradWeights, kSaved, kPlain } kind;
+    size_t index = 0;  // kCotangent: the output; kSaved: the saved value; kPlain: the forward argument
+    size_t like = 0;   // kCotangent: the saved value a missing cotangent's zeros are shaped like
+  };
+
   const OpDescription* description;
   c10::OperatorHandle forward, backward;
-  std::vector<std::string> arguments;           // the forward's, but save_for_backward
-  std::vector<bool> is_tensor;                  // per argument: a Tensor or Tensor?
-  std::vector<std::string> saved;               // what the forward saves: its tensor arguments, then outputs
-  std::unordered_map<std::string, size_t> saved_at;  // name -> place in `saved`
-  std::vector<std::pair<bool, size_t>> saved_from;   // per saved value: (an argument?, its place there or in results)
-  std::string bias;                             // the argument whose presence is has_bias
+  std::vector<std::string> arguments;          // the forward's, but save_for_backward
+  std::vector<bool> is_tensor;                 // per argument: a Tensor or Tensor?
+  std::vector<size_t> tensor_arguments;        // their indices; the saved values begin with them, in this order
+  std::vector<std::string> saved;              // what the forward saves: its tensor arguments, then outputs
+  std::vector<std::pair<bool, size_t>> saved_from;  // per saved value: (an argument?, its place there or in results)
+  size_t input = 0;                            // the argument `input`
+  std::vector<size_t> weights;                 // the arguments compute_grad_weights asks for
+  std::vector<BackwardArgument> backward_arguments;
+  std::vector<std::vector<size_t>> gradient_targets;  // per result of the backward op: the arguments it is for
 
   explicit OpPlan(const OpDescription& d)
-      : description(&d),
-        forward(find_op(d.kind, "_forward")),
-        backward(find_op(d.kind, "_backward")) {
+      : description(&d), forward(find_op(d.kind, "_forward")), backward(find_op(d.kind, "_backward")) {
     for (const auto& argument : forward.schema().arguments()) {
       if (argument.name() == "save_for_backward") continue;
       const auto kind = argument.type()->kind();
-      arguments.push_back(argument.name());
       is_tensor.push_back(kind == c10::TypeKind::TensorType || kind == c10::TypeKind::OptionalType);
-      if (is_tensor.back()) saved.push_back(argument.name());
-      if (bias.empty() && starts_with(argument.name(), "bias")) bias = argument.name();
+      if (is_tensor.back()) {
+        tensor_arguments.push_back(arguments.size());
+        saved.push_back(argument.name());
+        saved_from.emplace_back(true, arguments.size());
+      }
+      arguments.push_back(argument.name());
     }
-    for (size_t i = 0; i < saved.size(); ++i) saved_from.emplace_back(true, argument_index(saved[i]));
     saved.push_back(d.outputs.front());  // the first output: the backward reads it (and shapes zeros like it)
     for (const char* name : d.saved_outputs) saved.push_back(name);
     const auto& returns = forward.schema().returns();
@@ -61,7 +70,42 @@ struct OpPlan {
       TORCH_CHECK(r < returns.size(), "fused_lstm: ", d.kind, "_forward has no result ", saved[i]);
       saved_from.emplace_back(false, r);
     }
-    for (size_t i = 0; i < saved.size(); ++i) saved_at[saved[i]] = i;
+    input = argument_index("input");
+    for (const char* weight : d.weights) weights.push_back(argument_index(weight));
+    size_t bias = saved.size();
+    for (size_t i = 0; i < saved.size() && bias == saved.size(); ++i) {
+      if (saved[i].rfind("bias", 0) == 0) bias = i;
+    }
+    for (const auto& argument : backward.schema().arguments()) {
+      const std::string& name = argument.name();
+      if (name.rfind("grad_", 0) == 0) {  // an output's cotangent
+        const std::string output = name.substr(5);
+        std::string like = output;
+        for (const auto& [from, to] : d.cotangent_like) {
+          if (output == from) like = to;
+        }
+        backward_arguments.push_back({BackwardArgument::kCotangent, output_index(output), saved_index(like)});
+      } else if (name == "has_bias") {
+        TORCH_CHECK(bias < saved.size(), "fused_lstm: ", d.kind, "_forward has no bias argument");
+        backward_arguments.push_back({BackwardArgument::kHasBias, bias});
+      } else if (name == "compute_grad_input") {
+        backward_arguments.push_back({BackwardArgument::kComputeGradInput});
+      } else if (name == "compute_grad_weights") {
+        backward_arguments.push_back({BackwardArgument::kComputeGradWeights});
+      } else if (std::find(saved.begin(), saved.end(), name) != saved.end()) {
+        backward_arguments.push_back({BackwardArgument::kSaved, saved_index(name)});
+      } else {
+        backward_arguments.push_back({BackwardArgument::kPlain, argument_index(name)});
+      }
+    }
+    for (const auto& result : backward.schema().returns()) {
+      std::vector<size_t> targets;
+      for (const auto& [from, to] : d.gradient_aliases) {
+        if (result.name() == from) targets.push_back(argument_index(to));
+      }
+      if (targets.empty()) targets.push_back(argument_index(result.name().substr(5)));  // grad_<argument>
+      gradient_targets.push_back(targets);
+    }
   }
 
   static c10::OperatorHandle find_op(const char* kind, const char* suffix) {
@@ -79,21 +123,17 @@ struct OpPlan {
     return plans.at(index);
   }
 
-  size_t argument_index(const std::string& name) const {
-    for (size_t i = 0; i < arguments.size(); ++i) {
-      if (arguments[i] == name) return i;
-    }
-    TORCH_CHECK(false, "fused_lstm: ", description->kind, "_forward has no argument ", name);
+  static size_t index_in(const std::vector<std::string>& names, const std::string& name, const char* what,
+                         const char* kind) {
+    const auto found = std::find(names.begin(), names.end(), name);
+    TORCH_CHECK(found != names.end(), "fused_lstm: ", kind, "_forward has no ", what, " ", name);
+    return static_cast<size_t>(found - names.begin());
   }
-
-  // The forward argument(s) a result of the backward op is the gradient of.
-  std::vector<std::string> gradient_targets(const std::string& result) const {
-    std::vector<std::string> targets;
-    for (const auto& [from, to] : description->gradient_aliases) {
-      if (result == from) targets.push_back(to);
-    }
-    if (targets.empty()) targets.push_back(result.substr(5));  // grad_<argument>
-    return targets;
+  size_t argument_index(const std::string& name) const { return index_in(arguments, name, "argument", description->kind); }
+  size_t saved_index(const std::string& name) const { return index_in(saved, name, "saved value", description->kind); }
+  size_t output_index(const std::string& name) const {
+    const std::vector<std::string> outputs(description->outputs.begin(), description->outputs.end());
+    return index_in(outputs, name, "differentiable output", description->kind);
   }
 };
 
@@ -136,25 +176,23 @@ struct OpAutograd : torch::autograd::Function<OpAutograd> {
     const OpPlan& plan = OpPlan::get(ctx->saved_data["op"].toInt());
     const OpDescription& d = *plan.description;
     const variable_list saved = ctx->get_saved_variables();
-    auto value = [&](const std::string& name) -> const at::Tensor& { return saved.at(plan.saved_at.at(name)); };
-    // needs_input_grad counts edges, which only the defined tensor arguments have.
-    std::unordered_map<std::string, bool> needed;
-    std::vector<std::string> defined_arguments;
-    size_t edge = 0;
-    for (size_t i = 0; i < plan.arguments.size(); ++i) {
-      if (!plan.is_tensor[i] || !value(plan.arguments[i]).defined()) continue;
-      defined_arguments.push_back(plan.arguments[i]);
-      needed[plan.arguments[i]] = ctx->needs_input_grad(edge++);
+    // needs_input_grad counts edges, which only the defined tensor arguments have (the saved values begin with
+    // the tensor arguments, in order).
+    std::vector<bool> needed(plan.arguments.size(), false);
+    std::vector<size_t> defined_arguments;
+    for (size_t t = 0, edge = 0; t < plan.tensor_arguments.size(); ++t) {
+      if (!saved[t].defined()) continue;
+      defined_arguments.push_back(plan.tensor_arguments[t]);
+      needed[plan.tensor_arguments[t]] = ctx->needs_input_grad(edge++);
     }
-    auto is_needed = [&](const std::string& name) { return needed.count(name) && needed.at(name); };
-    std::unordered_map<std::string, at::Tensor> gradients;
+    std::vector<at::Tensor> gradients(plan.arguments.size());  // by argument
     if (at::GradMode::is_enabled()) {
       // The gradient must itself be differentiable (create_graph=True): the Python autograd's backward.
       py::gil_scoped_acquire gil;
       TORCH_CHECK(differentiable_backward(), "fused_lstm: the differentiable backward was never set");
       py::dict saved_values, needed_values, output_grads, plain_values;
-      for (const auto& name : plan.saved) saved_values[name.c_str()] = to_python(value(name));
-      for (const auto& name : defined_arguments) needed_values[name.c_str()] = needed.at(name);
+      for (size_t i = 0; i < plan.saved.size(); ++i) saved_values[plan.saved[i].c_str()] = to_python(saved[i]);
+      for (size_t a : defined_arguments) needed_values[plan.arguments[a].c_str()] = static_cast<bool>(needed[a]);
       for (size_t i = 0; i < d.outputs.size() && i < grads.size(); ++i) output_grads[d.outputs[i]] = to_python(grads[i]);
       for (size_t i = 0; i < plan.arguments.size(); ++i) {
         if (!plan.is_tensor[i]) plain_values[plan.arguments[i].c_str()] = ctx->saved_data[plan.arguments[i]].toBool();
@@ -162,52 +200,40 @@ struct OpAutograd : torch::autograd::Function<OpAutograd> {
       const py::dict computed = differentiable_backward()(plan.forward_name(), saved_values, needed_values, output_grads,
                                                           plain_values);
       for (const auto& [name, grad] : computed) {
-        if (!grad.is_none()) gradients[name.cast<std::string>()] = grad.cast<at::Tensor>();
+        if (!grad.is_none()) gradients[plan.argument_index(name.cast<std::string>())] = grad.cast<at::Tensor>();
       }
     } else {
       bool weights_needed = false;
-      for (const char* weight : d.weights) weights_needed = weights_needed || is_needed(weight);
+      for (size_t weight : plan.weights) weights_needed = weights_needed || needed[weight];
       torch::jit::Stack stack;
-      for (const auto& argument : plan.backward.schema().arguments()) {
-        const std::string& name = argument.name();
-        if (starts_with(name, "grad_")) {  // an output's cotangent
-          const std::string output = name.substr(5);
-          size_t i = 0;
-          while (d.outputs.at(i) != output) ++i;
-          if (i < grads.size() && grads[i].defined()) {
-            stack.emplace_back(grads[i]);
-          } else {
-            std::string like = output;
-            for (const auto& [from, to] : d.cotangent_like) {
-              if (output == from) like = to;
+      for (const auto& source : plan.backward_arguments) {
+        switch (source.kind) {
+          case OpPlan::BackwardArgument::kCotangent:
+            if (source.index < grads.size() && grads[source.index].defined()) {
+              stack.emplace_back(grads[source.index]);
+            } else {
+              stack.emplace_back(at::zeros_like(saved[source.like]));
             }
-            stack.emplace_back(at::zeros_like(value(like)));
-          }
-        } else if (name == "has_bias") {
-          stack.emplace_back(value(plan.bias).defined());
-        } else if (name == "compute_grad_input") {
-          stack.emplace_back(is_needed("input"));
-        } else if (name == "compute_grad_weights") {
-          stack.emplace_back(weights_needed);
-        } else if (plan.saved_at.count(name)) {
-          stack.push_back(optional_tensor(value(name)));
-        } else {
-          stack.push_back(ctx->saved_data.at(name));  // a plain argument of the forward (reverse)
+            break;
+          case OpPlan::BackwardArgument::kHasBias: stack.emplace_back(saved[source.index].defined()); break;
+          case OpPlan::BackwardArgument::kComputeGradInput: stack.emplace_back(static_cast<bool>(needed[plan.input])); break;
+          case OpPlan::BackwardArgument::kComputeGradWeights: stack.emplace_back(weights_needed); break;
+          case OpPlan::BackwardArgument::kSaved: stack.push_back(optional_tensor(saved[source.index])); break;
+          case OpPlan::BackwardArgument::kPlain:  // a plain argument of the forward (reverse)
+            stack.push_back(ctx->saved_data.at(plan.arguments[source.index]));
+            break;
         }
       }
       {
         at::AutoDispatchBelowAutograd below_autograd;  // the backward op has no autograd of its own
         plan.backward.callBoxed(stack);
       }
-      const auto& returns = plan.backward.schema().returns();
-      for (size_t r = 0; r < returns.size(); ++r) {
-        for (const auto& target : plan.gradient_targets(returns[r].name())) gradients[target] = stack[r].toTensor();
+      for (size_t r = 0; r < plan.gradient_targets.size(); ++r) {
+        for (size_t argument : plan.gradient_targets[r]) gradients[argument] = stack[r].toTensor();
       }
     }
     variable_list result = {at::Tensor(), at::Tensor()};  // none for the op index and the arguments
-    for (const auto& name : defined_arguments) {
-      result.push_back(is_needed(name) && gradients.count(name) ? gradients.at(name) : at::Tensor());
-    }
+    for (size_t a : defined_arguments) result.push_back(needed[a] ? gradients[a] : at::Tensor());
     return result;
   }
 };
